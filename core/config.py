@@ -1,0 +1,125 @@
+"""Training configuration: what the user sets, saved with every run and every bundle."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import ConfigError
+
+BACKBONES = ("auto", "compact", "resnet18", "cnn1d")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+ORTHOGONALITY = ("abs", "square", "signed")
+GRL_SCHEDULES = ("constant", "dann")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class LossWeights:
+    """Weights of the five DisCoM-KD loss terms (the paper uses 1 for all)."""
+
+    cl: float = 1.0  # task cross-entropy of each modality's classifier
+    aux: float = 1.0  # shared auxiliary class head on z_inv and on z_inf
+    adv: float = 1.0  # modality discriminator on z_inv through gradient reversal
+    mod: float = 1.0  # modality heads on z_inf and z_irr
+    perp: float = 1.0  # orthogonality of (z_inf, z_irr) and (z_inf, z_inv)
+
+    TERMS = ("cl", "aux", "adv", "mod", "perp")
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in self.TERMS}
+
+
+# One line a user reads next to each weight (GUI tooltips, CLI help).
+LOSS_EXPLANATIONS = {
+    "cl": "Classification: each modality's own classifier learns the labels.",
+    "aux": "Auxiliary: one class head shared by all modalities must read the class from z_inv and z_inf.",
+    "adv": "Adversarial: a discriminator tries to tell modalities apart from z_inv; the encoders fight it (GRL).",
+    "mod": "Modality: z_inf and z_irr must each reveal which modality they came from.",
+    "perp": "Orthogonality: z_inf is pushed away from z_irr and from z_inv (disentanglement).",
+}
+
+LOSS_PRESETS: dict[str, LossWeights] = {
+    "Paper defaults": LossWeights(),
+    "Without L_aux": LossWeights(aux=0.0),
+    "Without L_adv": LossWeights(adv=0.0),
+    "Without L_mod": LossWeights(mod=0.0),
+    "Without L_perp": LossWeights(perp=0.0),
+    "Classifiers only": LossWeights(aux=0.0, adv=0.0, mod=0.0, perp=0.0),
+}
+
+
+@dataclass
+class ModalitySource:
+    """A modality folder and the user's overrides of its inferred spec (bands, size, augmentation...)."""
+
+    name: str
+    folder: str
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainingConfig:
+    modalities: list[ModalitySource] = field(default_factory=list)
+    weights: LossWeights = field(default_factory=LossWeights)
+    grl_lambda: float = 1.0
+    grl_schedule: str = "constant"  # or "dann": lambda * (2 / (1 + exp(-10 p)) - 1)
+    orthogonality: str = "abs"  # |cos|; the authors' code uses the signed cosine
+    backbone: str = "auto"  # compact CNN on CPU, ResNet-18 on a GPU; signals always use the 1-D CNN
+    embed_dim: int = 64  # size of z_inv, z_inf and z_irr; encoders output 2 * embed_dim (paper: 256)
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64  # per modality
+    epochs: int = 12
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True  # used on CUDA only
+
+    def validate(self) -> "TrainingConfig":
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        for key, value in self.weights.as_dict().items():
+            if not value >= 0:
+                bad(f"The weight of L_{key} must be zero or positive (got {value}).")
+        if self.backbone not in BACKBONES:
+            bad(f"Unknown backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}.")
+        if self.optimizer not in OPTIMIZERS:
+            bad(f"Unknown optimizer '{self.optimizer}'; choose one of {', '.join(OPTIMIZERS)}.")
+        if self.orthogonality not in ORTHOGONALITY:
+            bad(f"Unknown orthogonality '{self.orthogonality}'; choose one of {', '.join(ORTHOGONALITY)}.")
+        if self.grl_schedule not in GRL_SCHEDULES:
+            bad(f"Unknown GRL schedule '{self.grl_schedule}'; choose 'constant' or 'dann'.")
+        if self.device not in DEVICES:
+            bad(f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
+        if not self.grl_lambda >= 0:
+            bad("The GRL factor must be zero or positive.")
+        if self.embed_dim < 2:
+            bad("The embedding size must be at least 2.")
+        if not self.learning_rate > 0:
+            bad("The learning rate must be positive.")
+        if self.batch_size < 2:
+            bad("The batch size must be at least 2 (batch normalisation needs two samples).")
+        if self.epochs < 1:
+            bad("Train for at least one epoch.")
+        if len(self.split) != 3 or any(f < 0 for f in self.split) or self.split[0] <= 0:
+            bad("The split needs three non-negative fractions (train, validation, test) with train > 0.")
+        if abs(sum(self.split) - 1.0) > 1e-6:
+            bad(f"The split fractions must add up to 1 (they add up to {sum(self.split):.3f}).")
+        return self
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["modalities"] = [ModalitySource(**m) for m in d.get("modalities", [])]
+        d["weights"] = LossWeights(**d.get("weights", {}))
+        if "split" in d:
+            d["split"] = tuple(float(v) for v in d["split"])
+        return cls(**d)

@@ -1,0 +1,543 @@
+"""Modality folders -> decoded, cached arrays -> stratified splits with training-split statistics.
+
+A modality is a folder with one sub-folder per class. Each file is decoded once; the decoded
+arrays are cached on disk keyed by the folder contents and the preprocessing, so later runs and
+every epoch read tensors, never files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .decoding import (
+    STRAY_NAMES,
+    fit_signal_length,
+    file_kind,
+    read_raw,
+    resize_image,
+)
+from .errors import Cancelled, DataError
+from .paths import user_cache_dir
+from .spectrogram import SpectrogramSettings
+
+CACHE_VERSION = 1
+AUGMENTATIONS = ("none", "shift", "flips_rot90", "flips_rot90_shift")
+ProgressCallback = Callable[[int, int], None]
+StopCheck = Callable[[], bool]
+
+
+@dataclass
+class ModalitySpec:
+    """How files of one modality become model inputs; stored in the bundle for prediction."""
+
+    name: str
+    kind: str  # "image", "audio" (spectrogram image) or "signal"
+    channels: int  # after band selection
+    size: tuple[int, int] | None = None  # (H, W) of images and spectrograms
+    length: int | None = None  # samples per signal
+    bands: tuple[int, ...] | None = None  # source channels kept, None = all
+    source_channels: int | None = None
+    length_mode: str = "resample"  # signals: "resample" or "crop"
+    spectrogram: SpectrogramSettings | None = None
+    augmentation: str = "none"
+    mean: list[float] | None = None  # per channel, training split only
+    std: list[float] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        if self.kind == "signal":
+            return (self.channels, int(self.length or 0))
+        return (self.channels, *(self.size or (0, 0)))
+
+    def describe(self) -> str:
+        ch = f"{self.channels} channel{'s' if self.channels != 1 else ''}"
+        if self.kind == "signal":
+            return f"signal, {ch}, length {self.length}"
+        h, w = self.size or (0, 0)
+        what = "audio (log spectrogram)" if self.kind == "audio" else "image"
+        return f"{what}, {ch}, {h}x{w}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["spectrogram"] = self.spectrogram.to_dict() if self.spectrogram else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModalitySpec":
+        d = dict(d)
+        if d.get("spectrogram"):
+            d["spectrogram"] = SpectrogramSettings.from_dict(d["spectrogram"])
+        for key in ("size", "bands"):
+            if d.get(key) is not None:
+                d[key] = tuple(int(v) for v in d[key])
+        return cls(**d)
+
+    def cache_identity(self) -> dict:
+        """The fields that change decoded arrays (statistics and augmentation do not)."""
+        d = self.to_dict()
+        for key in ("name", "augmentation", "mean", "std"):
+            d.pop(key)
+        return d
+
+    def preprocess(self, raw_kind: str, array: np.ndarray) -> np.ndarray:
+        """Band selection and resizing of one decoded file; raises DataError if it does not fit."""
+        expected_kind = "image" if self.kind == "audio" else self.kind
+        got_kind = "image" if raw_kind == "audio" else raw_kind
+        if got_kind != expected_kind or (raw_kind == "audio") != (self.kind == "audio"):
+            raise DataError(f"this file is {raw_kind} data, but the modality '{self.name}' holds {self.kind}")
+        if self.bands is not None:
+            if array.shape[0] <= max(self.bands):
+                raise DataError(
+                    f"has {array.shape[0]} channels; band {max(self.bands) + 1} was selected"
+                )
+            array = array[list(self.bands)]
+        elif self.source_channels is not None and array.shape[0] != self.source_channels:
+            raise DataError(
+                f"has {array.shape[0]} channel(s); the modality '{self.name}' has {self.source_channels}"
+            )
+        if self.kind == "signal":
+            return fit_signal_length(array, int(self.length), self.length_mode)
+        return resize_image(array, tuple(self.size))
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Standardise a batch (N, C, ...) with the training statistics."""
+        if self.mean is None or self.std is None:
+            return x
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(shape)
+        std = np.asarray(self.std, dtype=np.float32).reshape(shape)
+        return (x - mean) / std
+
+
+def default_augmentation(kind: str, channels: int) -> str:
+    """Flips and 90-degree rotations suit overhead imagery only; they destroy digits and spectrograms."""
+    if kind == "image" and channels > 3:
+        return "flips_rot90"
+    if kind == "image":
+        return "shift"
+    return "none"
+
+
+@dataclass
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class ModalityData:
+    """One modality, decoded: inputs x (N, C, ...), labels into ``classes``, what was skipped."""
+
+    name: str
+    folder: str
+    spec: ModalitySpec
+    classes: list[str]
+    x: np.ndarray
+    labels: np.ndarray
+    files: list[str]  # relative to folder, parallel to x
+    skipped: list[SkippedFile] = field(default_factory=list)
+    from_cache: bool = False
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts)}
+
+    @property
+    def stems(self) -> list[str]:
+        return [Path(f).stem for f in self.files]
+
+
+@dataclass
+class FolderListing:
+    classes: list[str]
+    files: list[tuple[Path, str]]  # (path, class name)
+    skipped: list[SkippedFile]
+
+
+def list_modality_folder(folder: str | Path) -> FolderListing:
+    """Find class sub-folders and their files; strays and unsupported files are listed, not fatal."""
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise DataError(f"The folder '{folder}' does not exist. Choose the folder that holds one sub-folder per class.")
+    if not folder.is_dir():
+        raise DataError(f"'{folder}' is a file, not a folder. Choose the folder that holds one sub-folder per class.")
+    skipped: list[SkippedFile] = []
+    files: list[tuple[Path, str]] = []
+    classes: list[str] = []
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise DataError(f"Cannot read the folder '{folder}' ({exc.strerror}). Check its permissions.") from exc
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name.lower() in STRAY_NAMES:
+            if entry.is_file():
+                skipped.append(SkippedFile(entry.name, "system file, not data"))
+            continue
+        if entry.is_file():
+            skipped.append(SkippedFile(entry.name, "not inside a class folder"))
+            continue
+        class_files = []
+        for path in sorted(p for p in entry.rglob("*") if p.is_file()):
+            rel = str(path.relative_to(folder))
+            if any(part.startswith(".") for part in path.relative_to(entry).parts) or path.name.lower() in STRAY_NAMES:
+                skipped.append(SkippedFile(rel, "system file, not data"))
+            elif file_kind(path) is None:
+                skipped.append(SkippedFile(rel, f"unsupported file type '{path.suffix or path.name}'"))
+            else:
+                class_files.append((path, entry.name))
+        if class_files:
+            classes.append(entry.name)
+            files.extend(class_files)
+    return FolderListing(classes, files, skipped)
+
+
+def infer_spec(name: str, listing: FolderListing, overrides: dict | None = None, sample_size: int = 48) -> ModalitySpec:
+    """Guess kind, channels and size from a sample of files spread over the classes; overrides win."""
+    overrides = dict(overrides or {})
+    spectrogram = overrides.pop("spectrogram", None)
+    if isinstance(spectrogram, dict):
+        spectrogram = SpectrogramSettings.from_dict(spectrogram)
+    by_class: dict[str, list[Path]] = {}
+    for path, cls in listing.files:
+        by_class.setdefault(cls, []).append(path)
+    sample: list[Path] = []
+    per_class = max(1, sample_size // max(1, len(by_class)))
+    for paths in by_class.values():
+        step = max(1, len(paths) // per_class)
+        sample.extend(paths[::step][:per_class])
+    kinds, channels, sizes, lengths = Counter(), Counter(), Counter(), []
+    for path in sample:
+        try:
+            kind, array = read_raw(path, spectrogram)
+        except DataError:
+            continue
+        kinds[kind] += 1
+        channels[array.shape[0]] += 1
+        if kind == "signal":
+            lengths.append(array.shape[1])
+        else:
+            sizes[array.shape[1:]] += 1
+    if not kinds:
+        raise DataError(
+            f"No readable file in the modality '{name}'. Supported: PNG, JPEG, BMP, TIFF, .npy, WAV."
+        )
+    kind = overrides.pop("kind", None) or kinds.most_common(1)[0][0]
+    source_channels = channels.most_common(1)[0][0]
+    bands = overrides.pop("bands", None)
+    bands = tuple(int(b) for b in bands) if bands is not None else None
+    if bands is not None:
+        if not bands or min(bands) < 0 or max(bands) >= source_channels:
+            raise DataError(
+                f"Band selection {[b + 1 for b in bands]} does not fit the modality '{name}', whose files "
+                f"have {source_channels} channel(s). Bands are numbered from 1."
+            )
+    spec = ModalitySpec(
+        name=name,
+        kind=kind,
+        channels=len(bands) if bands is not None else source_channels,
+        size=tuple(sizes.most_common(1)[0][0]) if sizes else None,
+        length=int(np.median(lengths)) if lengths else None,
+        bands=bands,
+        source_channels=source_channels,
+        spectrogram=(spectrogram or SpectrogramSettings()) if kind == "audio" else None,
+    )
+    spec.augmentation = default_augmentation(spec.kind, spec.channels)
+    for key, value in overrides.items():
+        if not hasattr(spec, key):
+            raise DataError(f"Unknown setting '{key}' for the modality '{name}'.")
+        if key == "size" and value is not None:
+            value = tuple(int(v) for v in value)
+        setattr(spec, key, value)
+    if spec.augmentation not in AUGMENTATIONS:
+        raise DataError(f"Unknown augmentation '{spec.augmentation}'; choose one of {', '.join(AUGMENTATIONS)}.")
+    return spec
+
+
+def _cache_key(listing: FolderListing, spec: ModalitySpec) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "spec": spec.cache_identity()}, sort_keys=True).encode())
+    for path, cls in listing.files:
+        st = path.stat()
+        h.update(f"{path}\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _atomic_save_npz(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_modality(
+    folder: str | Path,
+    name: str | None = None,
+    overrides: dict | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+    use_cache: bool = True,
+) -> ModalityData:
+    """Scan, decode and cache one modality folder. Bad files are skipped with a reason."""
+    folder = Path(folder).expanduser().resolve() if Path(folder).expanduser().exists() else Path(folder)
+    name = name or folder.name
+    listing = list_modality_folder(folder)
+    if not listing.files:
+        raise DataError(
+            f"The modality '{name}' has no usable file in '{folder}'. Put one sub-folder per class in it, "
+            f"each holding PNG, JPEG, BMP, TIFF, .npy or WAV files."
+        )
+    spec = infer_spec(name, listing, overrides)
+    cache_path = user_cache_dir() / "decoded" / f"{_cache_key(listing, spec)}.npz"
+    if use_cache and cache_path.exists():
+        try:
+            with np.load(cache_path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                data = ModalityData(
+                    name=name,
+                    folder=str(folder),
+                    spec=spec,
+                    classes=meta["classes"],
+                    x=z["x"],
+                    labels=z["labels"],
+                    files=meta["files"],
+                    skipped=listing.skipped + [SkippedFile(**s) for s in meta["skipped"]],
+                    from_cache=True,
+                )
+            if progress:
+                progress(len(listing.files), len(listing.files))
+            return _check_modality(data)
+        except (OSError, ValueError, KeyError):
+            cache_path.unlink(missing_ok=True)  # a broken cache is rebuilt, never trusted
+
+    class_index = {c: i for i, c in enumerate(listing.classes)}
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    files: list[str] = []
+    decode_skipped: list[SkippedFile] = []
+    total = len(listing.files)
+    for i, (path, cls) in enumerate(listing.files):
+        if should_stop and i % 32 == 0 and should_stop():
+            raise Cancelled()
+        rel = str(path.relative_to(folder))
+        try:
+            kind, raw = read_raw(path, spec.spectrogram)
+            arrays.append(spec.preprocess(kind, raw))
+            labels.append(class_index[cls])
+            files.append(rel)
+        except DataError as exc:
+            decode_skipped.append(SkippedFile(rel, str(exc)))
+        if progress and (i % 64 == 0 or i == total - 1):
+            progress(i + 1, total)
+    if not arrays:
+        raise DataError(
+            f"No file of the modality '{name}' could be used; the first problem was: "
+            f"{decode_skipped[0].path}: {decode_skipped[0].reason}"
+        )
+    present = sorted(set(labels))
+    # Classes whose files were all skipped disappear; remap labels to the remaining ones.
+    classes = [listing.classes[i] for i in present]
+    remap = {old: new for new, old in enumerate(present)}
+    x = np.stack(arrays).astype(np.float32)
+    y = np.asarray([remap[l] for l in labels], dtype=np.int64)
+    data = ModalityData(name, str(folder), spec, classes, x, y, files, listing.skipped + decode_skipped)
+    if use_cache:
+        try:
+            meta = {"classes": classes, "files": files, "skipped": [asdict(s) for s in decode_skipped]}
+            _atomic_save_npz(cache_path, x=x, labels=y, meta=np.array(json.dumps(meta)))
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+    return _check_modality(data)
+
+
+def _check_modality(data: ModalityData) -> ModalityData:
+    if len(data.classes) < 2:
+        raise DataError(
+            f"The modality '{data.name}' has only {len(data.classes)} usable class "
+            f"({', '.join(data.classes) or 'none'}). A classifier needs at least two class sub-folders."
+        )
+    return data
+
+
+@dataclass
+class PairingReport:
+    status: str  # "paired", "partial" or "unpaired"
+    shared_stems: int
+    detail: str
+
+
+@dataclass
+class DatasetReport:
+    """What the user needs to see before training: classes, gaps, counts, pairing, skipped files."""
+
+    classes: list[str]
+    missing: dict[str, list[str]]  # modality -> classes it lacks
+    counts: dict[str, dict[str, int]]  # modality -> class -> files
+    skipped: dict[str, list[SkippedFile]]
+    pairing: PairingReport
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{len(self.classes)} classes: {', '.join(self.classes)}"]
+        for name, counts in self.counts.items():
+            lines.append(f"{name}: {sum(counts.values())} files, {len(self.skipped[name])} skipped")
+        for name, gaps in self.missing.items():
+            if gaps:
+                lines.append(f"{name} has no files for: {', '.join(gaps)}")
+        lines.append(f"pairing: {self.pairing.detail}")
+        return lines
+
+
+def pairing_report(modalities: list[ModalityData]) -> PairingReport:
+    """Samples are paired when the same file stem (within the same class) exists in every modality."""
+    keyed = [{(m.classes[l], s) for l, s in zip(m.labels, m.stems)} for m in modalities]
+    shared = set.intersection(*keyed)
+    union = set.union(*keyed)
+    if shared and len(shared) == len(union):
+        return PairingReport("paired", len(shared), f"paired: all {len(shared)} samples have a file in every modality")
+    if shared:
+        return PairingReport(
+            "partial", len(shared), f"partly paired: {len(shared)} of {len(union)} samples exist in every modality"
+        )
+    return PairingReport("unpaired", 0, "unpaired: no file name is shared across modalities (DisCoM-KD does not need pairing)")
+
+
+@dataclass
+class MultiModalDataset:
+    """Several decoded modalities on one shared label set (labels are indices into ``classes``)."""
+
+    modalities: list[ModalityData]
+    classes: list[str]
+    report: DatasetReport
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    def global_labels(self, m: int) -> np.ndarray:
+        modality = self.modalities[m]
+        lookup = np.asarray([self.classes.index(c) for c in modality.classes], dtype=np.int64)
+        return lookup[modality.labels]
+
+
+def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
+    """Match classes by folder name; a class missing somewhere is reported, a modality sharing none is an error."""
+    if len(modalities) < 2:
+        raise DataError("DisCoM-KD needs at least two modalities. Add another modality folder.")
+    names = [m.name for m in modalities]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"Two modalities are named '{duplicates[0]}'. Give each modality its own name.")
+    classes = sorted(set().union(*(m.classes for m in modalities)), key=_natural_key)
+    for m in modalities:
+        others = set().union(*(o.classes for o in modalities if o is not m))
+        if not others & set(m.classes):
+            raise DataError(
+                f"The modality '{m.name}' shares no class with the others (its classes: "
+                f"{', '.join(m.classes[:8])}). Class sub-folders must have the same names in every modality."
+            )
+    report = DatasetReport(
+        classes=classes,
+        missing={m.name: [c for c in classes if c not in m.classes] for m in modalities},
+        counts={m.name: m.class_counts for m in modalities},
+        skipped={m.name: m.skipped for m in modalities},
+        pairing=pairing_report(modalities),
+    )
+    return MultiModalDataset(list(modalities), classes, report)
+
+
+def _natural_key(name: str):
+    """'2' before '10'; class folders are often numbers."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in _split_digits(name)]
+
+
+def _split_digits(text: str) -> Iterable[str]:
+    token = ""
+    for ch in text:
+        if token and ch.isdigit() != token[-1].isdigit():
+            yield token
+            token = ""
+        token += ch
+    if token:
+        yield token
+
+
+@dataclass
+class SplitIndices:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], seed: int) -> SplitIndices:
+    """Per class: shuffle, then cut train/val/test by the fractions (each class keeps >= 1 train sample)."""
+    train_f, val_f, test_f = fractions
+    total_f = train_f + val_f + test_f
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        n = idx.size
+        n_test = int(round(n * test_f / total_f))
+        n_val = int(round(n * val_f / total_f))
+        if n - n_test - n_val < 1:  # tiny classes: training comes first
+            n_test = max(0, min(n_test, n - 1))
+            n_val = max(0, n - 1 - n_test) if n - n_test - n_val < 1 else n_val
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
+    return SplitIndices(**{k: np.sort(np.concatenate(v)).astype(np.int64) for k, v in parts.items()})
+
+
+def split_dataset(
+    dataset: MultiModalDataset, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), seed: int = 0
+) -> dict[str, SplitIndices]:
+    """Each modality is split on its own; paired data is split by sample so pairs stay together."""
+    if any(f < 0 for f in fractions) or fractions[0] <= 0:
+        raise DataError("Split fractions must be non-negative and the training fraction positive.")
+    splits: dict[str, SplitIndices] = {}
+    if dataset.report.pairing.status == "paired":
+        first = dataset.modalities[0]
+        keys = [(first.classes[l], s) for l, s in zip(first.labels, first.stems)]
+        base = stratified_split(dataset.global_labels(0), fractions, seed)
+        assignment = {}
+        for part in ("train", "val", "test"):
+            for i in getattr(base, part):
+                assignment[keys[i]] = part
+        for m in dataset.modalities:
+            groups: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+            for i, (l, s) in enumerate(zip(m.labels, m.stems)):
+                groups[assignment[(m.classes[l], s)]].append(i)
+            splits[m.name] = SplitIndices(**{k: np.asarray(v, dtype=np.int64) for k, v in groups.items()})
+        return splits
+    for k, m in enumerate(dataset.modalities):
+        splits[m.name] = stratified_split(dataset.global_labels(k), fractions, seed + 1000 * k)
+    return splits
+
+
+def channel_statistics(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of (N, C, ...) data, in float64 for stability."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    mean = x.mean(axis=axes, dtype=np.float64)
+    std = x.std(axis=axes, dtype=np.float64)
+    std = np.where(std < 1e-6, 1.0, std)  # constant channels stay finite
+    return mean.tolist(), std.tolist()
+
+
+def with_statistics(spec: ModalitySpec, x_train: np.ndarray) -> ModalitySpec:
+    mean, std = channel_statistics(x_train)
+    return replace(spec, mean=mean, std=std)

@@ -1,0 +1,29 @@
+"""Errors a user can cause. Each carries a message written for the user."""
+
+
+class DisComKDError(Exception):
+    """Base class: the message says what went wrong and what to do."""
+
+
+class DataError(DisComKDError):
+    """A modality folder or a data file cannot be used."""
+
+
+class ConfigError(DisComKDError):
+    """A training or prediction setting is invalid."""
+
+
+class BundleError(DisComKDError):
+    """A model bundle is corrupt, truncated, foreign or tampered with."""
+
+
+class PredictionError(DisComKDError):
+    """A file cannot be routed to a modality or predicted."""
+
+
+class TrainingError(DisComKDError):
+    """Training cannot start or continue (for example out of memory)."""
+
+
+class Cancelled(Exception):
+    """A stop was requested while work was in progress (not an error)."""

@@ -1,0 +1,201 @@
+"""Backbones and the DisCoM-KD network (per-modality branches plus shared training heads)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _GradientReversalFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return -ctx.factor * grad_output, None
+
+
+def gradient_reversal(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Identity forward; multiplies the gradient by -factor backward (Ganin & Lempitsky, 2015)."""
+    return _GradientReversalFn.apply(x, float(factor))
+
+
+class CompactCNN(nn.Module):
+    """Small 2-D CNN that trains quickly on a CPU; works for any input size and channel count.
+
+    Inputs of 48 px and more (spectrograms, satellite patches) start with a stride-2 convolution,
+    which makes the network about five times cheaper at little cost in accuracy.
+    """
+
+    def __init__(self, in_channels: int, out_dim: int, width: int = 32, stem_stride: int = 1) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2, ceil_mode=True),
+            )
+
+        self.features = nn.Sequential(
+            block(in_channels, width, stem_stride), block(width, 2 * width), block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * width, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class CNN1D(nn.Module):
+    """1-D CNN for multichannel signals (C x L)."""
+
+    def __init__(self, in_channels: int, out_dim: int, width: int = 32) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv1d(cin, cout, 7, padding=3, bias=False),
+                nn.BatchNorm1d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool1d(2, ceil_mode=True),
+            )
+
+        self.features = nn.Sequential(
+            block(in_channels, width), block(width, 2 * width), block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * width, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 from scratch (the paper's backbone), first convolution adapted to the channel count.
+
+    Small inputs (under 64 px) get a 3x3 stride-1 stem without max-pooling, as for CIFAR, so that
+    28x28 digits are not reduced to 1x1 before the last stage.
+    """
+
+    def __init__(self, in_channels: int, out_dim: int, small_input: bool = False) -> None:
+        super().__init__()
+        if small_input:
+            stem = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
+        else:
+            stem = [
+                nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            ]
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.features = nn.Sequential(*stem, *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Identity() if out_dim == 512 else nn.Linear(512, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def resolve_backbone(requested: str, kind: str, device_type: str) -> str:
+    """'auto' means the compact CNN on a CPU and ResNet-18 on a GPU; signals always use the 1-D CNN."""
+    if kind == "signal":
+        return "cnn1d"
+    if requested in ("auto", "cnn1d"):
+        return "resnet18" if device_type in ("cuda", "mps") else "compact"
+    return requested
+
+
+def build_backbone(name: str, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
+    channels = input_shape[0]
+    if name == "cnn1d":
+        return CNN1D(channels, out_dim)
+    if name == "compact":
+        return CompactCNN(channels, out_dim, stem_stride=2 if min(input_shape[1:]) >= 48 else 1)
+    if name == "resnet18":
+        return ResNet18(channels, out_dim, small_input=min(input_shape[1:]) < 64)
+    raise ValueError(f"unknown backbone {name}")
+
+
+class ModalityBranch(nn.Module):
+    """Everything one modality needs at prediction time: both encoders and its task classifier."""
+
+    def __init__(self, backbone: str, input_shape: tuple[int, ...], embed_dim: int, n_classes: int) -> None:
+        super().__init__()
+        feature_dim = 2 * embed_dim
+        self.invariant_encoder = build_backbone(backbone, input_shape, feature_dim)
+        self.invariant_projection = nn.Sequential(
+            nn.Linear(feature_dim, embed_dim), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True)
+        )
+        self.specific_encoder = build_backbone(backbone, input_shape, feature_dim)
+        self.classifier = nn.Linear(2 * embed_dim, n_classes)
+        self.embed_dim = embed_dim
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        z_inv = self.invariant_projection(self.invariant_encoder(x))
+        specific = self.specific_encoder(x)
+        z_inf, z_irr = specific[:, : self.embed_dim], specific[:, self.embed_dim :]
+        logits = self.classifier(torch.cat([z_inv, z_inf], dim=1))
+        return {"z_inv": z_inv, "z_inf": z_inf, "z_irr": z_irr, "logits": logits}
+
+
+class DisCoMKD(nn.Module):
+    """One branch per modality plus the heads used only during training (DESIGN.md section 1)."""
+
+    def __init__(
+        self,
+        modality_names: list[str],
+        input_shapes: dict[str, tuple[int, ...]],
+        backbones: dict[str, str],
+        embed_dim: int,
+        n_classes: int,
+    ) -> None:
+        super().__init__()
+        self.modality_names = list(modality_names)
+        n_modalities = len(modality_names)
+        self.branches = nn.ModuleDict(
+            {m: ModalityBranch(backbones[m], input_shapes[m], embed_dim, n_classes) for m in modality_names}
+        )
+        self.aux_classifier = nn.Linear(embed_dim, n_classes)  # shared by all modalities
+        self.discriminator = nn.Sequential(
+            nn.Linear(embed_dim, embed_dim), nn.ReLU(inplace=True), nn.Linear(embed_dim, n_modalities)
+        )
+        self.informative_modality_head = nn.Linear(embed_dim, n_modalities)
+        self.irrelevant_modality_head = nn.Linear(embed_dim, n_modalities)
+
+    def forward(self, inputs: dict[str, torch.Tensor], grl_factor: float = 1.0) -> dict[str, dict[str, torch.Tensor]]:
+        """Per modality: embeddings, task logits and the logits of every training head."""
+        outputs = {}
+        for name, x in inputs.items():
+            out = self.branches[name](x)
+            out["aux_inv"] = self.aux_classifier(out["z_inv"])
+            out["aux_inf"] = self.aux_classifier(out["z_inf"])
+            out["disc"] = self.discriminator(gradient_reversal(out["z_inv"], grl_factor))
+            out["mod_inf"] = self.informative_modality_head(out["z_inf"])
+            out["mod_irr"] = self.irrelevant_modality_head(out["z_irr"])
+            outputs[name] = out
+        return outputs

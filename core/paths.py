@@ -1,0 +1,48 @@
+"""Where the engine reads and writes: per-user data and cache folders, and the shipped resources."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import appdirs
+
+APP_NAME = "DisCoM-KD Studio"
+APP_AUTHOR = "DisCoM-KD"
+
+
+def user_data_dir() -> Path:
+    """Runs and settings live here; DISCOMKD_DATA_DIR overrides it (tests, portable installs)."""
+    override = os.environ.get("DISCOMKD_DATA_DIR")
+    return Path(override) if override else Path(appdirs.user_data_dir(APP_NAME, APP_AUTHOR))
+
+
+def user_cache_dir() -> Path:
+    """Decoded-data caches live here; DISCOMKD_CACHE_DIR overrides it."""
+    override = os.environ.get("DISCOMKD_CACHE_DIR")
+    return Path(override) if override else Path(appdirs.user_cache_dir(APP_NAME, APP_AUTHOR))
+
+
+def runs_dir() -> Path:
+    return user_data_dir() / "runs"
+
+
+def resources_dir() -> Path:
+    """The shipped ``resources/`` folder: in a frozen app, in a wheel, or in the source tree."""
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    if frozen_root:
+        return Path(frozen_root) / "resources"
+    import discomkd_resources
+
+    return Path(discomkd_resources.__file__).resolve().parent
+
+
+def demo_data_dir() -> Path:
+    return resources_dir() / "demo"
+
+
+def demo_modalities() -> dict[str, Path]:
+    """The embedded demo: real handwritten digits (images) and real spoken digits (audio), unpaired."""
+    root = demo_data_dir()
+    return {"image": root / "image", "audio": root / "audio"}

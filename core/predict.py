@@ -1,0 +1,175 @@
+"""Prediction from single files with a loaded bundle, preprocessing exactly as in training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bundle import ModelBundle, load_bundle
+from .data import ModalitySpec
+from .decoding import STRAY_NAMES, file_kind, read_raw
+from .errors import DataError, PredictionError
+
+
+@dataclass
+class Prediction:
+    path: str
+    modality: str
+    label: str
+    probabilities: dict[str, float]  # class -> probability, in the bundle's class order
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda kv: kv[1], reverse=True)[:k]
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+
+@dataclass
+class PredictionFailure:
+    path: str
+    message: str
+    candidates: list[str] = field(default_factory=list)  # set when the modality is ambiguous
+
+
+def _fits(spec: ModalitySpec, raw_kind: str, array: np.ndarray) -> bool:
+    if (raw_kind == "audio") != (spec.kind == "audio"):
+        return False
+    if raw_kind != "audio" and raw_kind != spec.kind:
+        return False
+    channels = array.shape[0]
+    if spec.bands is not None:
+        return channels > max(spec.bands) and (spec.source_channels is None or channels == spec.source_channels)
+    return channels == (spec.source_channels or spec.channels)
+
+
+class Predictor:
+    """Holds one bundle's branches (built lazily, once) and routes files to modalities."""
+
+    def __init__(self, bundle: ModelBundle, device: str = "cpu") -> None:
+        self.bundle = bundle
+        self.device = torch.device(device)
+        self.specs = bundle.specs
+        self.classes = bundle.classes
+        self._branches: dict[str, torch.nn.Module] = {}
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str = "cpu") -> "Predictor":
+        return cls(load_bundle(path), device)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.specs)
+
+    def branch(self, modality: str) -> torch.nn.Module:
+        if modality not in self._branches:
+            self._branches[modality] = self.bundle.build_branch(modality, self.device)
+        return self._branches[modality]
+
+    def candidate_modalities(self, path: str | Path) -> list[str]:
+        """Modalities whose kind and channel count fit the file; several when ambiguous.
+
+        Raises DataError when the file itself cannot be read.
+        """
+        decoded: dict = {}
+        fitting: list[tuple[str, np.ndarray]] = []
+        for name, spec in self.specs.items():
+            key = spec.spectrogram if spec.kind == "audio" else None
+            if key not in decoded:
+                decoded[key] = read_raw(path, key)
+            raw_kind, array = decoded[key]
+            if _fits(spec, raw_kind, array):
+                fitting.append((name, array))
+        if len(fitting) > 1:  # when channels do not decide, an exact size match does
+            exact = [n for n, a in fitting if self.specs[n].kind == "signal" or tuple(a.shape[1:]) == tuple(self.specs[n].size or ())]
+            if len(exact) == 1:
+                return exact
+        return [n for n, _ in fitting]
+
+    def preprocess(self, path: str | Path, modality: str) -> np.ndarray:
+        spec = self.specs[modality]
+        raw_kind, array = read_raw(path, spec.spectrogram)
+        return spec.normalize(spec.preprocess(raw_kind, array)[None])
+
+    @torch.no_grad()
+    def predict_file(self, path: str | Path, modality: str | None = None) -> Prediction:
+        """Predict one file; raises PredictionError (ambiguous/unknown modality) or DataError (bad file)."""
+        path = Path(path)
+        if file_kind(path) is None:
+            raise PredictionError(
+                f"'{path.name}' is not a supported file (PNG, JPEG, BMP, TIFF, .npy or WAV)."
+            )
+        if modality is None:
+            candidates = self.candidate_modalities(path)
+            if not candidates:
+                raise PredictionError(
+                    f"'{path.name}' fits none of this model's modalities "
+                    f"({'; '.join(f'{n}: {s.describe()}' for n, s in self.specs.items())})."
+                )
+            if len(candidates) > 1:
+                raise PredictionError(
+                    f"'{path.name}' could belong to {', '.join(candidates)}; choose the modality.",
+                )
+            modality = candidates[0]
+        elif modality not in self.specs:
+            raise PredictionError(f"The model has no modality '{modality}'; it has {', '.join(self.specs)}.")
+        x = torch.from_numpy(self.preprocess(path, modality)).to(self.device)
+        logits = self.branch(modality)(x)["logits"]
+        probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        probabilities = {c: float(p) for c, p in zip(self.classes, probs)}
+        return Prediction(str(path), modality, self.classes[int(probs.argmax())], probabilities)
+
+    def predict_files(self, paths: list[str | Path], modality: str | None = None) -> list[Prediction | PredictionFailure]:
+        """Predict many files (folders are expanded); a bad file gives a failure entry, never an exception."""
+        results: list[Prediction | PredictionFailure] = []
+        for path in expand_paths(paths):
+            try:
+                results.append(self.predict_file(path, modality))
+            except PredictionError as exc:
+                candidates = []
+                if "could belong to" in str(exc):
+                    candidates = self.candidate_modalities(path)
+                results.append(PredictionFailure(str(path), str(exc), candidates))
+            except DataError as exc:
+                results.append(PredictionFailure(str(path), f"'{Path(path).name}': {exc}"))
+        return results
+
+
+def expand_paths(paths: list[str | Path]) -> list[Path]:
+    """Files as given; folders replaced by their files (recursively, sorted, system files left out)."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(
+                f for f in sorted(p.rglob("*"))
+                if f.is_file() and not f.name.startswith(".") and f.name.lower() not in STRAY_NAMES
+            )
+        else:
+            out.append(p)
+    return out
+
+
+def write_predictions_csv(results: list[Prediction | PredictionFailure], destination: str | Path, classes: list[str]) -> Path:
+    """One row per file: path, modality, label, confidence, one probability column per class, error."""
+    import csv
+    import os
+    import tempfile
+
+    destination = Path(destination)
+    fd, tmp = tempfile.mkstemp(dir=destination.parent or ".", prefix=".pred-", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "modality", "prediction", "confidence", *[f"p_{c}" for c in classes], "error"])
+        for r in results:
+            if isinstance(r, Prediction):
+                writer.writerow([r.path, r.modality, r.label, f"{r.confidence:.6f}",
+                                 *[f"{r.probabilities[c]:.6f}" for c in classes], ""])
+            else:
+                writer.writerow([r.path, "", "", "", *[""] * len(classes), r.message])
+    os.replace(tmp, destination)
+    return destination
