@@ -1,0 +1,382 @@
+"""Compare DisCoM-KD with baselines and ablations over several random splits.
+
+Usage (no Qt)::
+
+    result = run_comparison(config, ["discomkd", "student", "dml"], seeds=3,
+                            out_dir=Path("cmp"), on_progress=print, stop=StopToken())
+    print(result.to_markdown())
+
+Seed k (0-based) uses ``config.seed + k`` for the split and for the initialisation, for every
+method, so all methods see the same train/validation/test samples on a given seed. The runs go
+seed by seed (every method on seed 0, then on seed 1, ...), so a stopped comparison still holds
+complete seeds. Runs cut short by a stop are left out of the table and listed in ``per_run``.
+
+Files written by :meth:`ComparisonResult.write` (each atomically):
+- ``comparison.md``: the table as Markdown (mean ± standard deviation over seeds);
+- ``comparison.csv``: one row per method and modality;
+- ``per_run.json``: ``{"format_version", "settings", "skipped", "runs": [...]}``, one entry per
+  method and seed with its status, time and test metrics per modality (and the teacher's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import runs
+from .baselines import ABLATIONS, PAIRED_ONLY, BaselineRun, BaselineSettings, pairing_skip_reason, run_method
+from .config import ModalitySource, TrainingConfig
+from .data import MultiModalDataset
+from .errors import Cancelled, ConfigError, DisComKDError
+from .events import DataProgress, StopToken
+from .trainer import load_dataset
+
+METHODS: dict[str, str] = {
+    "discomkd": "DisCoM-KD",
+    "student": "Student alone (CE)",
+    "kd": "Teacher + KD (Hinton)",
+    "dkd": "Teacher + DKD",
+    "dml": "Deep mutual learning",
+    "discomkd_no_aux": "DisCoM-KD without L_aux",
+    "discomkd_no_adv": "DisCoM-KD without L_adv",
+    "discomkd_no_mod": "DisCoM-KD without L_mod",
+    "discomkd_no_perp": "DisCoM-KD without L_perp",
+}
+DEFAULT_METHODS = list(METHODS)
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CompareProgress:
+    """Where a comparison is. ``method`` is "data" while the folders are read; ``fraction`` is overall."""
+
+    method: str
+    seed_index: int
+    n_seeds: int
+    fraction: float
+    message: str
+
+
+ProgressCallback = Callable[[CompareProgress], None]
+
+
+@dataclass
+class ComparisonResult:
+    """Mean ± standard deviation (over seeds, ddof=1; 0 for one seed) of test metrics per method and modality.
+
+    ``rows``: dicts with method, modality, wf1_mean, wf1_std, acc_mean, acc_std, time_s (mean wall
+    seconds per seed for the whole method, all modalities), plus label and n_runs.
+    ``skipped``: method -> reason. ``per_run``: one dict per method and seed.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    per_run: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    stopped: bool = False
+    wall_time_s: float = 0.0
+
+    def to_markdown(self) -> str:
+        lines = []
+        n_seeds = self.settings.get("seeds")
+        if n_seeds:
+            lines.append(f"Test weighted F1 and accuracy, mean ± std over {n_seeds} random split(s); "
+                         "time is wall seconds per seed for the whole method.")
+            lines.append("")
+        lines.append("| Method | Modality | Weighted F1 | Accuracy | Runs | Time per seed (s) |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in self.rows:
+            lines.append(
+                f"| {r.get('label', METHODS.get(r['method'], r['method']))} | {r['modality']} "
+                f"| {r['wf1_mean']:.3f} ± {r['wf1_std']:.3f} | {r['acc_mean']:.3f} ± {r['acc_std']:.3f} "
+                f"| {r.get('n_runs', '')} | {r['time_s']:.1f} |"
+            )
+        teachers = [p["teacher"] for p in self.per_run if p.get("teacher") and p["method"] in PAIRED_ONLY]
+        if teachers:
+            seen, wf1, acc = set(), [], []
+            for p in self.per_run:  # one teacher per seed, shared by kd and dkd
+                if p.get("teacher") and p["seed"] not in seen:
+                    seen.add(p["seed"])
+                    wf1.append(p["teacher"]["weighted_f1"])
+                    acc.append(p["teacher"]["accuracy"])
+            lines += ["", f"Multimodal teacher (sees every modality at test time, so not comparable with the rows "
+                          f"above): weighted F1 {_mean(wf1):.3f} ± {_std(wf1):.3f}, accuracy "
+                          f"{_mean(acc):.3f} ± {_std(acc):.3f} over {len(wf1)} seed(s)."]
+        if self.skipped:
+            lines += ["", "Skipped:"]
+            lines += [f"- {METHODS.get(m, m)}: {reason}" for m, reason in self.skipped.items()]
+        if self.stopped:
+            lines += ["", "The comparison was stopped before it finished; runs cut short are not in the table."]
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        columns = ["method", "label", "modality", "wf1_mean", "wf1_std", "acc_mean", "acc_std", "time_s", "n_runs"]
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+        return out.getvalue()
+
+    def write(self, out_dir: str | Path) -> None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write_text(out / "comparison.md", self.to_markdown())
+        runs.atomic_write_text(out / "comparison.csv", self.to_csv())
+        payload = {"format_version": FORMAT_VERSION, "settings": self.settings, "skipped": self.skipped,
+                   "stopped": self.stopped, "wall_time_s": self.wall_time_s, "runs": self.per_run}
+        runs.atomic_write_text(out / "per_run.json", json.dumps(payload, indent=1))
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _std(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise(per_run: list[dict], methods: list[str], modalities: list[str]) -> list[dict]:
+    """Table rows from finished runs, in the order of ``methods`` then ``modalities``."""
+    rows = []
+    for method in methods:
+        done = [p for p in per_run if p["method"] == method and p["status"] == "finished"]
+        if not done:
+            continue
+        time_s = _mean([p["time_s"] for p in done])
+        for name in modalities:
+            metrics = [p["metrics"][name] for p in done if name in p["metrics"]]
+            if not metrics:
+                continue
+            wf1 = [m["weighted_f1"] for m in metrics]
+            acc = [m["accuracy"] for m in metrics]
+            rows.append({
+                "method": method, "label": METHODS.get(method, method), "modality": name,
+                "wf1_mean": _mean(wf1), "wf1_std": _std(wf1), "acc_mean": _mean(acc), "acc_std": _std(acc),
+                "time_s": time_s, "n_runs": len(metrics),
+            })
+    return rows
+
+
+def check_methods(methods: list[str]) -> list[str]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"Unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}.")
+    if not methods:
+        raise ConfigError("Choose at least one method to compare.")
+    return list(dict.fromkeys(methods))
+
+
+def run_comparison(
+    config: TrainingConfig,
+    methods: list[str],
+    seeds: int,
+    out_dir: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+    stop: StopToken | None = None,
+    dataset: MultiModalDataset | None = None,
+    settings: BaselineSettings | None = None,
+) -> ComparisonResult:
+    """Run ``methods`` on ``seeds`` random splits of the config's modality folders.
+
+    Raises DisComKDError (DataError, ConfigError) for bad folders or settings before any training;
+    a run that fails later is recorded in ``per_run`` with its reason and the comparison goes on.
+    Methods that need pairing are put in ``skipped`` when the data is not paired. ``dataset``
+    may be given to skip reading the folders (tests, or a GUI that already loaded them).
+    """
+    methods = check_methods(methods)
+    if seeds < 1:
+        raise ConfigError("Use at least one seed.")
+    config.validate()
+    emit = on_progress or (lambda p: None)
+    stop = stop or StopToken()
+    settings = settings or BaselineSettings()
+    t0 = time.perf_counter()
+    result = ComparisonResult(settings={
+        "methods": methods, "seeds": seeds, "first_seed": config.seed, "config": config.to_dict(),
+        "baselines": settings.to_dict(),
+    })
+
+    if dataset is None:
+        def data_event(event) -> None:
+            if isinstance(event, DataProgress):
+                emit(CompareProgress("data", 0, seeds, 0.0, f"{event.stage}: {event.done}/{event.total}"))
+
+        try:
+            dataset = load_dataset(config, data_event, stop)
+        except Cancelled:
+            result.stopped = True
+            return _finish(result, [], out_dir, t0)
+    result.settings["pairing"] = dataset.report.pairing.detail
+    result.settings["train_counts"] = dataset.report.counts
+
+    reason = pairing_skip_reason(dataset)
+    runnable = []
+    for m in methods:
+        if m in PAIRED_ONLY and reason:
+            result.skipped[m] = reason
+        else:
+            runnable.append(m)
+
+    total = max(1, len(runnable) * seeds)
+    teacher_cache: dict = {}
+    for k in range(seeds):
+        seed_config = replace(config, seed=config.seed + k)
+        for j, method in enumerate(runnable):
+            if stop.is_set():
+                break
+            unit = k * len(runnable) + j
+
+            def progress(fraction: float, message: str, method=method, unit=unit, k=k) -> None:
+                emit(CompareProgress(method, k, seeds, min(1.0, (unit + fraction) / total),
+                                     f"{METHODS[method]}, seed {k + 1}/{seeds}: {message}"))
+
+            progress(0.0, "starting")
+            run = run_method(method, seed_config, dataset, progress, stop, settings, teacher_cache)
+            result.per_run.append(_run_record(run, k))
+            progress(1.0, run.status)
+        teacher_cache.clear()  # one teacher per seed; free it before the next
+        if stop.is_set():
+            break
+    result.stopped = stop.is_set()
+    for method in runnable:  # a method with no usable run says why
+        attempts = [p for p in result.per_run if p["method"] == method]
+        if attempts and not any(p["status"] == "finished" for p in attempts):
+            failed = [p for p in attempts if p["status"] == "failed"]
+            if failed:
+                result.skipped[method] = f"failed: {failed[0]['reason']}"
+    return _finish(result, dataset.names, out_dir, t0, runnable)
+
+
+def _run_record(run: BaselineRun, seed_index: int) -> dict:
+    record = {"method": run.method, "seed_index": seed_index, "seed": run.seed, "status": run.status,
+              "reason": run.reason, "time_s": run.time_s, "metrics": run.test_metrics}
+    if run.teacher_metrics:
+        record["teacher"] = run.teacher_metrics
+    return record
+
+
+def _finish(result: ComparisonResult, modalities: list[str], out_dir, t0: float,
+            methods: list[str] | None = None) -> ComparisonResult:
+    result.rows = summarise(result.per_run, methods or [], modalities)
+    result.wall_time_s = time.perf_counter() - t0
+    result.settings["wall_time_s"] = result.wall_time_s
+    if out_dir is not None:
+        result.write(out_dir)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: `discomkd compare` (wired into discomkd.cli by add_compare_parser)
+
+_OPTION = re.compile(r":(?=(bands|augmentation|kind)=)")
+
+
+def parse_modality_arg(text: str) -> ModalitySource:
+    """``NAME=DIR[:bands=4,3,2][:augmentation=flips_rot90]`` -> ModalitySource.
+
+    Bands are numbered from 1 in the text (as in satellite band names) and stored 0-based in
+    ``overrides["bands"]``. Only ``:key=`` with a known key starts an option, so Windows paths
+    such as ``C:\\data`` are kept whole.
+    """
+    name, sep, rest = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not rest:
+        raise ConfigError(f"'{text}' is not NAME=DIR (for example image=./data/images).")
+    parts = _OPTION.split(rest)
+    folder = parts[0]
+    overrides: dict = {}
+    # re.split with one group yields [folder, key, "key=value", key, "key=value", ...]
+    for i in range(1, len(parts) - 1, 2):
+        key, value = parts[i + 1].split("=", 1)
+        if key == "bands":
+            try:
+                bands = [int(b) for b in value.split(",") if b.strip()]
+            except ValueError:
+                raise ConfigError(f"Bands must be whole numbers separated by commas (got '{value}').") from None
+            if not bands or min(bands) < 1:
+                raise ConfigError(f"Bands are numbered from 1 (got '{value}').")
+            overrides["bands"] = [b - 1 for b in bands]
+        else:
+            overrides[key] = value
+    if not folder:
+        raise ConfigError(f"'{text}' gives no folder after '='.")
+    return ModalitySource(name, folder, overrides)
+
+
+def _modality_parser() -> Callable[[str], ModalitySource]:
+    """The CLI's own parser when it has one (one syntax everywhere), else ours."""
+    try:
+        from . import cli
+
+        return getattr(cli, "parse_modality_arg", parse_modality_arg)
+    except ImportError:
+        return parse_modality_arg
+
+
+def add_compare_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``compare`` to an argparse sub-parser set; ``run_compare_command`` runs it."""
+    p = subparsers.add_parser(
+        "compare", help="compare DisCoM-KD with baselines and ablations over several random splits",
+        description="Runs each chosen method on K random splits and writes comparison.md, comparison.csv "
+                    "and per_run.json. Methods: " + ", ".join(f"{k} ({v})" for k, v in METHODS.items()),
+    )
+    p.add_argument("--modality", action="append", required=True, metavar="NAME=DIR[:bands=4,3,2]",
+                   help="a modality folder (one sub-folder per class); repeat for each modality; "
+                        "bands are numbered from 1")
+    p.add_argument("--seeds", type=int, default=3, help="number of random splits (default 3)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method ids (default: all)")
+    p.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainingConfig.learning_rate)
+    p.add_argument("--embed-dim", type=int, default=TrainingConfig.embed_dim)
+    p.add_argument("--backbone", default=TrainingConfig.backbone)
+    p.add_argument("--device", default=TrainingConfig.device)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first split (seed k uses SEED + k)")
+    p.add_argument("--out", required=True, help="folder for comparison.md, comparison.csv and per_run.json")
+    p.set_defaults(func=run_compare_command)
+    return p
+
+
+def run_compare_command(args: argparse.Namespace) -> int:
+    """Run ``discomkd compare``: progress on stderr, the table on stdout. Ctrl-C stops cleanly."""
+    stop = StopToken()
+    try:
+        parse = _modality_parser()
+        config = TrainingConfig(
+            modalities=[parse(text) for text in args.modality], epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.lr, embed_dim=args.embed_dim, backbone=args.backbone, device=args.device,
+            seed=args.seed,
+        )
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        last = {"line": ""}
+
+        def show(p: CompareProgress) -> None:
+            line = f"[{100 * p.fraction:5.1f}%] {p.message}"
+            if line != last["line"]:
+                last["line"] = line
+                print("\r" + line[:110].ljust(110), end="", file=sys.stderr, flush=True)
+
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.request())
+        try:
+            result = run_comparison(config, methods, args.seeds, Path(args.out), show, stop)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        print(file=sys.stderr)
+    except DisComKDError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    print(result.to_markdown())
+    print(f"Written to {Path(args.out).resolve()} in {result.wall_time_s:.0f} s.", file=sys.stderr)
+    return 130 if result.stopped else 0

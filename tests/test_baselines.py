@@ -1,0 +1,272 @@
+"""Baselines and the comparison report (engine only, no Qt)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from discomkd.baselines import (
+    BaselineSettings,
+    class_conditional_targets,
+    dkd_loss,
+    dkd_terms,
+    dml_mimicry,
+    kd_divergence,
+    kd_loss,
+    run_method,
+)
+from discomkd.compare import (
+    METHODS,
+    ComparisonResult,
+    CompareProgress,
+    parse_modality_arg,
+    run_comparison,
+    summarise,
+)
+from discomkd.config import ModalitySource, TrainingConfig
+from discomkd.errors import ConfigError
+from discomkd.events import StopToken
+from discomkd.trainer import load_dataset
+
+N_CLASSES = 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU they oversubscribe badly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _private_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISCOMKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DISCOMKD_DATA_DIR", str(tmp_path / "data"))
+
+
+def _write_modality(root: Path, channels: int, stems: list[str], seed: int) -> None:
+    """Tiny .npy images: class c brightens horizontal band c (easy to learn, never trivial zero loss)."""
+    rng = np.random.default_rng(seed)
+    for c in range(N_CLASSES):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True)
+        for stem in stems:
+            x = rng.normal(0.0, 0.5, (channels, 12, 12)).astype(np.float32)
+            x[:, 4 * c : 4 * c + 4, :] += 2.0
+            np.save(folder / f"{stem}.npy", x)
+
+
+def _tiny_config(tmp_path: Path, paired: bool, **changes) -> TrainingConfig:
+    stems = [f"s{i}" for i in range(20)]
+    _write_modality(tmp_path / "a", 1, stems, 1)
+    _write_modality(tmp_path / "b", 2, stems if paired else [f"other{i}" for i in range(20)], 2)
+    settings = dict(epochs=3, batch_size=8, embed_dim=8, learning_rate=5e-3, device="cpu", backbone="compact")
+    settings.update(changes)
+    return TrainingConfig(
+        modalities=[ModalitySource("a", str(tmp_path / "a")), ModalitySource("b", str(tmp_path / "b"))],
+        **settings,
+    )
+
+
+def _dataset(config: TrainingConfig):
+    return load_dataset(config, lambda e: None, StopToken())
+
+
+# --- losses on hand-computed tensors ------------------------------------------------------------
+
+
+def test_kd_divergence_is_temperature_scaled_kl_times_t_squared():
+    s = torch.tensor([[1.0, 0.0, -1.0]])
+    t = torch.tensor([[2.0, 0.0, 0.0]])
+    T = 2.0
+    p_t = np.exp([1.0, 0.0, 0.0]) / np.exp([1.0, 0.0, 0.0]).sum()
+    p_s = np.exp([0.5, 0.0, -0.5]) / np.exp([0.5, 0.0, -0.5]).sum()
+    expected = (p_t * np.log(p_t / p_s)).sum() * T * T
+    assert float(kd_divergence(s, t, T)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_kd_loss_mixes_distillation_and_cross_entropy_with_alpha():
+    s = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    t = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    y = torch.tensor([0, 1])
+    ce = float(F.cross_entropy(s, y))
+    kd = float(kd_divergence(s, t, 4.0))
+    assert float(kd_loss(s, t, y, 4.0, 0.7)) == pytest.approx(0.7 * kd + 0.3 * ce, rel=1e-5)
+    assert float(kd_loss(s, t, y, 4.0, 0.0)) == pytest.approx(ce, rel=1e-5)
+
+
+def test_dkd_terms_match_the_paper_formulas():
+    s = torch.tensor([[1.0, 0.5, -1.0]])
+    t = torch.tensor([[2.0, 0.0, 1.0]])
+    y = torch.tensor([0])
+    T = 1.0
+    p_s = np.exp([1.0, 0.5, -1.0]) / np.exp([1.0, 0.5, -1.0]).sum()
+    p_t = np.exp([2.0, 0.0, 1.0]) / np.exp([2.0, 0.0, 1.0]).sum()
+    b_s, b_t = np.array([p_s[0], 1 - p_s[0]]), np.array([p_t[0], 1 - p_t[0]])
+    tckd = (b_t * np.log(b_t / b_s)).sum()
+    q_s, q_t = p_s[1:] / p_s[1:].sum(), p_t[1:] / p_t[1:].sum()
+    nckd = (q_t * np.log(q_t / q_s)).sum()
+    got_tckd, got_nckd = dkd_terms(s, t, y, T)
+    assert float(got_tckd) == pytest.approx(tckd, rel=1e-5)
+    assert float(got_nckd) == pytest.approx(nckd, rel=1e-5)
+    ce = float(F.cross_entropy(s, y))
+    assert float(dkd_loss(s, t, y, alpha=1.0, beta=8.0, temperature=T)) == pytest.approx(ce + tckd + 8 * nckd, rel=1e-5)
+
+
+def test_classic_kd_equals_tckd_plus_weighted_nckd():
+    """Zhao et al. Eq. 7: KD = TCKD + (1 - p_t^T) NCKD, a check of both implementations together."""
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 6), torch.randn(5, 6)
+    y = torch.tensor([0, 3, 5, 1, 2])
+    T = 3.0
+    tckd, nckd = dkd_terms(s[:1], t[:1], y[:1], T)
+    pt_t = F.softmax(t[:1] / T, dim=1)[0, y[0]]
+    assert float(kd_divergence(s[:1], t[:1], T)) == pytest.approx(float(tckd + (1 - pt_t) * nckd), rel=1e-4)
+
+
+def test_dml_mimicry_is_kl_from_peer_to_student():
+    logits = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    peer = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
+    p = F.softmax(logits, dim=1).numpy()
+    q = peer.numpy()
+    per_sample = (q * np.log(q / p)).sum(axis=1)
+    assert float(dml_mimicry(logits, peer)) == pytest.approx(per_sample.mean(), abs=1e-6)
+    assert float(dml_mimicry(logits, peer, torch.tensor([False, True]))) == pytest.approx(per_sample[1], abs=1e-6)
+    assert float(dml_mimicry(logits, peer, torch.tensor([False, False]))) == 0.0
+
+
+def test_unpaired_dml_targets_are_class_means_of_the_peer_batch():
+    peer_logits = torch.log(torch.tensor([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]]))
+    peer_labels = torch.tensor([0, 0, 1])
+    targets, mask = class_conditional_targets(peer_logits, peer_labels, torch.tensor([1, 0, 2]), 3)
+    assert torch.allclose(targets[0], torch.tensor([0.2, 0.7, 0.1]), atol=1e-6)
+    assert torch.allclose(targets[1], torch.tensor([0.7, 0.2, 0.1]), atol=1e-6)
+    assert mask.tolist() == [True, True, False]  # class 2 is absent from the peer's batch
+
+
+# --- each method trains above chance ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paired_setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("paired")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DISCOMKD_CACHE_DIR", str(tmp / "cache"))
+    config = _tiny_config(tmp, paired=True)
+    dataset = _dataset(config)
+    yield config, dataset
+    mp.undo()
+
+
+@pytest.mark.parametrize("method", ["student", "kd", "dkd", "dml", "discomkd_no_perp"])
+def test_each_method_trains_above_chance_on_paired_data(paired_setup, method):
+    config, dataset = paired_setup
+    assert dataset.report.pairing.status == "paired"
+    run = run_method(method, config, dataset, settings=BaselineSettings(dkd_warmup_epochs=0.5))
+    assert run.status == "finished", run.reason
+    for name in ("a", "b"):
+        assert run.test_metrics[name]["accuracy"] > 0.6, (method, name, run.test_metrics[name])
+    if method in ("kd", "dkd"):
+        assert run.teacher_metrics["accuracy"] > 0.6
+
+
+def test_unpaired_dml_trains_above_chance(tmp_path):
+    config = _tiny_config(tmp_path, paired=False)
+    dataset = _dataset(config)
+    assert dataset.report.pairing.status == "unpaired"
+    run = run_method("dml", config, dataset)
+    assert run.status == "finished", run.reason
+    assert min(run.test_metrics[n]["accuracy"] for n in ("a", "b")) > 0.6
+
+
+def test_methods_see_the_same_splits_as_discomkd(paired_setup):
+    config, dataset = paired_setup
+    student = run_method("student", config, dataset)
+    discomkd = run_method("discomkd", config, dataset)
+    for name in ("a", "b"):
+        assert student.test_metrics[name]["n"] == discomkd.test_metrics[name]["n"]
+        cm_s = np.asarray(student.test_metrics[name]["confusion"]).sum(axis=1)
+        cm_d = np.asarray(discomkd.test_metrics[name]["confusion"]).sum(axis=1)
+        assert cm_s.tolist() == cm_d.tolist()  # same test samples per class
+
+
+# --- the comparison -----------------------------------------------------------------------------
+
+
+def test_compare_skips_teacher_methods_when_unpaired(tmp_path):
+    config = _tiny_config(tmp_path, paired=False, epochs=1)
+    seen: list[CompareProgress] = []
+    result = run_comparison(config, ["student", "kd", "dkd"], seeds=2, out_dir=tmp_path / "out", on_progress=seen.append)
+    assert set(result.skipped) == {"kd", "dkd"}
+    assert "paired" in result.skipped["kd"]
+    assert {r["method"] for r in result.rows} == {"student"}
+    assert [p["seed"] for p in result.per_run] == [config.seed, config.seed + 1]
+    assert seen[-1].fraction == pytest.approx(1.0)
+    assert all(0.0 <= p.fraction <= 1.0 for p in seen)
+    for name in ("comparison.md", "comparison.csv", "per_run.json"):
+        assert (tmp_path / "out" / name).exists()
+    payload = json.loads((tmp_path / "out" / "per_run.json").read_text())
+    assert len(payload["runs"]) == 2 and payload["skipped"].keys() == {"kd", "dkd"}
+
+
+def test_compare_stops_between_and_within_runs(tmp_path):
+    config = _tiny_config(tmp_path, paired=False, epochs=1)
+    stop = StopToken()
+
+    def on_progress(p: CompareProgress) -> None:
+        if p.method == "student" and p.fraction > 0.1:
+            stop.request()
+
+    result = run_comparison(config, ["student", "dml"], seeds=3, on_progress=on_progress, stop=stop)
+    assert result.stopped
+    assert [p["method"] for p in result.per_run] == ["student"]
+    assert result.per_run[0]["status"] == "stopped"
+    assert result.rows == []
+
+
+def test_comparison_table_formatting():
+    per_run = [
+        {"method": "discomkd", "seed": s, "status": "finished", "time_s": t,
+         "metrics": {"rgb": {"weighted_f1": f, "accuracy": a}}}
+        for s, t, f, a in ((0, 10.0, 0.8, 0.9), (1, 20.0, 0.6, 0.7))
+    ] + [{"method": "student", "seed": 0, "status": "stopped", "time_s": 1.0, "metrics": {"rgb": {}}}]
+    rows = summarise(per_run, ["discomkd", "student"], ["rgb"])
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["wf1_mean"] == pytest.approx(0.7) and row["wf1_std"] == pytest.approx(math.sqrt(0.02))
+    assert row["time_s"] == pytest.approx(15.0)
+    result = ComparisonResult(rows=rows, skipped={"kd": "needs paired data"}, per_run=per_run,
+                              settings={"seeds": 2})
+    md = result.to_markdown()
+    assert "| DisCoM-KD | rgb | 0.700 ± 0.141 | 0.800 ± 0.141 | 2 | 15.0 |" in md
+    assert "- Teacher + KD (Hinton): needs paired data" in md
+    csv_lines = result.to_csv().splitlines()
+    assert csv_lines[0] == "method,label,modality,wf1_mean,wf1_std,acc_mean,acc_std,time_s,n_runs"
+    assert csv_lines[1].startswith("discomkd,DisCoM-KD,rgb,0.7000,0.1414,0.8000,0.1414,15.0000,2")
+
+
+def test_methods_contract():
+    assert list(METHODS) == ["discomkd", "student", "kd", "dkd", "dml", "discomkd_no_aux", "discomkd_no_adv",
+                             "discomkd_no_mod", "discomkd_no_perp"]
+    with pytest.raises(ConfigError):
+        run_comparison(TrainingConfig(), ["nonsense"], seeds=1)
+
+
+def test_modality_argument_bands_are_one_based_in_text():
+    src = parse_modality_arg("rgb=/data/eurosat:bands=4,3,2")
+    assert (src.name, src.folder, src.overrides) == ("rgb", "/data/eurosat", {"bands": [3, 2, 1]})
+    src = parse_modality_arg(r"ir=C:\data\eurosat:bands=8,9,12,13:augmentation=flips_rot90")
+    assert src.folder == r"C:\data\eurosat"
+    assert src.overrides == {"bands": [7, 8, 11, 12], "augmentation": "flips_rot90"}
+    assert parse_modality_arg("image=./img").overrides == {}
+    for bad in ("noequals", "x=", "rgb=/d:bands=0,1", "rgb=/d:bands=a"):
+        with pytest.raises(ConfigError):
+            parse_modality_arg(bad)
