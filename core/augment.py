@@ -2,6 +2,8 @@
 
 - ``shift``: random translation by up to ~10% of each spatial size, zero-filled (zero is the
   training mean after standardisation). Keeps digits and spectrograms meaningful.
+- ``time_shift``: the same along the last axis only (time in spectrograms and signals), so
+  that a spoken word may start earlier or later without its pitch moving.
 - ``flips_rot90``: the paper's random horizontal/vertical flips and 90-degree rotations, which suit
   overhead imagery (satellite patches) but change the meaning of digits and spectrograms.
 """
@@ -11,9 +13,11 @@ from __future__ import annotations
 import torch
 
 
-def _random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _random_shift(x: torch.Tensor, generator: torch.Generator, time_only: bool = False) -> torch.Tensor:
     spatial = x.shape[2:]
     pads = [max(1, round(0.1 * s)) for s in spatial]
+    if time_only and len(spatial) == 2:
+        pads[0] = 0
     b = x.shape[0]
     device = x.device
     if len(spatial) == 1:
@@ -59,4 +63,6 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> tor
         x = _random_flips_rot90(x, generator)
     if mode in ("shift", "flips_rot90_shift"):
         x = _random_shift(x, generator)
+    elif mode == "time_shift":
+        x = _random_shift(x, generator, time_only=True)
     return x

@@ -11,6 +11,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 ORTHOGONALITY = ("abs", "square", "signed")
 GRL_SCHEDULES = ("constant", "dann")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -68,6 +69,7 @@ class TrainingConfig:
     embed_dim: int = 64  # size of z_inv, z_inf and z_irr; encoders output 2 * embed_dim (paper: 256)
     optimizer: str = "adam"
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # cosine decay to zero over the run, or "constant" (paper: constant 1e-4)
     weight_decay: float = 0.0
     batch_size: int = 64  # per modality
     epochs: int = 12
@@ -97,6 +99,8 @@ class TrainingConfig:
             bad("The GRL factor must be zero or positive.")
         if self.embed_dim < 2:
             bad("The embedding size must be at least 2.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad(f"Unknown learning-rate schedule '{self.lr_schedule}'; choose 'cosine' or 'constant'.")
         if not self.learning_rate > 0:
             bad("The learning rate must be positive.")
         if self.batch_size < 2:

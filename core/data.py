@@ -30,7 +30,7 @@ from .paths import user_cache_dir
 from .spectrogram import SpectrogramSettings
 
 CACHE_VERSION = 1
-AUGMENTATIONS = ("none", "shift", "flips_rot90", "flips_rot90_shift")
+AUGMENTATIONS = ("none", "shift", "time_shift", "flips_rot90", "flips_rot90_shift")
 ProgressCallback = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
 
@@ -124,7 +124,7 @@ def default_augmentation(kind: str, channels: int) -> str:
         return "flips_rot90"
     if kind == "image":
         return "shift"
-    return "none"
+    return "time_shift"  # spectrograms and signals: a later or earlier start, same content
 
 
 @dataclass

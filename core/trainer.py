@@ -254,6 +254,13 @@ def _end_failed(run: _Run, reason: str) -> RunEnded:
     return event
 
 
+def learning_rate_at(config: TrainingConfig, progress: float) -> float:
+    """Cosine decay from the set rate to zero over the run (continuing a run re-spreads the rest)."""
+    if config.lr_schedule == "cosine":
+        return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return config.learning_rate
+
+
 def _make_optimizer(config: TrainingConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -374,6 +381,8 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
                 labels[n] = train_y[n].index_select(0, idx_dev if device.type == "cuda" else idx.to(device))
             progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
             factor = grl_factor(config.grl_schedule, config.grl_lambda, progress_in_run)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(config, progress_in_run)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = model(inputs, grl_factor=factor)
             terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)

@@ -1,0 +1,345 @@
+"""Command line: everything the GUI does, for a user on a server with no display.
+
+    discomkd train --modality image=DIR --modality audio=DIR --out RUN_DIR
+    discomkd continue RUN_DIR --epochs 5
+    discomkd predict BUNDLE FILE_OR_DIR... [--modality NAME] [--csv OUT]
+    discomkd evaluate BUNDLE --modality NAME=DIR
+    discomkd info BUNDLE
+    discomkd demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .config import LOSS_EXPLANATIONS, BACKBONES, DEVICES, GRL_SCHEDULES, OPTIMIZERS, ORTHOGONALITY, LossWeights, ModalitySource, TrainingConfig
+from .errors import DisComKDError
+
+EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
+_MODALITY_RE = re.compile(r"^(?P<name>[^=]+)=(?P<folder>.+?)(?::(?P<options>[a-z_]+=[^:]*(?::[a-z_]+=[^:]*)*))?$")
+
+
+def parse_modality_arg(text: str) -> ModalitySource:
+    """``NAME=DIR`` with optional ``:bands=4,3,2`` (1-based), ``:size=64x64``, ``:length=N``,
+    ``:augmentation=none|shift|flips_rot90|flips_rot90_shift``, ``:kind=image|audio|signal``."""
+    match = _MODALITY_RE.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=DIR (for example image=./data/rgb)")
+    overrides: dict = {}
+    for option in filter(None, (match.group("options") or "").split(":")):
+        key, _, value = option.partition("=")
+        try:
+            if key == "bands":
+                overrides["bands"] = [int(v) - 1 for v in value.split(",") if v.strip()]
+                if min(overrides["bands"]) < 0:
+                    raise ValueError("bands are numbered from 1")
+            elif key == "size":
+                h, _, w = value.lower().partition("x")
+                overrides["size"] = [int(h), int(w or h)]
+            elif key == "length":
+                overrides["length"] = int(value)
+            elif key in ("augmentation", "kind", "length_mode"):
+                overrides[key] = value
+            else:
+                raise ValueError(f"unknown option '{key}'")
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"'{text}': {exc}") from exc
+    return ModalitySource(match.group("name").strip(), match.group("folder"), overrides)
+
+
+def _fraction_triple(text: str) -> tuple[float, float, float]:
+    parts = [float(v) for v in text.split(",")]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError("the split is three fractions: train,val,test (e.g. 0.7,0.1,0.2)")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConfig | None = None) -> None:
+    d = defaults or TrainingConfig()
+    g = parser.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per modality per step")
+    g.add_argument("--lr", type=float, default=d.learning_rate, help="learning rate")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    g.add_argument("--backbone", choices=BACKBONES, default=d.backbone,
+                   help="auto: compact CNN on CPU, ResNet-18 on GPU; signals always use the 1-D CNN")
+    g.add_argument("--embed-dim", type=int, default=d.embed_dim, help="size of z_inv, z_inf, z_irr (paper: 256)")
+    g.add_argument("--split", type=_fraction_triple, default=d.split, help="train,val,test fractions")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", choices=DEVICES, default=d.device)
+    g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    w = parser.add_argument_group("loss weights (paper: all 1)")
+    for term in LossWeights.TERMS:
+        w.add_argument(f"--w-{term}", type=float, default=getattr(d.weights, term), help=LOSS_EXPLANATIONS[term])
+    w.add_argument("--grl", type=float, default=d.grl_lambda, help="gradient reversal factor lambda")
+    w.add_argument("--grl-schedule", choices=GRL_SCHEDULES, default=d.grl_schedule)
+    w.add_argument("--orthogonality", choices=ORTHOGONALITY, default=d.orthogonality,
+                   help="abs |cos| (default), square cos^2, signed cos (authors' code)")
+
+
+def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource]) -> TrainingConfig:
+    return TrainingConfig(
+        modalities=modalities,
+        weights=LossWeights(**{t: getattr(args, f"w_{t}") for t in LossWeights.TERMS}),
+        grl_lambda=args.grl,
+        grl_schedule=args.grl_schedule,
+        orthogonality=args.orthogonality,
+        backbone=args.backbone,
+        embed_dim=args.embed_dim,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        split=tuple(args.split),
+        seed=args.seed,
+        device=args.device,
+        mixed_precision=not args.no_amp,
+    )
+
+
+class ConsoleReporter:
+    """Prints trainer events: a live progress line on a terminal, one line per epoch always."""
+
+    def __init__(self, stream=sys.stdout, progress_stream=sys.stderr) -> None:
+        self.out = stream
+        self.err = progress_stream
+        self.live = progress_stream.isatty()
+        self._last = 0.0
+
+    def _bar(self, text: str) -> None:
+        if self.live:
+            self.err.write("\r\033[K" + text)
+            self.err.flush()
+
+    def __call__(self, event) -> None:
+        from .events import BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted
+
+        if isinstance(event, DataProgress):
+            self._bar(f"{event.stage}: {event.done}/{event.total} files")
+        elif isinstance(event, RunStarted):
+            self._bar("")
+            sizes = ", ".join(f"{n} {s}" for n, s in event.train_sizes.items())
+            print(f"Training on {event.device} (backbones: {', '.join(f'{k} {v}' for k, v in event.backbones.items())}); "
+                  f"training samples: {sizes}; data {event.pairing}; run folder {event.run_dir}", file=self.out, flush=True)
+        elif isinstance(event, BatchEnded):
+            now = time.monotonic()
+            if now - self._last > 0.2 or event.step == event.steps_per_epoch:
+                self._last = now
+                width = 24
+                filled = int(width * event.progress)
+                eta = _duration(event.eta_s) if event.eta_s is not None else "?"
+                self._bar(f"[{'#' * filled}{'.' * (width - filled)}] {100 * event.progress:5.1f}% epoch {event.epoch} "
+                          f"step {event.step}/{event.steps_per_epoch} loss {event.losses['total']:.3f} "
+                          f"{event.samples_per_s:.0f} samples/s ETA {eta}")
+        elif isinstance(event, EpochEnded):
+            self._bar("")
+            val = "  ".join(f"{n}: acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in event.val_metrics.items())
+            print(f"epoch {event.epoch}/{event.epochs}  loss {event.train_losses['total']:.4f}  val {val or 'n/a'}  "
+                  f"({event.epoch_time_s:.1f} s)", file=self.out, flush=True)
+        elif isinstance(event, BestModelSaved):
+            pass
+        elif isinstance(event, RunEnded):
+            self._bar("")
+            if self.live:
+                self.err.write("\r\033[K")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{(seconds % 3600) // 60:02d}"
+
+
+def _print_test_metrics(result) -> None:
+    for name, m in result.test_metrics.items():
+        print(f"  {name}: test accuracy {m['accuracy']:.4f}, weighted F1 {m['weighted_f1']:.4f}, "
+              f"macro F1 {m['macro_f1']:.4f} (best epoch {m.get('best_epoch')}, {m['n']} test samples)")
+
+
+def _run_training(fn, *args) -> int:
+    """Run a training call with Ctrl-C mapped to a clean stop (a second Ctrl-C aborts)."""
+    from .events import StopToken
+
+    stop = StopToken()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        stop.request()
+        print("\nStopping after this batch; the best model so far is kept (Ctrl-C again to abort).", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = fn(*args, on_event=ConsoleReporter(), stop=stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result.status == "failed":
+        print(f"error: {result.reason}", file=sys.stderr)
+        return EXIT_ERROR
+    print(result.reason)
+    _print_test_metrics(result)
+    if result.bundle_path:
+        print(f"model: {result.bundle_path}")
+    return EXIT_STOPPED if result.status == "stopped" else EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from .trainer import train
+
+    if len(args.modality) < 2:
+        print("error: DisCoM-KD needs at least two modalities; give --modality NAME=DIR twice or more.", file=sys.stderr)
+        return EXIT_ERROR
+    config = config_from_args(args, args.modality)
+    return _run_training(lambda **kw: train(config, run_dir=args.out, run_name=args.name, **kw))
+
+
+def cmd_continue(args) -> int:
+    from .trainer import continue_run
+
+    return _run_training(lambda **kw: continue_run(args.run_dir, args.epochs, **kw))
+
+
+def cmd_demo(args) -> int:
+    from .paths import demo_modalities
+    from .trainer import train
+
+    modalities = [ModalitySource(name, str(folder)) for name, folder in demo_modalities().items()]
+    config = config_from_args(args, modalities)
+    print("Demo: real handwritten digits (MNIST) and real spoken digits (FSDD), unpaired; see resources/demo/LICENSES.md")
+    return _run_training(lambda **kw: train(config, run_dir=args.out, run_name="demo", **kw))
+
+
+def cmd_predict(args) -> int:
+    from .predict import Prediction, Predictor, write_predictions_csv
+
+    predictor = Predictor.from_path(args.bundle)
+    results = predictor.predict_files(args.files, args.modality)
+    if not results:
+        print("error: no file to predict in the given paths.", file=sys.stderr)
+        return EXIT_ERROR
+    failures = 0
+    for r in results:
+        if isinstance(r, Prediction):
+            top = ", ".join(f"{c} {p:.3f}" for c, p in r.top(args.top_k))
+            print(f"{r.path}\t{r.modality}\t{r.label}\t{r.confidence:.3f}\t[{top}]")
+        else:
+            failures += 1
+            print(f"{r.path}\terror: {r.message}", file=sys.stderr)
+    if args.csv:
+        write_predictions_csv(results, args.csv, predictor.classes)
+        print(f"wrote {args.csv}")
+    return EXIT_OK if failures < len(results) else EXIT_ERROR
+
+
+def cmd_evaluate(args) -> int:
+    from .trainer import evaluate_bundle_on_folder
+
+    source = args.modality
+    metrics = evaluate_bundle_on_folder(args.bundle, source.name, source.folder)
+    print(f"{source.name}: {metrics['n']} files, accuracy {metrics['accuracy']:.4f}, "
+          f"weighted F1 {metrics['weighted_f1']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+    for row in metrics["per_class"]:
+        if row["support"]:
+            print(f"  {row['class']:>12}: precision {row['precision']:.3f} recall {row['recall']:.3f} "
+                  f"f1 {row['f1']:.3f} ({row['support']})")
+    if metrics["skipped"]:
+        print(f"skipped {len(metrics['skipped'])} file(s):")
+        for s in metrics["skipped"][:20]:
+            print(f"  {s['path']}: {s['reason']}")
+    if metrics["unknown_classes"]:
+        print(f"classes not known to the model (left out): {', '.join(metrics['unknown_classes'])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    return EXIT_OK
+
+
+def cmd_info(args) -> int:
+    from .bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    if args.json:
+        print(json.dumps(bundle.metadata, indent=2))
+    else:
+        print("\n".join(bundle.summary_lines()))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="discomkd", description="DisCoM-KD: train one classifier per modality "
+                                     "with cross-modal distillation, then predict from any single modality.")
+    parser.add_argument("--version", action="version", version=f"discomkd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train DisCoM-KD on modality folders (one sub-folder per class)")
+    p.add_argument("--modality", action="append", type=parse_modality_arg, default=[], metavar="NAME=DIR[:bands=4,3,2]",
+                   help="a modality folder; repeat for each modality. Options: :bands=… (1-based), :size=HxW, "
+                        ":length=N, :augmentation=none|shift|flips_rot90|flips_rot90_shift, :kind=image|audio|signal")
+    p.add_argument("--out", help="run folder (default: a new folder under the per-user runs directory)")
+    p.add_argument("--name", help="run name")
+    add_training_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("continue", help="continue a stopped or finished run for more epochs")
+    p.add_argument("run_dir")
+    p.add_argument("--epochs", type=int, required=True, help="additional epochs")
+    p.set_defaults(func=cmd_continue)
+
+    p = sub.add_parser("demo", help="train on the embedded demo data (digits: images + speech)")
+    p.add_argument("--out", help="run folder")
+    add_training_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("predict", help="predict files or folders with a model bundle")
+    p.add_argument("bundle")
+    p.add_argument("files", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--modality", help="the files' modality (default: inferred from kind and shape)")
+    p.add_argument("--csv", help="also write the predictions to this CSV file")
+    p.add_argument("--top-k", type=int, default=3)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a labelled folder of one modality")
+    p.add_argument("bundle")
+    p.add_argument("--modality", type=parse_modality_arg, required=True, metavar="NAME=DIR")
+    p.add_argument("--json", help="write all metrics to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("info", help="show what a model bundle contains")
+    p.add_argument("bundle")
+    p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+    p.set_defaults(func=cmd_info)
+
+    try:
+        from . import compare
+    except ImportError:
+        compare = None
+    if compare is not None and hasattr(compare, "add_compare_parser"):
+        compare.add_compare_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DisComKDError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return EXIT_STOPPED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Shared fixtures: isolated user folders, small copies of the real data, one tiny trained model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEMO = REPO / "resources" / "demo"
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """Runs, settings and caches go to temporary folders, never to the developer's home."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("DISCOMKD_DATA_DIR", str(base / "user-data"))
+    monkeypatch.setenv("DISCOMKD_CACHE_DIR", str(base / "user-cache"))
+
+
+def shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+    return path
+
+
+def copy_subset(source: Path, destination: Path, per_class: int, classes: list[str] | None = None) -> Path:
+    """Copy the first ``per_class`` files of each class folder (real data, small)."""
+    for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
+        if classes is not None and class_dir.name not in classes:
+            continue
+        target = destination / class_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        for f in sorted(class_dir.iterdir())[:per_class]:
+            shutil.copyfile(f, target / f.name)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> dict[str, Path]:
+    """Real digits 0-4: 30 images and 30 spoken digits per class, unpaired."""
+    root = tmp_path_factory.mktemp("tiny-demo")
+    classes = ["0", "1", "2", "3", "4"]
+    return {
+        "image": copy_subset(DEMO / "image", root / "image", 30, classes),
+        "audio": copy_subset(DEMO / "audio", root / "audio", 30, classes),
+    }
+
+
+def tiny_config(folders: dict[str, Path], **changes):
+    from discomkd.config import ModalitySource, TrainingConfig
+
+    settings = dict(embed_dim=16, batch_size=32, epochs=3, learning_rate=3e-3, device="cpu", seed=0)
+    settings.update(changes)
+    return TrainingConfig(modalities=[ModalitySource(n, str(f)) for n, f in folders.items()], **settings)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_demo, tmp_path_factory):
+    """One tiny DisCoM-KD training on real digits, shared by bundle, prediction and CLI tests."""
+    from discomkd.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("trained-run")
+    result = train(tiny_config(tiny_demo, epochs=10, batch_size=16), run_dir=run_dir)
+    assert result.status == "finished", result.reason
+    return result

@@ -1,0 +1,140 @@
+"""Loss terms on hand-computed tensors, the gradient reversal, the discriminator, output shapes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from discomkd.config import LossWeights
+from discomkd.losses import discomkd_loss_terms, grl_factor, modality_targets, orthogonality_penalty, weighted_total
+from discomkd.models import DisCoMKD, gradient_reversal
+
+
+def test_orthogonality_penalty_by_hand():
+    a = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    b = torch.tensor([[0.0, 2.0], [-1.0, -1.0]])  # cosines: 0 and -1
+    assert orthogonality_penalty(a, b, "abs").item() == pytest.approx(0.5)
+    assert orthogonality_penalty(a, b, "square").item() == pytest.approx(0.5)
+    assert orthogonality_penalty(a, b, "signed").item() == pytest.approx(-0.5)
+
+
+def _outputs(logit_value: float, n_classes: int = 3, n_modalities: int = 2, batch: int = 2) -> dict:
+    """Outputs whose every logit row is [v, 0, 0, ...]: cross-entropy is known in closed form."""
+    row = lambda n: torch.tensor([[logit_value] + [0.0] * (n - 1)] * batch)  # noqa: E731
+    z = torch.tensor([[1.0, 0.0]] * batch)
+    z_orth = torch.tensor([[0.0, 1.0]] * batch)
+    return {
+        "logits": row(n_classes), "aux_inv": row(n_classes), "aux_inf": row(n_classes),
+        "disc": row(n_modalities), "mod_inf": row(n_modalities), "mod_irr": row(n_modalities),
+        "z_inf": z, "z_irr": z_orth, "z_inv": z.clone(),  # cos(inf, irr) = 0, cos(inf, inv) = 1
+    }
+
+
+def test_loss_terms_by_hand_with_integer_modality_targets():
+    v = 2.0
+    outputs = {"a": _outputs(v), "b": _outputs(v)}
+    labels = {"a": torch.tensor([0, 1]), "b": torch.tensor([0, 0])}
+    terms = discomkd_loss_terms(outputs, labels, ["a", "b"], "abs")
+
+    def ce(true_is_first: bool, n: int) -> float:
+        logsumexp = math.log(math.exp(v) + (n - 1))
+        return logsumexp - (v if true_is_first else 0.0)
+
+    cl_a = (ce(True, 3) + ce(False, 3)) / 2
+    cl_b = ce(True, 3)
+    assert terms["cl"].item() == pytest.approx((cl_a + cl_b) / 2, rel=1e-5)
+    assert terms["aux"].item() == pytest.approx(2 * (cl_a + cl_b) / 2, rel=1e-5)
+    # modality a is index 0 (the large logit), b is index 1
+    adv = (ce(True, 2) + ce(False, 2)) / 2
+    assert terms["adv"].item() == pytest.approx(adv, rel=1e-5)
+    assert terms["mod"].item() == pytest.approx(2 * adv, rel=1e-5)
+    assert terms["perp"].item() == pytest.approx(0.0 + 1.0, rel=1e-5)
+    total = weighted_total(terms, LossWeights(cl=1, aux=0.5, adv=0, mod=2, perp=3))
+    expected = terms["cl"] + 0.5 * terms["aux"] + 2 * terms["mod"] + 3 * terms["perp"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_modality_targets_are_class_indices_not_one_hot_floats():
+    targets = modality_targets(4, 2, "cpu")
+    assert targets.dtype == torch.long and targets.tolist() == [2, 2, 2, 2]
+    logits = torch.tensor([[0.0, 0.0, 5.0]] * 4)
+    assert F.cross_entropy(logits, targets).item() < 0.02  # a confident correct guess costs ~0
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient():
+    x = torch.ones(3, requires_grad=True)
+    (gradient_reversal(x, 0.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert x.grad.tolist() == [-0.5, -1.0, -1.5]
+    y = torch.ones(2, requires_grad=True)
+    assert gradient_reversal(y, 1.0).tolist() == [1.0, 1.0]  # identity forward
+
+
+def test_dann_ramp_goes_from_zero_to_lambda():
+    assert grl_factor("dann", 1.0, 0.0) == pytest.approx(0.0)
+    assert grl_factor("dann", 2.0, 1.0) == pytest.approx(2.0, abs=1e-3)
+    assert grl_factor("constant", 0.7, 0.3) == 0.7
+
+
+def _two_modalities(batch: int, seed: int) -> dict[str, torch.Tensor]:
+    """Flat grey images against noise. Each branch's projection ends in its own BatchNorm, which
+    removes first-moment differences between modalities, so the difference must be one of shape."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "flat": torch.rand(batch, 1, 1, 1, generator=g).expand(batch, 1, 12, 12).contiguous(),
+        "noise": torch.rand(batch, 1, 12, 12, generator=g),
+    }
+
+
+def _discriminator_accuracy(grl: float, steps: int = 80) -> float:
+    torch.manual_seed(0)
+    names = ["flat", "noise"]
+    model = DisCoMKD(names, {n: (1, 12, 12) for n in names}, {n: "compact" for n in names}, 8, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    only_adv = LossWeights(cl=0, aux=0, adv=1, mod=0, perp=0)
+    labels = {n: torch.zeros(32, dtype=torch.long) for n in names}
+    for step in range(steps):
+        outputs = model(_two_modalities(32, step), grl_factor=grl)
+        loss = weighted_total(discomkd_loss_terms(outputs, labels, names), only_adv)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        outputs = model(_two_modalities(128, 999), grl_factor=grl)
+    correct = sum((outputs[n]["disc"].argmax(1) == i).float().mean().item() for i, n in enumerate(names))
+    return correct / 2
+
+
+def test_discriminator_learns_to_tell_modalities_apart_with_grl_factor_zero():
+    # Factor 0: the encoders get no gradient from L_adv and only the discriminator learns. With
+    # integer modality targets it must learn to separate the modalities (chance is 0.5).
+    assert _discriminator_accuracy(grl=0.0) > 0.85
+
+
+def test_authors_float_targets_carry_no_modality_signal():
+    # The authors' code: ones_like / zeros_like targets, read by CrossEntropyLoss as probabilities.
+    confident = torch.tensor([[5.0, -5.0]])
+    undecided = torch.zeros(1, 2)
+    # zeros_like: the loss is 0 whatever the logits, so that modality teaches nothing.
+    assert F.cross_entropy(confident, torch.zeros_like(confident)) == 0
+    assert F.cross_entropy(undecided, torch.zeros_like(undecided)) == 0
+    # ones_like: lowest when the discriminator is undecided, so it is pushed not to tell modalities apart.
+    assert F.cross_entropy(undecided, torch.ones_like(undecided)) < F.cross_entropy(confident, torch.ones_like(confident))
+
+
+@pytest.mark.parametrize("n_modalities", [2, 3])
+def test_output_shapes_for_two_and_three_modalities(n_modalities):
+    names = ["rgb", "depth", "imu"][:n_modalities]
+    shapes = {"rgb": (3, 32, 32), "depth": (1, 64, 48), "imu": (6, 100)}
+    backbones = {"rgb": "compact", "depth": "resnet18", "imu": "cnn1d"}
+    model = DisCoMKD(names, shapes, backbones, embed_dim=16, n_classes=5)
+    outputs = model({n: torch.randn(4, *shapes[n]) for n in names})
+    for n in names:
+        out = outputs[n]
+        assert out["logits"].shape == (4, 5)
+        assert out["z_inv"].shape == out["z_inf"].shape == out["z_irr"].shape == (4, 16)
+        assert out["aux_inv"].shape == out["aux_inf"].shape == (4, 5)
+        assert out["disc"].shape == out["mod_inf"].shape == out["mod_irr"].shape == (4, n_modalities)
