@@ -1,0 +1,143 @@
+"""The one adapter between engine jobs and Qt: a QObject worker in a QThread.
+
+Modelled on Orange's ``TaskState``: a job function receives a :class:`TaskState` and may only
+report progress, publish events (partial results, engine events) and ask whether it was
+interrupted. Everything it reports arrives in the GUI thread as Qt signals, so widgets are never
+touched from the worker. Used for scanning folders, training, prediction and comparisons.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+
+class StopFlag:
+    """A thread-safe stop request with the engine's StopToken interface (``request``, ``is_set``).
+
+    Defined here so that starting a job does not import the engine; the trainer only calls
+    ``is_set()``, which this provides.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._event = threading.Event()
+
+    def request(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    __call__ = is_set
+
+
+class TaskState(QObject):
+    """What a job function sees: progress, partial results, interruption."""
+
+    progress_changed = Signal(float, str)
+    published = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop = StopFlag()
+
+    def set_progress(self, fraction: float, message: str = "") -> None:
+        self.progress_changed.emit(float(fraction), message)
+
+    def publish(self, item: Any) -> None:
+        """Send a partial result or an engine event to the GUI thread."""
+        self.published.emit(item)
+
+    @property
+    def is_interrupted(self) -> bool:
+        return self.stop.is_set()
+
+
+class _Worker(QObject):
+    succeeded = Signal(object)
+    failed = Signal(str, str)  # user message, technical details
+    done = Signal()
+
+    def __init__(self, fn: Callable[[TaskState], Any], state: TaskState) -> None:
+        super().__init__()
+        self._fn = fn
+        self._state = state
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            result = self._fn(self._state)
+        except Exception as exc:  # noqa: BLE001 - a job must never take the application down
+            from_user = type(exc).__module__.startswith("discomkd") and "Error" in type(exc).__name__
+            message = str(exc) if from_user else f"Something went wrong: {type(exc).__name__}: {exc}"
+            self.failed.emit(message, traceback.format_exc())
+        else:
+            self.succeeded.emit(result)
+        finally:
+            self.done.emit()
+
+
+class Job(QObject):
+    """A background job. Connect to its signals, then ``start()``; ``request_stop()`` to interrupt.
+
+    Signals (all delivered in the GUI thread):
+    ``progress(fraction, message)``, ``event(item)``, ``succeeded(result)``,
+    ``failed(message, details)`` and ``finished()`` which always comes last.
+    """
+
+    progress = Signal(float, str)
+    event = Signal(object)
+    succeeded = Signal(object)
+    failed = Signal(str, str)
+    finished = Signal()
+
+    def __init__(self, fn: Callable[[TaskState], Any], name: str = "job", parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.name = name
+        self.state = TaskState()
+        self._thread = QThread()
+        self._thread.setObjectName(f"discomkd-{name}")
+        self._worker = _Worker(fn, self.state)
+        self._worker.moveToThread(self._thread)
+        self.state.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        # Queued connections: the worker emits in its thread, the slots run in ours.
+        self.state.progress_changed.connect(self.progress)
+        self.state.published.connect(self.event)
+        self._worker.succeeded.connect(self.succeeded)
+        self._worker.failed.connect(self.failed)
+        self._worker.done.connect(self._thread.quit)
+        self._thread.finished.connect(self._on_thread_finished)
+        self._running = False
+        self.result: Any = None
+        self.succeeded.connect(self._keep_result)
+
+    def _keep_result(self, result: Any) -> None:
+        self.result = result
+
+    def start(self) -> "Job":
+        self._running = True
+        self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        self.state.stop.request()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.state.stop.is_set()
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def wait(self, msecs: int = 30000) -> bool:
+        """Block until the thread ends (for shutdown only; never during normal use)."""
+        return self._thread.wait(msecs)
+
+    def _on_thread_finished(self) -> None:
+        self._running = False
+        self.finished.emit()

@@ -1,0 +1,350 @@
+"""The main window: a sidebar of pages, menus and shortcuts, status bar, remembered settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .dialogs import AboutDialog, show_error
+from .jobs import Job
+from .pages.configure_page import ConfigurePage
+from .pages.data_page import DataPage
+from .pages.predict_page import PredictPage
+from .pages.results_page import ResultsPage
+from .pages.runs_page import RunsPage
+from .pages.train_page import TrainPage
+from .resources import app_icon
+
+DEFAULT_SIZE = QSize(1280, 820)
+SETTINGS_VERSION = 1
+
+
+def open_settings() -> QSettings:
+    """Settings live beside the runs (``DISCOMKD_DATA_DIR`` moves both), in an INI file."""
+    from discomkd.paths import user_data_dir
+
+    return QSettings(str(user_data_dir() / "settings.ini"), QSettings.Format.IniFormat)
+
+
+def probe_devices(state) -> list[str]:
+    """Job at start-up: import the heavy engine once (off the GUI thread) and list devices."""
+    from discomkd.trainer import available_devices
+
+    return available_devices()
+
+
+class MainWindow(QMainWindow):
+    PAGES = ("Data", "Configure", "Train", "Results", "Predict", "Runs")
+
+    devices_ready = Signal(list)
+
+    def __init__(self, settings: QSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or open_settings()
+        self.setWindowTitle("DisCoM-KD Studio")
+        self.setWindowIcon(app_icon())
+        self.resize(DEFAULT_SIZE)
+        self._close_when_stopped = False
+        self._device_job: Job | None = None
+        self.error_boxes: list = []
+
+        self.data_page = DataPage()
+        self.configure_page = ConfigurePage()
+        self.train_page = TrainPage()
+        self.results_page = ResultsPage()
+        self.predict_page = PredictPage()
+        self.runs_page = RunsPage()
+        self.pages = {
+            "Data": self.data_page, "Configure": self.configure_page, "Train": self.train_page,
+            "Results": self.results_page, "Predict": self.predict_page, "Runs": self.runs_page,
+        }
+
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        side = QWidget()
+        side.setObjectName("sidebar")
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(8, 12, 8, 12)
+        brand = QLabel("DisCoM-KD\nStudio")
+        brand.setObjectName("brand")
+        side_layout.addWidget(brand)
+        self.sidebar = QListWidget()
+        self.sidebar.setObjectName("nav")
+        self.sidebar.setFixedWidth(150)
+        steps = {"Data": "1  Data", "Configure": "2  Configure", "Train": "3  Train", "Results": "4  Results",
+                 "Predict": "5  Predict", "Runs": "    Runs"}
+        for name in self.PAGES:
+            item = QListWidgetItem(steps[name])
+            item.setToolTip(f"{name} (Ctrl+{self.PAGES.index(name) + 1})")
+            self.sidebar.addItem(item)
+        side_layout.addWidget(self.sidebar, 1)
+        self.device_label = QLabel("")
+        self.device_label.setObjectName("sidebarHint")
+        self.device_label.setWordWrap(True)
+        side_layout.addWidget(self.device_label)
+        row.addWidget(side)
+        self.stack = QStackedWidget()
+        self.stack.setObjectName("pages")
+        for name in self.PAGES:
+            holder = QWidget()
+            v = QVBoxLayout(holder)
+            v.setContentsMargins(16, 12, 16, 12)
+            v.addWidget(self.pages[name])
+            self.stack.addWidget(holder)
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.sidebar.currentRowChanged.connect(self._page_changed)
+
+        self._build_menus()
+        self._connect_pages()
+        self.statusBar().showMessage("Ready. Add modality folders on the Data page, or File → Add demo data.")
+        self.restore_settings()
+        self.sidebar.setCurrentRow(0)
+
+    # ----- construction ---------------------------------------------------------------------
+    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "Add modality folder…", self.data_page.choose_folder, "Ctrl+Shift+O",
+                     "Add a folder with one sub-folder per class as a modality")
+        self._action(file_menu, "Add demo data", self.data_page.add_demo, None, "Handwritten and spoken digits")
+        file_menu.addSeparator()
+        self._action(file_menu, "Open model…", self.choose_model, "Ctrl+Shift+M", "Open a .discomkd model file to predict with it")
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        train_menu = bar.addMenu("&Training")
+        self.start_action = self._action(train_menu, "Start training", self.start_training, "Ctrl+R")
+        self.stop_action = self._action(train_menu, "Stop (keep the best model)", self.train_page.stop, "Ctrl+.")
+        self.stop_action.setEnabled(False)
+        view_menu = bar.addMenu("&View")
+        for i, name in enumerate(self.PAGES):
+            self._action(view_menu, name, lambda _=False, n=name: self.show_page(n), f"Ctrl+{i + 1}")
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "About DisCoM-KD Studio", self.show_about)
+
+    def _connect_pages(self) -> None:
+        for page in (self.data_page, self.train_page, self.predict_page, self.runs_page):
+            page.error.connect(self.show_error)
+        self.data_page.modalities_changed.connect(self._modalities_changed)
+        self.train_page.start_requested.connect(self.start_training)
+        self.train_page.training_active.connect(self._training_active)
+        self.train_page.run_finished.connect(self._run_finished)
+        self.predict_page.open_model_requested.connect(self.choose_model)
+        self.runs_page.open_run.connect(self.open_run)
+        self.runs_page.continue_run.connect(self.continue_run)
+
+    # ----- pages ------------------------------------------------------------------------------
+    def show_page(self, name: str) -> None:
+        self.sidebar.setCurrentRow(self.PAGES.index(name))
+
+    def current_page(self) -> str:
+        return self.PAGES[self.stack.currentIndex()]
+
+    def _page_changed(self, row: int) -> None:
+        if row < 0:
+            return
+        self.stack.setCurrentIndex(row)
+        if self.PAGES[row] == "Runs":
+            self.runs_page.refresh()
+
+    def show_error(self, message: str, details: str = "") -> None:
+        self.statusBar().showMessage(message.splitlines()[0] if message else "", 10000)
+        box = show_error(self, message, details)
+        self.error_boxes.append(box)
+        box.finished.connect(lambda *_: self.error_boxes.remove(box) if box in self.error_boxes else None)
+
+    def show_about(self) -> None:
+        AboutDialog(self).exec()
+
+    # ----- start-up ---------------------------------------------------------------------------
+    def start_background_setup(self) -> None:
+        """After the window shows: load the heavy engine in a thread and list the devices."""
+        self.device_label.setText("loading PyTorch…")
+        job = Job(probe_devices, "devices", self)
+        job.succeeded.connect(self._devices_found)
+        job.failed.connect(lambda message, details: self.device_label.setText("PyTorch could not be loaded"))
+        self._device_job = job
+        job.start()
+
+    def _devices_found(self, devices: list[str]) -> None:
+        self.configure_page.set_available_devices(devices)
+        self.device_label.setText("Device: " + ", ".join(d.upper() for d in devices))
+        self.devices_ready.emit(devices)
+
+    # ----- data -> configure ------------------------------------------------------------------
+    def _modalities_changed(self) -> None:
+        ready = self.data_page.ready_entries()
+        self.configure_page.set_modalities([(e.name, e.data.spec.kind, e.data.spec.augmentation) for e in ready])
+
+    # ----- training ---------------------------------------------------------------------------
+    def start_training(self) -> Job | None:
+        from discomkd.errors import ConfigError
+
+        if self.train_page.is_training():
+            return None
+        if self.data_page.is_busy():
+            self.show_error("The data is still being read. Start again when the Data page has finished.")
+            return None
+        ready = self.data_page.ready_entries()
+        if len(ready) < 2:
+            self.show_error("DisCoM-KD needs at least two modalities. Add modality folders on the Data page "
+                            "(or File → Add demo data).")
+            self.show_page("Data")
+            return None
+        try:
+            config = self.configure_page.config([(e.name, e.folder) for e in ready])
+        except ConfigError as exc:
+            self.show_error(str(exc))
+            self.show_page("Configure")
+            return None
+        self.save_settings()
+        self.show_page("Train")
+        return self.train_page.start(config)
+
+    def continue_run(self, run_dir: str, extra_epochs: int) -> Job | None:
+        if self.train_page.is_training():
+            self.show_error("A training is already running. Stop it first.")
+            return None
+        self.show_page("Train")
+        return self.train_page.continue_training(run_dir, extra_epochs)
+
+    def _training_active(self, active: bool) -> None:
+        self.data_page.set_locked(active)
+        self.configure_page.setEnabled(not active)
+        self.start_action.setEnabled(not active)
+        self.stop_action.setEnabled(active)
+        self.runs_page.active_run_dir = self.train_page.run_dir if active else None
+        self.statusBar().showMessage("Training… the window stays usable; Stop keeps the best model." if active else "Ready.")
+        if not active and self._close_when_stopped:
+            QTimer.singleShot(0, self.close)
+
+    def _run_finished(self, result) -> None:
+        if result.run_dir:
+            try:
+                self.results_page.show_run(result.run_dir)
+            except Exception as exc:  # noqa: BLE001 - a damaged record must not break the window
+                self.show_error(f"The results of this run could not be shown: {exc}")
+        if result.bundle_path:
+            self.predict_page.load_model(result.bundle_path)
+        self.runs_page.refresh()
+        summary = "; ".join(f"{m} accuracy {v['accuracy']:.3f}" for m, v in (result.test_metrics or {}).items())
+        self.statusBar().showMessage(f"{result.reason} {summary}".strip(), 15000)
+
+    # ----- runs and models --------------------------------------------------------------------
+    def open_run(self, run_dir: str) -> None:
+        from discomkd import runs
+        from discomkd.errors import DataError
+
+        try:
+            record = runs.read_run_record(Path(run_dir))
+            self.results_page.show_run(run_dir)
+            self.train_page.show_history(runs.read_history(Path(run_dir)), record.get("name", ""))
+        except DataError as exc:
+            self.show_error(str(exc))
+            return
+        bundle = Path(run_dir) / runs.BUNDLE_FILE
+        if bundle.exists():
+            self.predict_page.load_model(str(bundle))
+        self.show_page("Results")
+
+    def choose_model(self) -> None:
+        start = self.settings.value("last_model_folder", str(Path.home()))
+        path, _ = QFileDialog.getOpenFileName(self, "Open a DisCoM-KD model", start, "DisCoM-KD model (*.discomkd);;All files (*)")
+        if path:
+            self.settings.setValue("last_model_folder", str(Path(path).parent))
+            self.open_model(path)
+
+    def open_model(self, path: str) -> Job:
+        """Open a bundle file directly: predict with it and show its stored test metrics."""
+        job = self.predict_page.load_model(path)
+        job.succeeded.connect(lambda predictor: self.results_page.show_bundle(predictor.bundle))
+        self.show_page("Predict")
+        return job
+
+    # ----- settings ---------------------------------------------------------------------------
+    def save_settings(self) -> None:
+        s = self.settings
+        s.setValue("version", SETTINGS_VERSION)
+        s.setValue("geometry", self.saveGeometry())
+        s.setValue("config", json.dumps(self.configure_page.values()))
+        s.setValue("last_data_folder", self.data_page.last_folder)
+        s.setValue("last_predict_folder", self.predict_page.last_folder)
+        s.setValue("modalities", json.dumps([{"name": e.name, "folder": e.folder} for e in self.data_page.ready_entries()]))
+        s.sync()
+
+    def restore_settings(self) -> None:
+        s = self.settings
+        geometry = s.value("geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        try:
+            values = json.loads(s.value("config", "{}") or "{}")
+            if isinstance(values, dict) and values:
+                self.configure_page.set_values(values)
+        except (json.JSONDecodeError, TypeError):
+            pass
+        self.data_page.last_folder = str(s.value("last_data_folder", self.data_page.last_folder))
+        self.predict_page.last_folder = str(s.value("last_predict_folder", self.predict_page.last_folder))
+
+    def restore_last_modalities(self) -> None:
+        """Re-add the modalities of the last session (folders that still exist)."""
+        try:
+            saved = json.loads(self.settings.value("modalities", "[]") or "[]")
+        except (json.JSONDecodeError, TypeError):
+            return
+        for m in saved:
+            if isinstance(m, dict) and Path(m.get("folder", "")).is_dir():
+                self.data_page.add_folder(m["folder"], m.get("name"))
+
+    # ----- closing ----------------------------------------------------------------------------
+    def confirm_stop_on_close(self) -> bool:
+        answer = QMessageBox.question(
+            self, "Training is running",
+            "A training is running. Stop it and quit?\nThe best model so far is kept in its run folder.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.train_page.is_training():
+            if not self._close_when_stopped and not self.confirm_stop_on_close():
+                event.ignore()
+                return
+            self._close_when_stopped = True
+            self.train_page.stop()
+            self.statusBar().showMessage("Stopping the training cleanly before quitting…")
+            event.ignore()  # closed again when the training thread has ended
+            return
+        self.save_settings()
+        jobs = [e.job for e in self.data_page.entries if e.job] + [self.predict_page.job, self._device_job]
+        for job in jobs:
+            if job is not None and job.is_running():
+                job.request_stop()
+                job.wait(10000)
+        event.accept()

@@ -1,0 +1,355 @@
+"""Configure page: the five loss weights with presets, the GRL, the network and the training settings."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QDoubleValidator, QStandardItemModel
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from discomkd.config import (  # torch-free module
+    BACKBONES,
+    GRL_SCHEDULES,
+    LOSS_EXPLANATIONS,
+    LOSS_PRESETS,
+    OPTIMIZERS,
+    ORTHOGONALITY,
+    LossWeights,
+    ModalitySource,
+    TrainingConfig,
+)
+from discomkd.data import AUGMENTATIONS
+from discomkd.errors import ConfigError
+
+from .common import page_header
+
+TERM_TITLES = {"cl": "L_cl", "aux": "L_aux", "adv": "L_adv", "mod": "L_mod", "perp": "L_perp"}
+BACKBONE_TEXT = {
+    "auto": "auto (compact CNN on CPU, ResNet-18 on a GPU)",
+    "compact": "compact CNN (fast, CPU friendly)",
+    "resnet18": "ResNet-18 (paper; best on a GPU)",
+    "cnn1d": "1-D CNN (signals)",
+}
+DEVICE_TEXT = {"auto": "auto (best available)", "cpu": "CPU", "cuda": "CUDA GPU", "mps": "Apple GPU (MPS)"}
+AUGMENTATION_TEXT = {
+    "none": "none",
+    "shift": "small shifts",
+    "flips_rot90": "flips + 90° rotations (overhead imagery)",
+    "flips_rot90_shift": "flips + 90° rotations + shifts",
+}
+CUSTOM = "Custom"
+
+
+def _spin(lo: float, hi: float, step: float, decimals: int, tip: str) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setDecimals(decimals)
+    box.setToolTip(tip)
+    box.setKeyboardTracking(False)
+    return box
+
+
+def _int_spin(lo: int, hi: int, tip: str) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setToolTip(tip)
+    box.setKeyboardTracking(False)
+    return box
+
+
+class ConfigurePage(QWidget):
+    """``config(sources)`` builds a validated TrainingConfig; ``values()/set_values()`` persist it."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        outer = QVBoxLayout(self)
+        header, _ = page_header(
+            "Configure",
+            "The paper's defaults work well; change a loss weight to run an ablation. "
+            "Hover over any field for an explanation.",
+        )
+        outer.addWidget(header)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        body = QWidget()
+        grid = QGridLayout(body)
+        grid.setContentsMargins(0, 0, 8, 0)
+        grid.setHorizontalSpacing(14)
+        scroll.setWidget(body)
+        outer.addWidget(scroll, 1)
+
+        # --- loss terms -------------------------------------------------------------------
+        losses = QGroupBox("Loss terms")
+        lg = QGridLayout(losses)
+        lg.setColumnStretch(2, 1)
+        self.preset = QComboBox()
+        self.preset.addItems(list(LOSS_PRESETS) + [CUSTOM])
+        self.preset.setToolTip("Paper defaults: every weight 1. Each ablation switches one term off.")
+        lg.addWidget(QLabel("Preset"), 0, 0)
+        lg.addWidget(self.preset, 0, 1, 1, 2)
+        self.weights: dict[str, QDoubleSpinBox] = {}
+        for row, term in enumerate(LossWeights.TERMS, start=1):
+            box = _spin(0.0, 100.0, 0.1, 2, LOSS_EXPLANATIONS[term])
+            box.setObjectName(f"weight_{term}")
+            self.weights[term] = box
+            name = QLabel(f"<b>{TERM_TITLES[term]}</b>")
+            explain = QLabel(LOSS_EXPLANATIONS[term])
+            explain.setWordWrap(True)
+            explain.setObjectName("hint")
+            lg.addWidget(name, row, 0)
+            lg.addWidget(box, row, 1)
+            lg.addWidget(explain, row, 2)
+            box.valueChanged.connect(self._weights_edited)
+        self.preset.currentTextChanged.connect(self._apply_preset)
+        row = len(LossWeights.TERMS) + 1
+        self.grl_lambda = _spin(0.0, 10.0, 0.1, 2, "Gradient-reversal factor λ for L_adv (paper: 1).")
+        self.grl_schedule = QComboBox()
+        for s in GRL_SCHEDULES:
+            self.grl_schedule.addItem({"constant": "constant λ", "dann": "DANN ramp 0 → λ"}[s], s)
+        self.grl_schedule.setToolTip("DANN ramp: the reversal grows from 0 to λ during training (Ganin et al.).")
+        grl_row = QHBoxLayout()
+        grl_row.addWidget(self.grl_lambda)
+        grl_row.addWidget(self.grl_schedule, 1)
+        lg.addWidget(QLabel("GRL factor λ"), row, 0)
+        lg.addLayout(grl_row, row, 1, 1, 2)
+        self.orthogonality = QComboBox()
+        for o in ORTHOGONALITY:
+            self.orthogonality.addItem({"abs": "|cos| (default)", "square": "cos²", "signed": "signed cos (authors' code)"}[o], o)
+        self.orthogonality.setToolTip("How L_perp measures the overlap of two embeddings.")
+        lg.addWidget(QLabel("L_perp form"), row + 1, 0)
+        lg.addWidget(self.orthogonality, row + 1, 1, 1, 2)
+        grid.addWidget(losses, 0, 0, 2, 1)
+
+        # --- training ---------------------------------------------------------------------
+        training = QGroupBox("Training")
+        tf = QFormLayout(training)
+        self.epochs = _int_spin(1, 10000, "Passes over the largest modality (paper: 300 on a GPU).")
+        self.batch_size = _int_spin(2, 4096, "Samples per modality per step (paper: 128).")
+        self.learning_rate = QLineEdit()
+        self.learning_rate.setObjectName("learningRate")
+        validator = QDoubleValidator(1e-7, 10.0, 8, self.learning_rate)
+        validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
+        self.learning_rate.setValidator(validator)
+        self.learning_rate.setToolTip("Step size of the optimiser, e.g. 1e-3 (paper: 1e-4 with ResNet-18).")
+        self.learning_rate.textChanged.connect(self._check_learning_rate)
+        self.optimizer = QComboBox()
+        self.optimizer.addItems(list(OPTIMIZERS))
+        self.weight_decay = _spin(0.0, 1.0, 1e-4, 5, "L2 penalty on the weights (0 = none).")
+        self.device = QComboBox()
+        for d in ("auto", "cpu", "cuda", "mps"):
+            self.device.addItem(DEVICE_TEXT[d], d)
+        self.device_note = QLabel("checking which devices are available…")
+        self.device_note.setObjectName("hint")
+        self.mixed_precision = QCheckBox("Mixed precision on CUDA (faster, less memory)")
+        tf.addRow("Epochs", self.epochs)
+        tf.addRow("Batch size", self.batch_size)
+        tf.addRow("Learning rate", self.learning_rate)
+        tf.addRow("Optimiser", self.optimizer)
+        tf.addRow("Weight decay", self.weight_decay)
+        tf.addRow("Device", self.device)
+        tf.addRow("", self.device_note)
+        tf.addRow("", self.mixed_precision)
+        grid.addWidget(training, 0, 1)
+
+        # --- network and data -------------------------------------------------------------
+        network = QGroupBox("Network and data")
+        nf = QFormLayout(network)
+        self.backbone = QComboBox()
+        for b in BACKBONES:
+            self.backbone.addItem(BACKBONE_TEXT[b], b)
+        self.backbone.setToolTip("Encoder network; signals always use the 1-D CNN.")
+        self.embed_dim = _int_spin(2, 2048, "Size of z_inv, z_inf and z_irr (paper: 256).")
+        self.seed = _int_spin(0, 2**31 - 1, "Random seed of the split, the initial weights and the batches.")
+        split_row = QHBoxLayout()
+        self.split_train = _spin(0.05, 0.95, 0.05, 2, "Share of each class used for training.")
+        self.split_val = _spin(0.0, 0.9, 0.05, 2, "Share used to pick the best epoch (per modality).")
+        self.split_test = QLabel()
+        self.split_test.setToolTip("Test share = 1 − train − validation; reported on the Results page.")
+        for label, w in (("train", self.split_train), ("val", self.split_val)):
+            split_row.addWidget(QLabel(label))
+            split_row.addWidget(w)
+        split_row.addWidget(self.split_test)
+        self.split_train.valueChanged.connect(self._split_changed)
+        self.split_val.valueChanged.connect(self._split_changed)
+        nf.addRow("Backbone", self.backbone)
+        nf.addRow("Embedding size", self.embed_dim)
+        nf.addRow("Split", split_row)
+        nf.addRow("Seed", self.seed)
+        grid.addWidget(network, 1, 1)
+
+        self.augment_box = QGroupBox("Augmentation per modality")
+        self.augment_form = QFormLayout(self.augment_box)
+        self.augment_combos: dict[str, QComboBox] = {}
+        self._augment_defaults: dict[str, str] = {}
+        self._augment_choice: dict[str, str] = {}
+        grid.addWidget(self.augment_box, 2, 0, 1, 2)
+        grid.setRowStretch(3, 1)
+        grid.setColumnStretch(0, 3)
+        grid.setColumnStretch(1, 2)
+
+        self.set_values(TrainingConfig().to_dict())
+        self.set_modalities([])
+
+    # ----- weights and presets ------------------------------------------------------------
+    def _apply_preset(self, name: str) -> None:
+        if name not in LOSS_PRESETS:
+            return
+        weights = LOSS_PRESETS[name].as_dict()
+        for term, box in self.weights.items():
+            box.blockSignals(True)
+            box.setValue(weights[term])
+            box.blockSignals(False)
+        self.changed.emit()
+
+    def _weights_edited(self) -> None:
+        current = {t: round(b.value(), 4) for t, b in self.weights.items()}
+        match = next((n for n, w in LOSS_PRESETS.items() if {k: round(v, 4) for k, v in w.as_dict().items()} == current), CUSTOM)
+        self.preset.blockSignals(True)
+        self.preset.setCurrentText(match)
+        self.preset.blockSignals(False)
+        self.changed.emit()
+
+    def set_weight(self, term: str, value: float) -> None:
+        self.weights[term].setValue(value)
+
+    def _split_changed(self) -> None:
+        self.split_val.setMaximum(round(1.0 - self.split_train.value(), 2))
+        test = max(0.0, 1.0 - self.split_train.value() - self.split_val.value())
+        self.split_test.setText(f"test {test:.2f}")
+
+    def _check_learning_rate(self) -> None:
+        ok = self.learning_rate.hasAcceptableInput()
+        self.learning_rate.setProperty("invalid", not ok)
+        self.learning_rate.style().unpolish(self.learning_rate)
+        self.learning_rate.style().polish(self.learning_rate)
+
+    # ----- devices and modalities ---------------------------------------------------------
+    def set_available_devices(self, devices: list[str]) -> None:
+        """Grey out devices PyTorch does not see here (found by a background job at start-up)."""
+        model = self.device.model()
+        if isinstance(model, QStandardItemModel):
+            for i in range(self.device.count()):
+                d = self.device.itemData(i)
+                item = model.item(i)
+                item.setEnabled(d == "auto" or d in devices)
+        names = ", ".join(DEVICE_TEXT[d] for d in devices)
+        self.device_note.setText(f"Available here: {names}")
+        if self.device.currentData() not in ("auto", *devices):
+            self.device.setCurrentIndex(0)
+
+    def set_modalities(self, modalities: list[tuple[str, str, str]]) -> None:
+        """(name, kind, default augmentation) per ready modality: one augmentation choice each."""
+        for name, combo in self.augment_combos.items():
+            self._augment_choice[name] = combo.currentData()
+        while self.augment_form.rowCount():
+            self.augment_form.removeRow(0)
+        self.augment_combos = {}
+        self._augment_defaults = {}
+        if not modalities:
+            self.augment_form.addRow(QLabel("Add modalities on the Data page first."))
+            return
+        for name, kind, default in modalities:
+            combo = QComboBox()
+            combo.addItem(f"default for {kind}: {AUGMENTATION_TEXT.get(default, default)}", "")
+            for a in AUGMENTATIONS:
+                combo.addItem(AUGMENTATION_TEXT.get(a, a), a)
+            previous = self._augment_choice.get(name, "")
+            combo.setCurrentIndex(max(0, combo.findData(previous)))
+            combo.setToolTip("Random changes applied to training batches. Flips and rotations destroy digits and spectrograms.")
+            self.augment_combos[name] = combo
+            self._augment_defaults[name] = default
+            self.augment_form.addRow(name, combo)
+
+    def overrides_for(self, name: str) -> dict:
+        combo = self.augment_combos.get(name)
+        choice = combo.currentData() if combo else self._augment_choice.get(name, "")
+        return {"augmentation": choice} if choice else {}
+
+    # ----- building and persisting the configuration ----------------------------------------
+    def values(self) -> dict:
+        """The form as a plain dict (TrainingConfig.to_dict() without modalities); may be invalid."""
+        try:
+            lr = float(self.learning_rate.text())
+        except ValueError:
+            lr = float("nan")
+        train, val = round(self.split_train.value(), 4), round(self.split_val.value(), 4)
+        return {
+            "weights": {t: b.value() for t, b in self.weights.items()},
+            "grl_lambda": self.grl_lambda.value(),
+            "grl_schedule": self.grl_schedule.currentData(),
+            "orthogonality": self.orthogonality.currentData(),
+            "backbone": self.backbone.currentData(),
+            "embed_dim": self.embed_dim.value(),
+            "optimizer": self.optimizer.currentText(),
+            "learning_rate": lr,
+            "weight_decay": self.weight_decay.value(),
+            "batch_size": self.batch_size.value(),
+            "epochs": self.epochs.value(),
+            "split": [train, val, round(max(0.0, 1.0 - train - val), 4)],
+            "seed": self.seed.value(),
+            "device": self.device.currentData(),
+            "mixed_precision": self.mixed_precision.isChecked(),
+            "augmentation": {n: c.currentData() for n, c in self.augment_combos.items()} | {
+                n: v for n, v in self._augment_choice.items() if n not in self.augment_combos},
+        }
+
+    def set_values(self, values: dict) -> None:
+        """Fill the form from a (possibly older or partial) saved dict; unknown values are ignored."""
+        try:
+            config = TrainingConfig.from_dict({k: v for k, v in values.items() if k != "modalities"})
+        except (TypeError, ValueError):
+            config = TrainingConfig()
+        for term, box in self.weights.items():
+            box.blockSignals(True)
+            box.setValue(getattr(config.weights, term))
+            box.blockSignals(False)
+        self._weights_edited()
+        self.grl_lambda.setValue(config.grl_lambda)
+        self.grl_schedule.setCurrentIndex(max(0, self.grl_schedule.findData(config.grl_schedule)))
+        self.orthogonality.setCurrentIndex(max(0, self.orthogonality.findData(config.orthogonality)))
+        self.backbone.setCurrentIndex(max(0, self.backbone.findData(config.backbone)))
+        self.embed_dim.setValue(config.embed_dim)
+        self.optimizer.setCurrentText(config.optimizer)
+        self.learning_rate.setText(f"{config.learning_rate:g}")
+        self.weight_decay.setValue(config.weight_decay)
+        self.batch_size.setValue(config.batch_size)
+        self.epochs.setValue(config.epochs)
+        self.split_train.setValue(config.split[0])
+        self.split_val.setValue(config.split[1])
+        self._split_changed()
+        self.seed.setValue(config.seed)
+        self.device.setCurrentIndex(max(0, self.device.findData(config.device)))
+        self.mixed_precision.setChecked(config.mixed_precision)
+        for name, choice in (values.get("augmentation") or {}).items():
+            self._augment_choice[name] = choice
+            if name in self.augment_combos:
+                combo = self.augment_combos[name]
+                combo.setCurrentIndex(max(0, combo.findData(choice)))
+
+    def config(self, sources: list[tuple[str, str]]) -> TrainingConfig:
+        """A validated configuration for the given (name, folder) modalities; raises ConfigError."""
+        if not self.learning_rate.hasAcceptableInput():
+            raise ConfigError("The learning rate must be a positive number such as 0.001 or 1e-4.")
+        values = {k: v for k, v in self.values().items() if k != "augmentation"}
+        values["modalities"] = [
+            {"name": name, "folder": folder, "overrides": self.overrides_for(name)} for name, folder in sources
+        ]
+        config = TrainingConfig.from_dict(values)
+        return config.validate()

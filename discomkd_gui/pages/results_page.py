@@ -1,0 +1,217 @@
+"""Results page: test metrics per modality, per-class table, confusion matrix, and the 2-D
+projection of z_inv and z_inf that shows whether the disentanglement worked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..widgets.confusion_matrix import ConfusionMatrixView
+from .common import fit_table_height, page_header, read_only_table, score_item, table_item
+from .train_page import MODALITY_COLOURS, _style_plot
+
+CLASS_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363",
+)
+
+
+class ResultsPage(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.metrics: dict[str, dict] = {}
+        self.classes: list[str] = []
+        self.embeddings: dict | None = None
+
+        layout = QVBoxLayout(self)
+        header, buttons = page_header(
+            "Results",
+            "Each modality's classifier on its own test split, with the best epoch chosen on validation.",
+        )
+        self.title = QLabel("No results yet: train a model, or open a run on the Runs page.")
+        self.title.setObjectName("banner")
+        self.title.setWordWrap(True)
+        layout.addWidget(header)
+        layout.addWidget(self.title)
+
+        self.summary = read_only_table(["Modality", "Accuracy", "Weighted F1", "Macro F1", "Best epoch", "Test samples"])
+        self.summary.setObjectName("summaryTable")
+        fit_table_height(self.summary, 2)
+        self.summary.currentCellChanged.connect(lambda row, *_: self._select_row(row))
+        layout.addWidget(self.summary)
+
+        self.tabs = QTabWidget()
+        layout.addWidget(self.tabs, 1)
+
+        # Per-modality metrics tab.
+        metrics_tab = QWidget()
+        mt = QVBoxLayout(metrics_tab)
+        pick = QHBoxLayout()
+        pick.addWidget(QLabel("Modality"))
+        self.modality = QComboBox()
+        self.modality.setMinimumWidth(160)
+        self.modality.currentTextChanged.connect(self._show_modality)
+        pick.addWidget(self.modality)
+        pick.addStretch(1)
+        mt.addLayout(pick)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        per_class_box = QGroupBox("Per class (test split)")
+        pcl = QVBoxLayout(per_class_box)
+        self.per_class = read_only_table(["Class", "Precision", "Recall", "F1", "Support"])
+        self.per_class.setSortingEnabled(True)
+        pcl.addWidget(self.per_class)
+        split.addWidget(per_class_box)
+        cm_box = QGroupBox("Confusion matrix")
+        cml = QVBoxLayout(cm_box)
+        self.confusion = ConfusionMatrixView()
+        cml.addWidget(self.confusion)
+        split.addWidget(cm_box)
+        split.setSizes([420, 620])
+        mt.addWidget(split, 1)
+        self.tabs.addTab(metrics_tab, "Metrics per modality")
+
+        # Embeddings tab.
+        emb_tab = QWidget()
+        et = QVBoxLayout(emb_tab)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Colour by"))
+        self.colour_by = QComboBox()
+        self.colour_by.addItem("modality", "modality")
+        self.colour_by.addItem("class", "label")
+        self.colour_by.currentIndexChanged.connect(self._draw_embeddings)
+        row.addWidget(self.colour_by)
+        explain = QLabel(
+            "Test samples projected to 2-D (PCA). Disentanglement worked when z_inv mixes the modalities "
+            "(shared, modality-invariant) while z_inf separates them (modality-informative); "
+            "both should group by class."
+        )
+        explain.setWordWrap(True)
+        explain.setObjectName("hint")
+        row.addWidget(explain, 1)
+        et.addLayout(row)
+        plots = QHBoxLayout()
+        pg.setConfigOptions(antialias=True, background="w", foreground="#333333")
+        self.inv_widget = pg.PlotWidget()
+        self.inf_widget = pg.PlotWidget()
+        for widget, title in ((self.inv_widget, "z_inv: invariant embedding"), (self.inf_widget, "z_inf: informative embedding")):
+            _style_plot(widget.getPlotItem(), title, "PC 2", "a.u.", "PC 1 (a.u.)")
+            widget.getPlotItem().setClipToView(False)
+            widget.getPlotItem().addLegend(offset=(-8, 8), colCount=2)
+            plots.addWidget(widget)
+        et.addLayout(plots, 1)
+        self.embedding_note = QLabel("")
+        self.embedding_note.setObjectName("hint")
+        et.addWidget(self.embedding_note)
+        self.tabs.addTab(emb_tab, "Embeddings (disentanglement)")
+
+    # ----- filling ----------------------------------------------------------------------------
+    def show_run(self, run_dir: str) -> None:
+        """Results of a run folder: test metrics from its record, projections from its embeddings."""
+        from discomkd import runs
+
+        record = runs.read_run_record(run_dir)
+        try:
+            embeddings = runs.load_embeddings(run_dir)
+        except (OSError, ValueError):
+            embeddings = None
+        name = record.get("name", run_dir)
+        status = record.get("status", "?")
+        self.show_metrics(record.get("test_metrics", {}), record.get("classes", []), embeddings,
+                          f"Run “{name}” — {status}, {record.get('epochs_done', 0)} epoch(s). {record.get('reason', '')}")
+
+    def show_bundle(self, bundle) -> None:
+        name = bundle.metadata.get("run_name") or bundle.path
+        self.show_metrics(bundle.test_metrics, bundle.classes, None, f"Model “{name}” (opened from a file; no embeddings stored)")
+
+    def show_metrics(self, metrics: dict, classes: list[str], embeddings: dict | None, title: str) -> None:
+        self.metrics = metrics or {}
+        self.classes = list(classes)
+        self.embeddings = embeddings
+        self.title.setText(title if self.metrics else title + " — no test results (the run has no saved model).")
+        self.summary.setRowCount(len(self.metrics))
+        for r, (modality, m) in enumerate(self.metrics.items()):
+            support = sum(int(c.get("support", 0)) for c in m.get("per_class", []))
+            self.summary.setItem(r, 0, table_item(modality))
+            for c, key in enumerate(("accuracy", "weighted_f1", "macro_f1"), start=1):
+                self.summary.setItem(r, c, score_item(m.get(key)))
+            self.summary.setItem(r, 4, table_item(m.get("best_epoch", "—")))
+            self.summary.setItem(r, 5, table_item(support))
+        fit_table_height(self.summary, max(1, len(self.metrics)))
+        self.modality.blockSignals(True)
+        self.modality.clear()
+        self.modality.addItems(list(self.metrics))
+        self.modality.blockSignals(False)
+        if self.metrics:
+            self.summary.selectRow(0)
+            self._show_modality(self.modality.currentText())
+        else:
+            self.per_class.setRowCount(0)
+            self.confusion.set_matrix([], [])
+        self._draw_embeddings()
+
+    def _select_row(self, row: int) -> None:
+        if 0 <= row < self.modality.count():
+            self.modality.setCurrentIndex(row)
+
+    def _show_modality(self, modality: str) -> None:
+        m = self.metrics.get(modality)
+        if not m:
+            return
+        rows = m.get("per_class", [])
+        self.per_class.setSortingEnabled(False)
+        self.per_class.setRowCount(len(rows))
+        for r, c in enumerate(rows):
+            self.per_class.setItem(r, 0, table_item(c.get("class")))
+            for col, key in enumerate(("precision", "recall", "f1"), start=1):
+                self.per_class.setItem(r, col, score_item(c.get(key)))
+            self.per_class.setItem(r, 4, table_item(int(c.get("support", 0))))
+        self.per_class.setSortingEnabled(True)
+        self.confusion.set_matrix(m.get("confusion", []), self.classes)
+
+    def _draw_embeddings(self) -> None:
+        for widget in (self.inv_widget, self.inf_widget):
+            plot = widget.getPlotItem()
+            plot.clear()
+            if plot.legend is not None:
+                plot.legend.clear()
+        e = self.embeddings
+        if not e or "inv_2d" not in e or len(e["inv_2d"]) == 0:
+            self.embedding_note.setText("No embeddings for this model (they are saved at the end of a training run).")
+            return
+        by = self.colour_by.currentData()
+        names = [str(n) for n in e.get("modality_names", [])]
+        groups = np.asarray(e[by])
+        if by == "modality":
+            labels = names or [str(g) for g in sorted(set(groups.tolist()))]
+            colours = MODALITY_COLOURS
+        else:
+            labels = self.classes or [str(g) for g in sorted(set(groups.tolist()))]
+            colours = CLASS_COLOURS
+        symbols = ("o", "t", "s", "d", "+", "x", "star", "p")
+        modality_index = np.asarray(e["modality"])
+        for widget, key in ((self.inv_widget, "inv_2d"), (self.inf_widget, "inf_2d")):
+            points = np.asarray(e[key], dtype=np.float64)
+            plot = widget.getPlotItem()
+            for g, label in enumerate(labels):
+                mask = groups == g
+                if not mask.any():
+                    continue
+                colour = colours[g % len(colours)]
+                symbol = symbols[g % len(symbols)] if by == "modality" else "o"
+                item = pg.ScatterPlotItem(points[mask, 0], points[mask, 1], size=6, symbol=symbol,
+                                          brush=pg.mkBrush(colour + "b0"), pen=None, name=str(label))
+                plot.addItem(item)
+            plot.autoRange()
+        per_mod = ", ".join(f"{n}: {int((modality_index == k).sum())}" for k, n in enumerate(names))
+        self.embedding_note.setText(f"{len(groups)} test samples ({per_mod}). Axes are the first two principal components.")

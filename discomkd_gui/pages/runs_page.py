@@ -1,0 +1,178 @@
+"""Runs page: every training run under the per-user data folder; reopen, rename, delete, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .common import page_header, read_only_table, table_item
+
+STATUS_TEXT = {"finished": "✓ finished", "stopped": "■ stopped", "failed": "✗ failed", "running": "● running"}
+
+
+class RunsPage(QWidget):
+    """Signals: ``open_run(run_dir)``, ``continue_run(run_dir, extra_epochs)``, ``error``."""
+
+    open_run = Signal(str)
+    continue_run = Signal(str, int)
+    error = Signal(str, str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.infos = []
+        self.active_run_dir: str | None = None
+        layout = QVBoxLayout(self)
+        header, buttons = page_header(
+            "Runs",
+            "Every training is kept as a run folder with its configuration, curves, log and model.",
+        )
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        buttons.addWidget(self.refresh_button)
+        layout.addWidget(header)
+        self.location = QLabel()
+        self.location.setObjectName("hint")
+        self.location.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.location)
+
+        self.table = read_only_table(["Name", "Created", "Status", "Modalities", "Classes", "Epochs", "Test accuracy"],
+                                     stretch_column=0)
+        self.table.setSortingEnabled(True)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table.itemDoubleClicked.connect(lambda *_: self._open())
+        layout.addWidget(self.table, 1)
+
+        actions = QHBoxLayout()
+        self.open_button = QPushButton("Open")
+        self.open_button.setObjectName("primary")
+        self.open_button.setToolTip("Show its curves and results, and predict with its model")
+        self.continue_button = QPushButton("Continue training…")
+        self.rename_button = QPushButton("Rename…")
+        self.export_button = QPushButton("Export model…")
+        self.delete_button = QPushButton("Delete…")
+        self.delete_button.setObjectName("danger")
+        for b in (self.open_button, self.continue_button, self.rename_button, self.export_button, self.delete_button):
+            actions.addWidget(b)
+            b.setEnabled(False)
+        actions.addStretch(1)
+        layout.addLayout(actions)
+        self.open_button.clicked.connect(self._open)
+        self.continue_button.clicked.connect(self._continue)
+        self.rename_button.clicked.connect(self._rename)
+        self.export_button.clicked.connect(self._export)
+        self.delete_button.clicked.connect(self._delete)
+
+    def refresh(self) -> None:
+        from discomkd import runs
+        from discomkd.paths import runs_dir
+
+        self.location.setText(f"Run folders live in {runs_dir()}")
+        self.infos = runs.list_runs()
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.infos))
+        for r, info in enumerate(self.infos):
+            acc = ", ".join(f"{m} {v['accuracy']:.3f}" for m, v in info.test_metrics.items()) or "—"
+            cells = [info.name, info.created.replace("T", " "), STATUS_TEXT.get(info.status, info.status),
+                     ", ".join(info.modalities), len(info.classes), info.epochs_done, acc]
+            for c, v in enumerate(cells):
+                item = table_item(v)
+                item.setData(Qt.ItemDataRole.UserRole, str(info.run_dir))
+                self.table.setItem(r, c, item)
+        self.table.setSortingEnabled(True)
+        self._selection_changed()
+
+    def selected_run(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+
+    def select_run(self, run_dir: str) -> None:
+        for r in range(self.table.rowCount()):
+            if self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == str(run_dir):
+                self.table.selectRow(r)
+                return
+
+    def _selection_changed(self) -> None:
+        run = self.selected_run()
+        busy = run is not None and run == self.active_run_dir
+        has_model = run is not None and (Path(run) / "model.discomkd").exists()
+        self.open_button.setEnabled(run is not None)
+        self.rename_button.setEnabled(run is not None)
+        self.delete_button.setEnabled(run is not None and not busy)
+        self.export_button.setEnabled(has_model)
+        self.continue_button.setEnabled(run is not None and not busy and (Path(run) / "checkpoint.pt").exists())
+
+    def _open(self) -> None:
+        run = self.selected_run()
+        if run:
+            self.open_run.emit(run)
+
+    def _continue(self) -> None:
+        run = self.selected_run()
+        if not run:
+            return
+        extra, ok = QInputDialog.getInt(self, "Continue training", "Train for how many more epochs?", 5, 1, 10000)
+        if ok:
+            self.continue_run.emit(run, extra)
+
+    def _rename(self) -> None:
+        from discomkd import runs
+        from discomkd.errors import DataError
+
+        run = self.selected_run()
+        if not run:
+            return
+        current = self.table.item(self.table.currentRow(), 0).text()
+        name, ok = QInputDialog.getText(self, "Rename run", "New name:", text=current)
+        if ok:
+            try:
+                runs.rename_run(Path(run), name)
+            except DataError as exc:
+                self.error.emit(str(exc), "")
+            self.refresh()
+            self.select_run(run)
+
+    def _export(self) -> None:
+        from discomkd import runs
+        from discomkd.errors import DataError
+
+        run = self.selected_run()
+        if not run:
+            return
+        name = self.table.item(self.table.currentRow(), 0).text()
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name).strip("-") or "model"
+        dest, _ = QFileDialog.getSaveFileName(self, "Export the model", str(Path.home() / f"{safe}.discomkd"),
+                                              "DisCoM-KD model (*.discomkd)")
+        if dest:
+            try:
+                runs.export_bundle(Path(run), Path(dest))
+            except (DataError, OSError) as exc:
+                self.error.emit(str(exc), "")
+
+    def _delete(self) -> None:
+        from discomkd import runs
+        from discomkd.errors import DataError
+
+        run = self.selected_run()
+        if not run:
+            return
+        name = self.table.item(self.table.currentRow(), 0).text()
+        answer = QMessageBox.question(self, "Delete run", f"Delete the run “{name}” and its model from disk?\n{run}")
+        if answer == QMessageBox.StandardButton.Yes:
+            try:
+                runs.delete_run(Path(run))
+            except (DataError, OSError) as exc:
+                self.error.emit(str(exc), "")
+            self.refresh()

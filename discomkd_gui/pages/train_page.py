@@ -1,0 +1,390 @@
+"""Train page: Start/Stop, progress with ETA, live loss and validation curves, and a log.
+
+The training runs in a :class:`~discomkd_gui.jobs.Job`; engine events arrive here as Qt signals.
+Event slots only append numbers to arrays; a 15 Hz timer pushes them to the curves, so plotting
+never slows the training down however fast batches end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..jobs import Job, TaskState
+from .common import fmt_duration, page_header
+
+TERMS = ("cl", "aux", "adv", "mod", "perp", "total")
+TERM_COLOURS = {
+    "cl": "#1f77b4", "aux": "#ff7f0e", "adv": "#d62728", "mod": "#2ca02c", "perp": "#9467bd", "total": "#222222",
+}
+MODALITY_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+PLOT_HZ = 10
+SMOOTHING = 0.9  # exponential moving average of per-batch losses
+
+
+class Series:
+    """A growing float64 (x, y) buffer; ``view()`` gives the filled part without copying."""
+
+    def __init__(self) -> None:
+        self._x = np.empty(256)
+        self._y = np.empty(256)
+        self.n = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self.n == self._x.size:
+            self._x = np.resize(self._x, 2 * self.n)
+            self._y = np.resize(self._y, 2 * self.n)
+        self._x[self.n] = x
+        self._y[self.n] = y
+        self.n += 1
+
+    def view(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._x[: self.n], self._y[: self.n]
+
+    def push_to(self, curve: pg.PlotDataItem) -> None:
+        """setData only when points were added or removed since the last push (redraws are costly)."""
+        if getattr(curve, "_pushed_n", -1) != self.n:
+            curve.setData(*self.view())
+            curve._pushed_n = self.n
+
+    def clear(self) -> None:
+        self.n = 0
+
+
+def _style_plot(plot: pg.PlotItem, title: str, left: str, left_units: str | None, bottom: str) -> None:
+    plot.setTitle(title, size="10pt")
+    plot.setLabel("left", left, units=left_units)
+    plot.setLabel("bottom", bottom)
+    plot.showGrid(x=True, y=True, alpha=0.2)
+    plot.setClipToView(True)
+    plot.setDownsampling(auto=True, mode="peak")
+    for axis in ("left", "bottom"):
+        plot.getAxis(axis).setTextPen("#333333")
+        plot.getAxis(axis).setPen("#888888")
+
+
+def run_training(state: TaskState, config, run_name: str | None):
+    """Job: train with the engine; events go to the GUI, the stop flag comes from it."""
+    import os
+
+    import torch
+
+    from discomkd.trainer import train
+
+    # Leave a core to the interface on small machines so the window never stutters.
+    cores = os.cpu_count() or 1
+    if cores <= 4:
+        torch.set_num_threads(max(1, cores - 1))
+    return train(config, on_event=state.publish, stop=state.stop, run_name=run_name)
+
+
+def run_continue(state: TaskState, run_dir: str, extra_epochs: int):
+    from discomkd.trainer import continue_run
+
+    return continue_run(run_dir, extra_epochs, on_event=state.publish, stop=state.stop)
+
+
+class TrainPage(QWidget):
+    """Signals: ``training_active(bool)``, ``run_finished(RunEnded)``, ``best_saved(bundle_path)``."""
+
+    start_requested = Signal()
+    training_active = Signal(bool)
+    run_finished = Signal(object)
+    best_saved = Signal(str)
+    error = Signal(str, str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.job: Job | None = None
+        self.last_result = None
+        self.run_dir: str | None = None
+        self.batch_events = 0
+        self.epoch_events = 0
+        self._dirty = False
+        self._epochs_target = 0
+        self._ema: dict[str, float] = {}
+        self._modality_colours: dict[str, str] = {}
+
+        layout = QVBoxLayout(self)
+        header, buttons = page_header(
+            "Train",
+            "All single-modality classifiers learn together. Stop at any time: the best model "
+            "(chosen per modality on the validation split) is kept.",
+        )
+        self.run_name = QLineEdit()
+        self.run_name.setPlaceholderText("run name (optional)")
+        self.run_name.setMaximumWidth(220)
+        self.start_button = QPushButton("Start training")
+        self.start_button.setObjectName("primary")
+        self.start_button.setToolTip("Train with the current data and configuration (Ctrl+R)")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("danger")
+        self.stop_button.setToolTip("Stop after the current batch; the best model so far is kept (Ctrl+.)")
+        self.stop_button.setEnabled(False)
+        buttons.addWidget(self.run_name)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        layout.addWidget(header)
+
+        status_row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("Not started")
+        self.progress.setTextVisible(True)
+        self.status = QLabel("Ready.")
+        self.status.setObjectName("hint")
+        self.status.setMinimumWidth(260)
+        status_row.addWidget(self.progress, 3)
+        status_row.addWidget(self.status, 2)
+        layout.addLayout(status_row)
+
+        pg.setConfigOptions(antialias=True, background="w", foreground="#333333")
+        plots = QSplitter(Qt.Orientation.Horizontal)
+        self.loss_widget = pg.PlotWidget()
+        self.loss_plot = self.loss_widget.getPlotItem()
+        _style_plot(self.loss_plot, "Training losses: per batch (smoothed lines), epoch means (dots)",
+                    "loss (unweighted terms, weighted total)", None, "epoch")
+        self.loss_legend = self.loss_plot.addLegend(offset=(-10, 10), colCount=3)
+        self.loss_curves: dict[str, pg.PlotDataItem] = {}
+        self.epoch_curves: dict[str, pg.PlotDataItem] = {}
+        self.loss_series = {t: Series() for t in TERMS}
+        self.epoch_series = {t: Series() for t in TERMS}
+        for term in TERMS:
+            width = 2.4 if term == "total" else 1.6
+            name = "total" if term == "total" else f"L_{term}"
+            # Dense per-batch curves are drawn without antialiasing: it is most of the cost of a redraw.
+            self.loss_curves[term] = self.loss_plot.plot(pen=pg.mkPen(TERM_COLOURS[term], width=width), name=name,
+                                                         antialias=False)
+            self.epoch_curves[term] = self.loss_plot.plot(
+                pen=None, symbol="o", symbolSize=7, symbolBrush=TERM_COLOURS[term], symbolPen="w")
+        plots.addWidget(self.loss_widget)
+
+        self.val_widget = pg.PlotWidget()
+        self.val_plot = self.val_widget.getPlotItem()
+        _style_plot(self.val_plot, "Validation per modality: accuracy (solid), weighted F1 (dashed)",
+                    "score (0 = worst, 1 = best)", None, "epoch")
+        self.val_plot.setYRange(0, 1.02, padding=0)
+        self.val_legend = self.val_plot.addLegend(offset=(-10, -10), colCount=2)
+        self.val_curves: dict[tuple[str, str], pg.PlotDataItem] = {}
+        self.val_series: dict[tuple[str, str], Series] = {}
+        plots.addWidget(self.val_widget)
+        plots.setSizes([600, 500])
+
+        self.log = QPlainTextEdit()
+        self.log.setObjectName("log")
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+        self.log.setPlaceholderText("The training log appears here.")
+        vertical = QSplitter(Qt.Orientation.Vertical)
+        vertical.addWidget(plots)
+        vertical.addWidget(self.log)
+        vertical.setSizes([480, 150])
+        layout.addWidget(vertical, 1)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(1000 / PLOT_HZ))
+        self.timer.timeout.connect(self.flush_plots)
+
+        self.start_button.clicked.connect(self.start_requested)
+        self.stop_button.clicked.connect(self.stop)
+
+    # ----- control --------------------------------------------------------------------------
+    def is_training(self) -> bool:
+        return self.job is not None and self.job.is_running()
+
+    def start(self, config, run_name: str | None = None) -> Job:
+        """Start a new training run with a validated TrainingConfig."""
+        name = run_name or self.run_name.text().strip() or None
+        return self._start_job(lambda state: run_training(state, config, name),
+                               f"Starting: {', '.join(m.name for m in config.modalities)}, {config.epochs} epoch(s)…")
+
+    def continue_training(self, run_dir: str, extra_epochs: int) -> Job:
+        return self._start_job(lambda state: run_continue(state, run_dir, extra_epochs),
+                               f"Continuing {run_dir} for {extra_epochs} more epoch(s)…")
+
+    def _start_job(self, fn, message: str) -> Job:
+        if self.is_training():
+            raise RuntimeError("A training is already running.")
+        self.reset()
+        self.append_log(message)
+        self.job = Job(fn, "train", self)
+        self.job.event.connect(self.on_event)
+        self.job.succeeded.connect(self._on_succeeded)
+        self.job.failed.connect(self._on_failed)
+        self.job.finished.connect(self._on_finished)
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.progress.setFormat("Reading the data…")
+        self.status.setText("Preparing…")
+        self.timer.start()
+        self.job.start()
+        self.training_active.emit(True)
+        return self.job
+
+    def stop(self) -> None:
+        if self.is_training() and not self.job.stop_requested:
+            self.job.request_stop()
+            self.stop_button.setEnabled(False)
+            self.status.setText("Stopping after this batch; keeping the best model…")
+            self.append_log("Stop requested.")
+
+    # ----- plots ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        for s in (*self.loss_series.values(), *self.epoch_series.values()):
+            s.clear()
+        for key, curve in list(self.val_curves.items()):
+            self.val_plot.removeItem(curve)
+            self.val_legend.removeItem(curve)
+        self.val_curves.clear()
+        self.val_series.clear()
+        self._modality_colours.clear()
+        self._ema.clear()
+        self.batch_events = self.epoch_events = 0
+        self.last_result = None
+        self.run_dir = None
+        self.progress.setValue(0)
+        self.log.clear()
+        self._dirty = True
+        self.flush_plots()
+
+    def _val_curve(self, modality: str, metric: str) -> Series:
+        key = (modality, metric)
+        if key not in self.val_curves:
+            if modality not in self._modality_colours:
+                self._modality_colours[modality] = MODALITY_COLOURS[len(self._modality_colours) % len(MODALITY_COLOURS)]
+            colour = self._modality_colours[modality]
+            style = Qt.PenStyle.SolidLine if metric == "accuracy" else Qt.PenStyle.DashLine
+            label = f"{modality} {'accuracy' if metric == 'accuracy' else 'weighted F1'}"
+            self.val_curves[key] = self.val_plot.plot(
+                pen=pg.mkPen(colour, width=2, style=style), name=label,
+                symbol="o" if metric == "accuracy" else "t", symbolSize=6, symbolBrush=colour, symbolPen=None)
+            self.val_series[key] = Series()
+        return self.val_series[key]
+
+    def flush_plots(self) -> None:
+        """Push buffered points to the curves (called by the timer; cheap when nothing changed)."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        for term in TERMS:
+            self.loss_series[term].push_to(self.loss_curves[term])
+            self.epoch_series[term].push_to(self.epoch_curves[term])
+        for key, curve in self.val_curves.items():
+            self.val_series[key].push_to(curve)
+
+    def show_history(self, history: list[dict], title: str = "") -> None:
+        """Draw a finished run's per-epoch curves (runs reopened from the Runs page)."""
+        if self.is_training():
+            return
+        self.reset()
+        for row in history:
+            epoch = float(row["epoch"])
+            for term in TERMS:
+                if term in row.get("train_losses", {}):
+                    value = row["train_losses"][term]
+                    self.epoch_series[term].append(epoch, value)
+                    self.loss_series[term].append(epoch, value)  # no per-batch data: join the means
+            for modality, metrics in row.get("val", {}).items():
+                self._val_curve(modality, "accuracy").append(epoch, metrics["accuracy"])
+                self._val_curve(modality, "weighted_f1").append(epoch, metrics["weighted_f1"])
+        self._dirty = True
+        self.flush_plots()
+        n = len(history)
+        self.progress.setValue(1000 if n else 0)
+        self.progress.setFormat(f"{title}: {n} epoch(s) (reopened run)" if title else f"{n} epoch(s)")
+        self.status.setText("Showing a saved run. Start a new training with Start.")
+
+    # ----- engine events (GUI thread) -------------------------------------------------------
+    def on_event(self, event) -> None:
+        kind = type(event).__name__
+        if kind == "BatchEnded":
+            self.batch_events += 1
+            x = (event.epoch - 1) + event.step / event.steps_per_epoch
+            for term in TERMS:
+                value = event.losses.get(term)
+                if value is None:
+                    continue
+                prev = self._ema.get(term)
+                smooth = value if prev is None else SMOOTHING * prev + (1 - SMOOTHING) * value
+                self._ema[term] = smooth
+                self.loss_series[term].append(x, smooth)
+            self._dirty = True
+            self.progress.setValue(int(event.progress * 1000))
+            self.progress.setFormat(
+                f"Epoch {event.epoch}/{self._epochs_target or '?'} · step {event.step}/{event.steps_per_epoch} · "
+                f"ETA {fmt_duration(event.eta_s)}")
+            self.status.setText(f"{event.samples_per_s:,.0f} samples/s · total loss {event.losses.get('total', 0):.3f}")
+        elif kind == "EpochEnded":
+            self.epoch_events += 1
+            for term in TERMS:
+                if term in event.train_losses:
+                    self.epoch_series[term].append(float(event.epoch), event.train_losses[term])
+            for modality, metrics in event.val_metrics.items():
+                self._val_curve(modality, "accuracy").append(float(event.epoch), metrics["accuracy"])
+                self._val_curve(modality, "weighted_f1").append(float(event.epoch), metrics["weighted_f1"])
+            self._dirty = True
+            val = ", ".join(f"{m} acc {v['accuracy']:.3f} / wF1 {v['weighted_f1']:.3f}" for m, v in event.val_metrics.items())
+            self.append_log(f"Epoch {event.epoch}/{event.epochs}: loss {event.train_losses.get('total', 0):.4f} · "
+                            f"validation {val or 'n/a'} · {event.epoch_time_s:.1f} s")
+        elif kind == "BestModelSaved":
+            self.append_log(f"Best model saved (epoch {event.epoch}; improved: {', '.join(event.improved)}).")
+            self.best_saved.emit(event.bundle_path)
+        elif kind == "RunStarted":
+            self.run_dir = event.run_dir
+            self._epochs_target = event.epochs
+            sizes = ", ".join(f"{m} {n}" for m, n in event.train_sizes.items())
+            backbones = ", ".join(f"{m}: {b}" for m, b in event.backbones.items())
+            self.append_log(f"Run folder: {event.run_dir}")
+            self.append_log(f"{len(event.classes)} classes · training samples {sizes} · device {event.device} · "
+                            f"backbones {backbones} · data {event.pairing}")
+            self.progress.setFormat(f"Epoch {event.start_epoch + 1}/{event.epochs} · starting…")
+        elif kind == "DataProgress":
+            self.progress.setFormat(f"{event.stage}: {event.done}/{event.total} files")
+        elif kind == "RunEnded":
+            pass  # handled in _on_succeeded with the returned value
+
+    def _on_succeeded(self, result) -> None:
+        self.last_result = result
+        self._dirty = True
+        self.flush_plots()
+        self.append_log(result.reason)
+        for modality, m in (result.test_metrics or {}).items():
+            self.append_log(f"Test {modality}: accuracy {m['accuracy']:.3f}, weighted F1 {m['weighted_f1']:.3f}, "
+                            f"macro F1 {m['macro_f1']:.3f} (best epoch {m.get('best_epoch', '?')})")
+        if result.status == "finished":
+            self.progress.setValue(1000)
+        self.progress.setFormat({"finished": "Finished", "stopped": "Stopped", "failed": "Failed"}.get(result.status, result.status)
+                                + f" after {result.epochs_done} epoch(s)")
+        self.status.setText(result.reason)
+        if result.status == "failed":
+            self.error.emit(result.reason, "")
+        self.run_finished.emit(result)
+
+    def _on_failed(self, message: str, details: str) -> None:
+        self.append_log(message)
+        self.status.setText(message)
+        self.progress.setFormat("Failed")
+        self.error.emit(message, details)
+
+    def _on_finished(self) -> None:
+        self.timer.stop()
+        self.flush_plots()
+        self.start_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        self.training_active.emit(False)
+
+    def append_log(self, line: str) -> None:
+        self.log.appendPlainText(line)
