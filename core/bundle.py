@@ -132,7 +132,7 @@ def save_bundle(path: str | Path, metadata: dict, weights: dict[str, dict[str, t
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = {m: {k: v.detach().cpu().clone() for k, v in sd.items()} for m, sd in weights.items()}
-    metadata_json = json.dumps(metadata, sort_keys=True)
+    metadata_json = json.dumps(metadata)  # key order kept: modalities stay in the order the user gave
     payload = {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,

@@ -108,10 +108,10 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
 class ConsoleReporter:
     """Prints trainer events: a live progress line on a terminal, one line per epoch always."""
 
-    def __init__(self, stream=sys.stdout, progress_stream=sys.stderr) -> None:
-        self.out = stream
-        self.err = progress_stream
-        self.live = progress_stream.isatty()
+    def __init__(self, stream=None, progress_stream=None) -> None:
+        self.out = stream or sys.stdout
+        self.err = progress_stream or sys.stderr
+        self.live = self.err.isatty()
         self._last = 0.0
 
     def _bar(self, text: str) -> None:

@@ -365,6 +365,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
             order[n] = torch.cat([torch.randperm(train_sizes[n], generator=generator) for _ in range(repeats)])[:needed]
         sums = {k: 0.0 for k in (*LossWeights.TERMS, "total")}
         steps_this_epoch = 0
+        data_time = step_time = 0.0
         for step in range(1, steps_per_epoch + 1):
             if stop.is_set():
                 stopped = True
@@ -379,6 +380,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
                     xb = xb.to(device)
                 inputs[n] = augment_batch(xb, specs[n].augmentation, generator)
                 labels[n] = train_y[n].index_select(0, idx_dev if device.type == "cuda" else idx.to(device))
+            data_time += time.perf_counter() - t_step
             progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
             factor = grl_factor(config.grl_schedule, config.grl_lambda, progress_in_run)
             for group in optimizer.param_groups:
@@ -402,6 +404,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
                 sums[k] += v
             steps_this_epoch += 1
             done_steps += 1
+            step_time += time.perf_counter() - t_step
             elapsed = time.perf_counter() - t_start
             fraction = done_steps / total_steps
             emit(BatchEnded(epoch, step, steps_per_epoch, epoch * steps_per_epoch - steps_per_epoch + step, losses,
@@ -429,7 +432,10 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         elapsed = time.perf_counter() - t_start
         fraction = done_steps / total_steps
         history.append({"epoch": epoch, "train_losses": train_losses, "val": val_metrics,
-                        "epoch_time_s": time.perf_counter() - t_epoch, "elapsed_s": elapsed})
+                        "epoch_time_s": time.perf_counter() - t_epoch, "elapsed_s": elapsed,
+                        # throughput of the training steps alone (validation excluded), per modality
+                        "train_samples_per_s": steps_this_epoch * config.batch_size / max(step_time, 1e-9),
+                        "data_share": data_time / max(step_time, 1e-9)})
         runs.write_history(run.run_dir, history)
         if improved:
             save_bundle(bundle_path, metadata(), best_states)
