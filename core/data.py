@@ -302,6 +302,7 @@ def load_modality(
             f"each holding PNG, JPEG, BMP, TIFF, .npy or WAV files."
         )
     spec = infer_spec(name, listing, overrides)
+    _check_memory(name, len(listing.files), spec)
     cache_path = user_cache_dir() / "decoded" / f"{_cache_key(listing, spec)}.npz"
     if use_cache and cache_path.exists():
         try:
@@ -362,6 +363,27 @@ def load_modality(
         except OSError:
             pass  # a cache that cannot be written only costs time
     return _check_modality(data)
+
+
+def _available_memory() -> int | None:
+    """Bytes of free physical memory, where the platform tells (Linux, macOS); None elsewhere."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(name: str, n_files: int, spec: ModalitySpec) -> None:
+    """Refuse before decoding when the decoded arrays could not fit in memory (no swap storm, no crash)."""
+    needed = n_files * int(np.prod(spec.input_shape)) * 4
+    available = _available_memory()
+    if available is not None and needed > 0.6 * available:
+        shape = "x".join(str(s) for s in spec.input_shape)
+        raise DataError(
+            f"The modality '{name}' would need {needed / 2**30:.1f} GiB decoded ({n_files} files of {shape}), "
+            f"but only {available / 2**30:.1f} GiB of memory is free. Choose a smaller size for it "
+            f"(for example size 64x64) or fewer files."
+        )
 
 
 def _check_modality(data: ModalityData) -> ModalityData:

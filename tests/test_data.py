@@ -161,3 +161,12 @@ def test_paired_modalities_are_detected_and_split_together(tmp_path):
     assert dataset.report.pairing.status == "paired"
     splits = split_dataset(dataset, (0.6, 0.2, 0.2), seed=0)
     assert [rgb.files[i] for i in splits["rgb"].test] == [ir.files[i] for i in splits["ir"].test]
+
+
+def test_data_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    import discomkd.data as data_module
+
+    folder = copy_subset(shared_data("av-digits", "image"), tmp_path / "image", 3, ["0", "1"])
+    monkeypatch.setattr(data_module, "_available_memory", lambda: 10_000)
+    with pytest.raises(DataError, match="GiB of memory is free"):
+        load_modality(folder, "image", {"size": (512, 512)})
