@@ -254,7 +254,7 @@ def _train_and_predict(report: _Report, scratch: Path) -> None:
 
     def do_read() -> str:
         outcome["dataset"] = dataset = _small_demo_dataset(modalities)
-        sizes = ", ".join(f"{m.name} {m.spec.kind} {len(m.labels)}" for m in dataset.modalities)
+        sizes = ", ".join(f"{m.name}: {len(m.labels)} {m.spec.kind} files" for m in dataset.modalities)
         return f"{len(dataset.classes)} classes; kept {SAMPLES_PER_CLASS} files per class: {sizes}"
 
     report.step("read the demo data", do_read)
