@@ -602,14 +602,11 @@ def run_method(
         return BaselineRun(method, config.seed, "failed", f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
 
 
-_UNPAIRED_REASON = (
-    "needs paired data (a multimodal teacher sees every modality of a sample); these modalities are not "
-    "paired by file name"
-)
+_UNPAIRED_REASON = "needs paired data (the multimodal teacher sees every modality of a sample)"
 
 
 def pairing_skip_reason(dataset: MultiModalDataset) -> str | None:
     """Why teacher methods cannot run on this data, or None when they can."""
     if dataset.report.pairing.status == "paired":
         return None
-    return f"{_UNPAIRED_REASON} ({dataset.report.pairing.detail})"
+    return f"{_UNPAIRED_REASON}; here the data is {dataset.report.pairing.detail}"

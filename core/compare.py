@@ -139,6 +139,22 @@ class ComparisonResult:
         runs.atomic_write_text(out / "per_run.json", json.dumps(payload, indent=1))
 
 
+def read_comparison(out_dir: str | Path) -> ComparisonResult:
+    """Load a comparison written by :meth:`ComparisonResult.write` (rows are recomputed from the runs)."""
+    path = Path(out_dir) / "per_run.json"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        settings, per_run = payload["settings"], payload["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"'{path}' is not a readable comparison ({exc}).") from None
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise ConfigError(f"'{path}' was written by a newer version of DisCoM-KD Studio.")
+    names = [m["name"] for m in settings.get("config", {}).get("modalities", [])]
+    rows = summarise(per_run, settings.get("methods", list(METHODS)), names)
+    return ComparisonResult(rows, dict(payload.get("skipped", {})), per_run, settings,
+                            bool(payload.get("stopped")), float(payload.get("wall_time_s", 0.0)))
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 

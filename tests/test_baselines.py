@@ -26,6 +26,7 @@ from discomkd.compare import (
     ComparisonResult,
     CompareProgress,
     parse_modality_arg,
+    read_comparison,
     run_comparison,
     summarise,
 )
@@ -215,6 +216,7 @@ def test_compare_skips_teacher_methods_when_unpaired(tmp_path):
         assert (tmp_path / "out" / name).exists()
     payload = json.loads((tmp_path / "out" / "per_run.json").read_text())
     assert len(payload["runs"]) == 2 and payload["skipped"].keys() == {"kd", "dkd"}
+    assert read_comparison(tmp_path / "out").to_markdown() == result.to_markdown()
 
 
 def test_compare_stops_between_and_within_runs(tmp_path):
