@@ -11,7 +11,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 
 class StopFlag:
@@ -81,6 +81,23 @@ class _Worker(QObject):
             self.done.emit()
 
 
+# Jobs whose thread still runs. A QThread destroyed while running aborts the process, so a job
+# stays referenced here until its thread has ended, even if its page or window is gone.
+_RUNNING: set["Job"] = set()
+
+
+def running_jobs() -> list["Job"]:
+    return list(_RUNNING)
+
+
+def stop_all_jobs(timeout_ms: int = 30000) -> None:
+    """Ask every running job to stop and wait for their threads (application shutdown)."""
+    for job in list(_RUNNING):
+        job.request_stop()
+    for job in list(_RUNNING):
+        job.wait(timeout_ms)
+
+
 class Job(QObject):
     """A background job. Connect to its signals, then ``start()``; ``request_stop()`` to interrupt.
 
@@ -110,7 +127,8 @@ class Job(QObject):
         self.state.published.connect(self.event)
         self._worker.succeeded.connect(self.succeeded)
         self._worker.failed.connect(self.failed)
-        self._worker.done.connect(self._thread.quit)
+        # Direct: quit() is thread-safe, and the thread must end even while the GUI thread waits on it.
+        self._worker.done.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
         self._thread.finished.connect(self._on_thread_finished)
         self._running = False
         self.result: Any = None
@@ -121,6 +139,7 @@ class Job(QObject):
 
     def start(self) -> "Job":
         self._running = True
+        _RUNNING.add(self)
         self._thread.start()
         return self
 
@@ -140,4 +159,5 @@ class Job(QObject):
 
     def _on_thread_finished(self) -> None:
         self._running = False
+        _RUNNING.discard(self)
         self.finished.emit()

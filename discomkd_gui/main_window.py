@@ -342,9 +342,7 @@ class MainWindow(QMainWindow):
             event.ignore()  # closed again when the training thread has ended
             return
         self.save_settings()
-        jobs = [e.job for e in self.data_page.entries if e.job] + [self.predict_page.job, self._device_job]
-        for job in jobs:
-            if job is not None and job.is_running():
-                job.request_stop()
-                job.wait(10000)
+        from .jobs import stop_all_jobs
+
+        stop_all_jobs()  # scans, predictions, model loading: a thread must not outlive its window
         event.accept()

@@ -344,6 +344,9 @@ class TrainPage(QWidget):
             self.best_saved.emit(event.bundle_path)
         elif kind == "RunStarted":
             self.run_dir = event.run_dir
+            for modality in event.modalities:  # curves and legend entries once, before the first epoch
+                self._val_curve(modality, "accuracy")
+                self._val_curve(modality, "weighted_f1")
             self._epochs_target = event.epochs
             sizes = ", ".join(f"{m} {n}" for m, n in event.train_sizes.items())
             backbones = ", ".join(f"{m}: {b}" for m, b in event.backbones.items())
