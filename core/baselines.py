@@ -22,7 +22,7 @@ Architecture: every single-modal student is a :class:`discomkd.models.ModalityBr
 network DisCoM-KD uses at prediction time (same backbone, same size), so differences come from
 the training signal and not from capacity. The DisCoM-KD-only heads are simply not trained.
 
-Schedule: like the DisCoM-KD trainer, an epoch is ``ceil(largest training split / batch)`` steps
+Schedule: like the DisCoM-KD trainer (same learning-rate schedule, ``config.lr_schedule``), an epoch is ``ceil(largest training split / batch)`` steps
 with one batch per modality per step (smaller modalities cycle), so each modality gets the same
 number of updates under every method. Losses are averaged over modalities, as in the trainer.
 """
@@ -47,7 +47,7 @@ from .errors import ConfigError, DisComKDError
 from .events import BatchEnded, RunEnded, StopToken
 from .metrics import classification_metrics
 from .models import ModalityBranch, build_backbone, resolve_backbone
-from .trainer import PreparedModality, prepare_modalities, select_device, train
+from .trainer import PreparedModality, learning_rate_at, prepare_modalities, select_device, train
 
 RunProgress = Callable[[float, str], None]  # fraction of this run in [0, 1], message
 
@@ -345,12 +345,16 @@ class _Optimisation:
     """Optimizer plus gradient scaling (float16 on CUDA only), as in the DisCoM-KD trainer."""
 
     def __init__(self, setup: _Setup, params) -> None:
+        self.config = setup.config
         self.optimizer = _make_optimizer(setup.config, params)
         use_amp = setup.device.type == "cuda" and setup.config.mixed_precision
         fp16 = use_amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
-    def step(self, loss: torch.Tensor, where: str) -> None:
+    def step(self, loss: torch.Tensor, where: str, progress_in_run: float) -> None:
+        """One update; the learning rate follows the config's schedule exactly as in the trainer."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(self.config, progress_in_run)
         if not torch.isfinite(loss):
             raise DisComKDError(f"The {where} loss became {float(loss)}. Lower the learning rate and start again.")
         self.optimizer.zero_grad(set_to_none=True)
@@ -392,7 +396,8 @@ def train_teacher(setup: _Setup, progress: RunProgress, stop: StopToken) -> Teac
                       for n in names}
             with _autocast(setup):
                 logits = teacher(inputs)
-            opt.step(F.cross_entropy(logits.float(), _take(y_rows, idx)), "teacher")
+            opt.step(F.cross_entropy(logits.float(), _take(y_rows, idx)), "teacher",
+                     ((epoch - 1) + (step - 1) / steps) / cfg.epochs)
             progress(((epoch - 1) * steps + step) / (cfg.epochs * steps), f"teacher epoch {epoch}/{cfg.epochs}")
         if stop.is_set():
             break
@@ -498,7 +503,7 @@ def train_students(
                 labels[n], rows[n] = _take(train_y[n], idx), idx
             losses = _student_losses(method, setup, settings, logits, labels, rows, teacher_logits,
                                      (epoch - 1) + step / steps)
-            opt.step(sum(losses.values()) / len(names), method)
+            opt.step(sum(losses.values()) / len(names), method, ((epoch - 1) + (step - 1) / steps) / cfg.epochs)
             progress(((epoch - 1) * steps + step) / (cfg.epochs * steps), f"epoch {epoch}/{cfg.epochs}")
         if stopped:
             break

@@ -331,50 +331,75 @@ def parse_modality_arg(text: str) -> ModalitySource:
     return ModalitySource(name, folder, overrides)
 
 
-def _modality_parser() -> Callable[[str], ModalitySource]:
-    """The CLI's own parser when it has one (one syntax everywhere), else ours."""
+def _cli():
+    """The main CLI module when it is importable (it imports this module lazily, so no cycle)."""
     try:
         from . import cli
 
-        return getattr(cli, "parse_modality_arg", parse_modality_arg)
+        return cli
     except ImportError:
-        return parse_modality_arg
+        return None
+
+
+def _modality_type(text: str) -> ModalitySource:
+    """argparse type: the CLI's own NAME=DIR parser when it has one (one syntax everywhere), else ours."""
+    parse = getattr(_cli(), "parse_modality_arg", None) or parse_modality_arg
+    try:
+        return parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``compare`` to an argparse sub-parser set; ``run_compare_command`` runs it."""
+    """Add ``compare`` to an argparse sub-parser set; ``run_compare_command`` runs it.
+
+    The training options are the ones ``discomkd train`` takes (``cli.add_training_options``),
+    so a comparison runs DisCoM-KD exactly as a training would.
+    """
     p = subparsers.add_parser(
         "compare", help="compare DisCoM-KD with baselines and ablations over several random splits",
-        description="Runs each chosen method on K random splits and writes comparison.md, comparison.csv "
-                    "and per_run.json. Methods: " + ", ".join(f"{k} ({v})" for k, v in METHODS.items()),
+        description="Runs each chosen method on K random splits (seed k = SEED + k, for the split and the "
+                    "initialisation) and writes comparison.md, comparison.csv and per_run.json. Methods: "
+                    + ", ".join(f"{k} ({v})" for k, v in METHODS.items()),
     )
-    p.add_argument("--modality", action="append", required=True, metavar="NAME=DIR[:bands=4,3,2]",
+    p.add_argument("--modality", action="append", required=True, type=_modality_type,
+                   metavar="NAME=DIR[:bands=4,3,2]",
                    help="a modality folder (one sub-folder per class); repeat for each modality; "
                         "bands are numbered from 1")
     p.add_argument("--seeds", type=int, default=3, help="number of random splits (default 3)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method ids (default: all)")
-    p.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainingConfig.learning_rate)
-    p.add_argument("--embed-dim", type=int, default=TrainingConfig.embed_dim)
-    p.add_argument("--backbone", default=TrainingConfig.backbone)
-    p.add_argument("--device", default=TrainingConfig.device)
-    p.add_argument("--seed", type=int, default=0, help="seed of the first split (seed k uses SEED + k)")
     p.add_argument("--out", required=True, help="folder for comparison.md, comparison.csv and per_run.json")
+    cli = _cli()
+    if cli is not None and hasattr(cli, "add_training_options"):
+        cli.add_training_options(p)
+    else:  # the engine without its CLI: the essentials
+        d = TrainingConfig()
+        p.add_argument("--epochs", type=int, default=d.epochs)
+        p.add_argument("--batch-size", type=int, default=d.batch_size)
+        p.add_argument("--lr", type=float, default=d.learning_rate)
+        p.add_argument("--embed-dim", type=int, default=d.embed_dim)
+        p.add_argument("--backbone", default=d.backbone)
+        p.add_argument("--device", default=d.device)
+        p.add_argument("--seed", type=int, default=d.seed)
     p.set_defaults(func=run_compare_command)
     return p
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainingConfig:
+    cli = _cli()
+    if cli is not None and hasattr(cli, "config_from_args") and hasattr(args, "w_cl"):
+        return cli.config_from_args(args, list(args.modality))
+    return TrainingConfig(
+        modalities=list(args.modality), epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        embed_dim=args.embed_dim, backbone=args.backbone, device=args.device, seed=args.seed,
+    )
 
 
 def run_compare_command(args: argparse.Namespace) -> int:
     """Run ``discomkd compare``: progress on stderr, the table on stdout. Ctrl-C stops cleanly."""
     stop = StopToken()
     try:
-        parse = _modality_parser()
-        config = TrainingConfig(
-            modalities=[parse(text) for text in args.modality], epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.lr, embed_dim=args.embed_dim, backbone=args.backbone, device=args.device,
-            seed=args.seed,
-        )
+        config = _config_from_args(args)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         last = {"line": ""}
 
@@ -392,7 +417,7 @@ def run_compare_command(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     except DisComKDError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
-        return 2
+        return 1
     print(result.to_markdown())
     print(f"Written to {Path(args.out).resolve()} in {result.wall_time_s:.0f} s.", file=sys.stderr)
     return 130 if result.stopped else 0

@@ -272,3 +272,18 @@ def test_modality_argument_bands_are_one_based_in_text():
     for bad in ("noequals", "x=", "rgb=/d:bands=0,1", "rgb=/d:bands=a"):
         with pytest.raises(ConfigError):
             parse_modality_arg(bad)
+
+
+def test_compare_command_line_writes_the_report(tmp_path, capsys):
+    from discomkd.cli import main
+
+    config = _tiny_config(tmp_path, paired=False)
+    a, b = (m.folder for m in config.modalities)
+    code = main(["compare", "--modality", f"a={a}", "--modality", f"b={b}:augmentation=none", "--seeds", "1",
+                 "--methods", "student,kd", "--epochs", "1", "--batch-size", "8", "--embed-dim", "8",
+                 "--device", "cpu", "--out", str(tmp_path / "report")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| Student alone (CE) | a |" in out and "Teacher + KD (Hinton): needs paired data" in out
+    payload = json.loads((tmp_path / "report" / "per_run.json").read_text())
+    assert payload["settings"]["config"]["modalities"][1]["overrides"] == {"augmentation": "none"}
