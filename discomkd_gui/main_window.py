@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from .dialogs import AboutDialog, show_error
 from .jobs import Job
+from .pages.compare_page import ComparePage
 from .pages.configure_page import ConfigurePage
 from .pages.data_page import DataPage
 from .pages.predict_page import PredictPage
@@ -49,7 +50,7 @@ def probe_devices(state) -> list[str]:
 
 
 class MainWindow(QMainWindow):
-    PAGES = ("Data", "Configure", "Train", "Results", "Predict", "Runs")
+    PAGES = ("Data", "Configure", "Train", "Results", "Predict", "Runs", "Compare")
 
     devices_ready = Signal(list)
 
@@ -69,9 +70,11 @@ class MainWindow(QMainWindow):
         self.results_page = ResultsPage()
         self.predict_page = PredictPage()
         self.runs_page = RunsPage()
+        self.compare_page = ComparePage()
         self.pages = {
             "Data": self.data_page, "Configure": self.configure_page, "Train": self.train_page,
             "Results": self.results_page, "Predict": self.predict_page, "Runs": self.runs_page,
+            "Compare": self.compare_page,
         }
 
         central = QWidget()
@@ -89,7 +92,7 @@ class MainWindow(QMainWindow):
         self.sidebar.setObjectName("nav")
         self.sidebar.setFixedWidth(150)
         steps = {"Data": "1  Data", "Configure": "2  Configure", "Train": "3  Train", "Results": "4  Results",
-                 "Predict": "5  Predict", "Runs": "    Runs"}
+                 "Predict": "5  Predict", "Runs": "    Runs", "Compare": "    Compare"}
         for name in self.PAGES:
             item = QListWidgetItem(steps[name])
             item.setToolTip(f"{name} (Ctrl+{self.PAGES.index(name) + 1})")
@@ -150,7 +153,7 @@ class MainWindow(QMainWindow):
         self._action(help_menu, "About DisCoM-KD Studio", self.show_about)
 
     def _connect_pages(self) -> None:
-        for page in (self.data_page, self.train_page, self.predict_page, self.runs_page):
+        for page in (self.data_page, self.train_page, self.predict_page, self.runs_page, self.compare_page):
             page.error.connect(self.show_error)
         self.data_page.modalities_changed.connect(self._modalities_changed)
         self.train_page.start_requested.connect(self.start_training)
@@ -159,6 +162,7 @@ class MainWindow(QMainWindow):
         self.predict_page.open_model_requested.connect(self.choose_model)
         self.runs_page.open_run.connect(self.open_run)
         self.runs_page.continue_run.connect(self.continue_run)
+        self.compare_page.start_requested.connect(self.start_comparison)
 
     # ----- pages ------------------------------------------------------------------------------
     def show_page(self, name: str) -> None:
@@ -204,11 +208,10 @@ class MainWindow(QMainWindow):
         self.configure_page.set_modalities([(e.name, e.data.spec.kind, e.data.spec.augmentation) for e in ready])
 
     # ----- training ---------------------------------------------------------------------------
-    def start_training(self) -> Job | None:
+    def current_config(self):
+        """The validated configuration of the Data and Configure pages, or None after telling the user why."""
         from discomkd.errors import ConfigError
 
-        if self.train_page.is_training():
-            return None
         if self.data_page.is_busy():
             self.show_error("The data is still being read. Start again when the Data page has finished.")
             return None
@@ -225,8 +228,26 @@ class MainWindow(QMainWindow):
             self.show_page("Configure")
             return None
         self.save_settings()
+        return config
+
+    def start_training(self) -> Job | None:
+        if self.train_page.is_training() or self.compare_page.is_running():
+            return None
+        config = self.current_config()
+        if config is None:
+            return None
         self.show_page("Train")
         return self.train_page.start(config)
+
+    def start_comparison(self) -> Job | None:
+        if self.train_page.is_training() or self.compare_page.is_running():
+            self.show_error("A training or comparison is running. Wait for it or stop it first.")
+            return None
+        config = self.current_config()
+        if config is None:
+            return None
+        self.show_page("Compare")
+        return self.compare_page.start(config)
 
     def continue_run(self, run_dir: str, extra_epochs: int) -> Job | None:
         if self.train_page.is_training():
@@ -332,6 +353,8 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.compare_page.is_running():
+            self.compare_page.stop()
         if self.train_page.is_training():
             if not self._close_when_stopped and not self.confirm_stop_on_close():
                 event.ignore()

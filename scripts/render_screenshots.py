@@ -34,7 +34,7 @@ def wait_until(app, condition, timeout: float, what: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--per-class", type=int, default=60, help="demo files per class and modality to train on")
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -118,6 +118,17 @@ def main() -> int:
     window.show_page("Runs")
     window.runs_page.table.selectRow(0)
     shot("6-runs")
+
+    # A short comparison (one split, three epochs) to show the Compare page filled in.
+    cfg.epochs.setValue(3)
+    compare = window.compare_page
+    window.show_page("Compare")
+    for method, box in compare.method_boxes.items():
+        box.setChecked(method in ("discomkd", "student", "discomkd_no_adv"))
+    compare.seeds.setValue(1)
+    window.start_comparison()
+    wait_until(app, lambda: compare.result is not None and not compare.is_running(), 900, "the comparison")
+    shot("7-compare")
     window.close()
     shutil.rmtree(work, ignore_errors=True)
     return 0

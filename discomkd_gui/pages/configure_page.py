@@ -28,7 +28,6 @@ from discomkd.config import (  # torch-free module
     OPTIMIZERS,
     ORTHOGONALITY,
     LossWeights,
-    ModalitySource,
     TrainingConfig,
 )
 from discomkd.data import AUGMENTATIONS

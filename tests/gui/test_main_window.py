@@ -259,3 +259,20 @@ def test_about_box_shows_versions_and_demo_licences(window):
     content = about.findChild(QTextBrowser, "licences").toPlainText()
     assert "MNIST" in content and "Free Spoken Digit" in content
     assert "PySide6" in about.findChildren(QLabel)[1].text()
+
+
+def test_compare_page_runs_methods_and_fills_the_table(window, tiny_demo, qtbot):
+    add_modalities(qtbot, window, tiny_demo)
+    tiny_settings(window, epochs=1)
+    page = window.compare_page
+    window.show_page("Compare")
+    for method, box in page.method_boxes.items():
+        box.setChecked(method in ("discomkd", "student"))
+    page.seeds.setValue(1)
+    with qtbot.waitSignal(page.comparison_finished, timeout=90000) as finished:
+        qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    result = finished.args[0]
+    assert {r["method"] for r in result.rows} == {"discomkd", "student"}
+    assert page.table.rowCount() == len(result.rows) == 4
+    assert "±" in page.table.item(0, 2).text()
+    qtbot.waitUntil(lambda: page.start_button.isEnabled(), timeout=10000)
