@@ -463,7 +463,7 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise DataError(f"Two modalities are named '{duplicates[0]}'. Give each modality its own name.")
-    classes = sorted(set().union(*(m.classes for m in modalities)), key=_natural_key)
+    classes = natural_class_order(set().union(*(m.classes for m in modalities)))
     for m in modalities:
         others = set().union(*(o.classes for o in modalities if o is not m))
         if not others & set(m.classes):
@@ -479,6 +479,11 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
         pairing=pairing_report(modalities),
     )
     return MultiModalDataset(list(modalities), classes, report)
+
+
+def natural_class_order(names: Iterable[str]) -> list[str]:
+    """Class names sorted as people expect: '2' before '10', 'cat' before 'dog'."""
+    return sorted(names, key=_natural_key)
 
 
 def _natural_key(name: str):

@@ -21,6 +21,14 @@ class PredictionError(DisComKDError):
     """A file cannot be routed to a modality or predicted."""
 
 
+class AmbiguousModalityError(PredictionError):
+    """A file fits several modalities; ``candidates`` names them so the user can choose."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = list(candidates)
+
+
 class TrainingError(DisComKDError):
     """Training cannot start or continue (for example out of memory)."""
 

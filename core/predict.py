@@ -11,7 +11,7 @@ import torch
 from .bundle import ModelBundle, load_bundle
 from .data import ModalitySpec
 from .decoding import STRAY_NAMES, file_kind, read_raw
-from .errors import DataError, PredictionError
+from .errors import AmbiguousModalityError, DataError, PredictionError
 
 
 @dataclass
@@ -111,8 +111,8 @@ class Predictor:
                     f"({'; '.join(f'{n}: {s.describe()}' for n, s in self.specs.items())})."
                 )
             if len(candidates) > 1:
-                raise PredictionError(
-                    f"'{path.name}' could belong to {', '.join(candidates)}; choose the modality.",
+                raise AmbiguousModalityError(
+                    f"'{path.name}' could belong to {', '.join(candidates)}; choose the modality.", candidates
                 )
             modality = candidates[0]
         elif modality not in self.specs:
@@ -129,11 +129,10 @@ class Predictor:
         for path in expand_paths(paths):
             try:
                 results.append(self.predict_file(path, modality))
+            except AmbiguousModalityError as exc:
+                results.append(PredictionFailure(str(path), str(exc), exc.candidates))
             except PredictionError as exc:
-                candidates = []
-                if "could belong to" in str(exc):
-                    candidates = self.candidate_modalities(path)
-                results.append(PredictionFailure(str(path), str(exc), candidates))
+                results.append(PredictionFailure(str(path), str(exc)))
             except DataError as exc:
                 results.append(PredictionFailure(str(path), f"'{Path(path).name}': {exc}"))
         return results

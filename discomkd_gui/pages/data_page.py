@@ -367,12 +367,9 @@ class DataPage(QWidget):
         classes: list[str] = []
         for e in ready:
             classes.extend(c for c in e.data.classes if c not in classes)
-        try:
-            from discomkd.data import _natural_key  # same order as the engine uses
+        from discomkd.data import natural_class_order  # the order the engine uses
 
-            classes.sort(key=_natural_key)
-        except ImportError:
-            pass
+        classes = natural_class_order(classes)
         table = self.class_table
         table.setSortingEnabled(False)
         table.clear()
