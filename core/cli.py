@@ -18,7 +18,18 @@ import sys
 import time
 from pathlib import Path
 
-from .config import LOSS_EXPLANATIONS, BACKBONES, DEVICES, GRL_SCHEDULES, OPTIMIZERS, ORTHOGONALITY, LossWeights, ModalitySource, TrainingConfig
+from .config import (
+    BACKBONES,
+    DEVICES,
+    GRL_SCHEDULES,
+    LOSS_EXPLANATIONS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    ORTHOGONALITY,
+    LossWeights,
+    ModalitySource,
+    TrainingConfig,
+)
 from .errors import DisComKDError
 
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
@@ -66,6 +77,8 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per modality per step")
     g.add_argument("--lr", type=float, default=d.learning_rate, help="learning rate")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                   help="cosine decay to zero over the run, or constant (the paper's)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     g.add_argument("--backbone", choices=BACKBONES, default=d.backbone,
@@ -95,6 +108,7 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
         embed_dim=args.embed_dim,
         optimizer=args.optimizer,
         learning_rate=args.lr,
+        lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay,
         batch_size=args.batch_size,
         epochs=args.epochs,

@@ -15,6 +15,14 @@ DEMO = REPO / "resources" / "demo"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+def pytest_configure(config):
+    # One intra-op thread: on a small shared machine torch's thread pool oversubscribes the CPU
+    # (measured ~14x slower next to other jobs) and tiny test models gain nothing from it.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def isolated_user_dirs(tmp_path_factory, monkeypatch):
     """Runs, settings and caches go to temporary folders, never to the developer's home."""
