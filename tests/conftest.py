@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-DEMO = REPO / "resources" / "demo"
+from support import DEMO, copy_subset, tiny_config
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -31,25 +28,6 @@ def isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DISCOMKD_CACHE_DIR", str(base / "user-cache"))
 
 
-def shared_data(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
-    return path
-
-
-def copy_subset(source: Path, destination: Path, per_class: int, classes: list[str] | None = None) -> Path:
-    """Copy the first ``per_class`` files of each class folder (real data, small)."""
-    for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
-        if classes is not None and class_dir.name not in classes:
-            continue
-        target = destination / class_dir.name
-        target.mkdir(parents=True, exist_ok=True)
-        for f in sorted(class_dir.iterdir())[:per_class]:
-            shutil.copyfile(f, target / f.name)
-    return destination
-
-
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> dict[str, Path]:
     """Real digits 0-4: 30 images and 30 spoken digits per class, unpaired."""
@@ -59,14 +37,6 @@ def tiny_demo(tmp_path_factory) -> dict[str, Path]:
         "image": copy_subset(DEMO / "image", root / "image", 30, classes),
         "audio": copy_subset(DEMO / "audio", root / "audio", 30, classes),
     }
-
-
-def tiny_config(folders: dict[str, Path], **changes):
-    from discomkd.config import ModalitySource, TrainingConfig
-
-    settings = dict(embed_dim=16, batch_size=32, epochs=3, learning_rate=3e-3, device="cpu", seed=0)
-    settings.update(changes)
-    return TrainingConfig(modalities=[ModalitySource(n, str(f)) for n, f in folders.items()], **settings)
 
 
 @pytest.fixture(scope="session")

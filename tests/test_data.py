@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import copy_subset, shared_data
+from support import copy_subset, shared_data
 from discomkd.data import combine_modalities, load_modality, split_dataset, stratified_split
 from discomkd.errors import DataError
 

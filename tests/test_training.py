@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from conftest import tiny_config
+from support import tiny_config
 from discomkd import runs
 from discomkd.bundle import load_bundle
 from discomkd.config import ModalitySource
