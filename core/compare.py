@@ -24,7 +24,6 @@ import argparse
 import csv
 import io
 import json
-import re
 import signal
 import sys
 import time
@@ -296,58 +295,11 @@ def _finish(result: ComparisonResult, modalities: list[str], out_dir, t0: float,
 # ---------------------------------------------------------------------------------------------
 # Command line: `discomkd compare` (wired into discomkd.cli by add_compare_parser)
 
-_OPTION = re.compile(r":(?=(bands|augmentation|kind)=)")
-
-
-def parse_modality_arg(text: str) -> ModalitySource:
-    """``NAME=DIR[:bands=4,3,2][:augmentation=flips_rot90]`` -> ModalitySource.
-
-    Bands are numbered from 1 in the text (as in satellite band names) and stored 0-based in
-    ``overrides["bands"]``. Only ``:key=`` with a known key starts an option, so Windows paths
-    such as ``C:\\data`` are kept whole.
-    """
-    name, sep, rest = text.partition("=")
-    name = name.strip()
-    if not sep or not name or not rest:
-        raise ConfigError(f"'{text}' is not NAME=DIR (for example image=./data/images).")
-    parts = _OPTION.split(rest)
-    folder = parts[0]
-    overrides: dict = {}
-    # re.split with one group yields [folder, key, "key=value", key, "key=value", ...]
-    for i in range(1, len(parts) - 1, 2):
-        key, value = parts[i + 1].split("=", 1)
-        if key == "bands":
-            try:
-                bands = [int(b) for b in value.split(",") if b.strip()]
-            except ValueError:
-                raise ConfigError(f"Bands must be whole numbers separated by commas (got '{value}').") from None
-            if not bands or min(bands) < 1:
-                raise ConfigError(f"Bands are numbered from 1 (got '{value}').")
-            overrides["bands"] = [b - 1 for b in bands]
-        else:
-            overrides[key] = value
-    if not folder:
-        raise ConfigError(f"'{text}' gives no folder after '='.")
-    return ModalitySource(name, folder, overrides)
-
-
-def _cli():
-    """The main CLI module when it is importable (it imports this module lazily, so no cycle)."""
-    try:
-        from . import cli
-
-        return cli
-    except ImportError:
-        return None
-
-
 def _modality_type(text: str) -> ModalitySource:
-    """argparse type: the CLI's own NAME=DIR parser when it has one (one syntax everywhere), else ours."""
-    parse = getattr(_cli(), "parse_modality_arg", None) or parse_modality_arg
-    try:
-        return parse(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    """argparse type: the same NAME=DIR[:bands=...] syntax as ``discomkd train``."""
+    from .cli import parse_modality_arg
+
+    return parse_modality_arg(text)
 
 
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
@@ -369,30 +321,17 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="number of random splits (default 3)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method ids (default: all)")
     p.add_argument("--out", required=True, help="folder for comparison.md, comparison.csv and per_run.json")
-    cli = _cli()
-    if cli is not None and hasattr(cli, "add_training_options"):
-        cli.add_training_options(p)
-    else:  # the engine without its CLI: the essentials
-        d = TrainingConfig()
-        p.add_argument("--epochs", type=int, default=d.epochs)
-        p.add_argument("--batch-size", type=int, default=d.batch_size)
-        p.add_argument("--lr", type=float, default=d.learning_rate)
-        p.add_argument("--embed-dim", type=int, default=d.embed_dim)
-        p.add_argument("--backbone", default=d.backbone)
-        p.add_argument("--device", default=d.device)
-        p.add_argument("--seed", type=int, default=d.seed)
+    from .cli import add_training_options  # cli imports this module lazily, so no cycle
+
+    add_training_options(p)
     p.set_defaults(func=run_compare_command)
     return p
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainingConfig:
-    cli = _cli()
-    if cli is not None and hasattr(cli, "config_from_args") and hasattr(args, "w_cl"):
-        return cli.config_from_args(args, list(args.modality))
-    return TrainingConfig(
-        modalities=list(args.modality), epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        embed_dim=args.embed_dim, backbone=args.backbone, device=args.device, seed=args.seed,
-    )
+    from .cli import config_from_args
+
+    return config_from_args(args, list(args.modality))
 
 
 def run_compare_command(args: argparse.Namespace) -> int:
