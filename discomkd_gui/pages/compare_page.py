@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
+    QComboBox,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -13,14 +18,43 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
 from ..jobs import Job, TaskState
+from ..widgets.comparison_chart import ComparisonChart
 from .common import page_header, read_only_table, table_item
 
 DEFAULT_CHOICE = ("discomkd", "student", "dml")
+
+
+def comparisons_dir() -> Path:
+    """Where finished comparisons are kept, next to the training runs."""
+    from discomkd.paths import runs_dir
+
+    return runs_dir() / "comparisons"
+
+
+def new_comparison_folder(modalities: list[str], parent: Path | None = None) -> Path:
+    """``<YYYYmmdd-HHMMSS>-<modality+modality>`` under ``parent``, not yet existing."""
+    parent = parent or comparisons_dir()
+    names = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", m) for m in modalities) or "comparison"
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{names}"
+    folder, n = parent / base, 1
+    while folder.exists():  # two comparisons finished within the same second
+        n += 1
+        folder = parent / f"{base}-{n}"
+    return folder
+
+
+def saved_comparisons(parent: Path | None = None) -> list[Path]:
+    """Saved comparison folders, newest first (their names start with the time)."""
+    parent = parent or comparisons_dir()
+    if not parent.is_dir():
+        return []
+    return sorted((p for p in parent.iterdir() if (p / "per_run.json").is_file()), key=lambda p: p.name, reverse=True)
 
 
 def run_comparison_job(state: TaskState, config, methods: list[str], seeds: int):
@@ -43,6 +77,7 @@ class ComparePage(QWidget):
         super().__init__(parent)
         self.job: Job | None = None
         self.result = None
+        self.saved_folder: Path | None = None
         self.method_boxes: dict[str, QCheckBox] = {}
         layout = QVBoxLayout(self)
         header, buttons = page_header(
@@ -85,10 +120,29 @@ class ComparePage(QWidget):
         self.progress.setRange(0, 1000)
         self.progress.setFormat("Not started")
         layout.addWidget(self.progress)
+        saved_row = QHBoxLayout()
+        saved_row.addWidget(QLabel("Saved comparisons"))
+        self.saved_combo = QComboBox()
+        self.saved_combo.setPlaceholderText("Choose an earlier comparison to show it")
+        self.saved_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.saved_combo.setMinimumContentsLength(30)
+        saved_row.addWidget(self.saved_combo, 1)
+        self.saved_label = QLabel("")
+        self.saved_label.setObjectName("hint")
+        self.saved_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        saved_row.addWidget(self.saved_label, 2)
+        layout.addLayout(saved_row)
+
         self.table = read_only_table(["Method", "Modality", "Weighted F1 (mean ± std)", "Accuracy (mean ± std)",
                                       "Runs", "Time per seed (s)"], stretch_column=0)
         self.table.setSortingEnabled(True)
-        layout.addWidget(self.table, 1)
+        self.chart = ComparisonChart()
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
+        split.addWidget(self.table)
+        split.addWidget(self.chart)
+        split.setSizes([240, 240])
+        layout.addWidget(split, 1)
         bottom = QHBoxLayout()
         self.skipped = QLabel("")
         self.skipped.setWordWrap(True)
@@ -102,10 +156,41 @@ class ComparePage(QWidget):
 
         self.start_button.clicked.connect(self.start_requested)
         self.stop_button.clicked.connect(self.stop)
+        self.saved_combo.activated.connect(self._on_saved_chosen)
 
     def showEvent(self, event) -> None:
         self.ensure_methods()
+        self.refresh_saved()
         super().showEvent(event)
+
+    def refresh_saved(self, select: Path | None = None) -> None:
+        """List the saved comparisons; ``select`` (a folder) becomes the current entry without reloading it."""
+        current = Path(self.saved_combo.currentData()) if select is None and self.saved_combo.currentData() else select
+        self.saved_combo.blockSignals(True)
+        self.saved_combo.clear()
+        for folder in saved_comparisons():
+            self.saved_combo.addItem(folder.name, str(folder))
+            self.saved_combo.setItemData(self.saved_combo.count() - 1, str(folder), Qt.ItemDataRole.ToolTipRole)
+        self.saved_combo.setCurrentIndex(self.saved_combo.findData(str(current)) if current else -1)
+        self.saved_combo.blockSignals(False)
+
+    def _on_saved_chosen(self, index: int) -> None:
+        folder = self.saved_combo.itemData(index)
+        if folder:
+            self.show_saved(Path(folder))
+
+    def show_saved(self, folder: Path) -> None:
+        """Show a comparison saved earlier (read back by the engine)."""
+        from discomkd.compare import read_comparison
+        from discomkd.errors import DisComKDError
+
+        try:
+            result = read_comparison(folder)
+        except DisComKDError as exc:
+            self.error.emit(str(exc), "")
+            return
+        self.show_result(result)
+        self.saved_label.setText(f"Showing {folder}")
 
     def ensure_methods(self) -> None:
         """Fill the method list on first show (the compare module loads PyTorch)."""
@@ -117,7 +202,7 @@ class ComparePage(QWidget):
             box = QCheckBox(label)
             box.setChecked(method in DEFAULT_CHOICE)
             self.method_boxes[method] = box
-            self.methods_grid.addWidget(box, i % 5, i // 5)
+            self.methods_grid.addWidget(box, i % 3, i // 3)
 
     def selected_methods(self) -> list[str]:
         self.ensure_methods()
@@ -133,7 +218,10 @@ class ComparePage(QWidget):
             return None
         seeds = self.seeds.value()
         self.table.setRowCount(0)
+        self.chart.set_rows([])
         self.skipped.setText("")
+        self.saved_label.setText("")
+        self.saved_combo.setCurrentIndex(-1)
         self.job = Job(lambda state: run_comparison_job(state, config, methods, seeds), "compare")
         self.job.progress.connect(self._on_progress)
         self.job.succeeded.connect(self._on_result)
@@ -157,6 +245,31 @@ class ComparePage(QWidget):
         self.progress.setFormat(message.replace("%", "%%"))
 
     def _on_result(self, result) -> None:
+        self.show_result(result)
+        self.progress.setValue(1000)
+        self.progress.setFormat(f"Done in {result.wall_time_s:.0f} s" + (" (stopped)" if result.stopped else ""))
+        self.save(result)
+        self.comparison_finished.emit(result)
+
+    def save(self, result) -> Path | None:
+        """Keep a finished comparison with the runs; a comparison with no run at all is not kept."""
+        if not result.per_run:
+            return None
+        names = [m["name"] for m in result.settings.get("config", {}).get("modalities", [])]
+        folder = new_comparison_folder(names or list(dict.fromkeys(r["modality"] for r in result.rows)))
+        try:
+            result.write(folder)
+        except OSError as exc:
+            self.saved_label.setText("")
+            self.error.emit(f"The comparison could not be saved in '{folder}': {exc.strerror or exc}.", "")
+            return None
+        self.saved_folder = folder
+        self.saved_label.setText(f"Saved in {folder}")
+        self.refresh_saved(select=folder)
+        return folder
+
+    def show_result(self, result) -> None:
+        """Fill the table, the chart and the notes from a ComparisonResult."""
         from discomkd.compare import METHODS
 
         self.result = result
@@ -174,9 +287,7 @@ class ComparePage(QWidget):
             lines.append("Stopped early: runs cut short are not in the table.")
         self.skipped.setText("\n".join(lines))
         self.copy_button.setEnabled(bool(result.rows))
-        self.progress.setValue(1000)
-        self.progress.setFormat(f"Done in {result.wall_time_s:.0f} s" + (" (stopped)" if result.stopped else ""))
-        self.comparison_finished.emit(result)
+        self.chart.set_rows(result.rows)
 
     def _on_failed(self, message: str, details: str) -> None:
         self.progress.setFormat("Failed")

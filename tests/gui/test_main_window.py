@@ -8,6 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
+import pytest
 from conftest import add_modalities, tiny_settings
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
@@ -261,7 +262,7 @@ def test_about_box_shows_versions_and_demo_licences(window):
     assert "PySide6" in about.findChildren(QLabel)[1].text()
 
 
-def test_compare_page_runs_methods_and_fills_the_table(window, tiny_demo, qtbot):
+def test_compare_page_runs_methods_fills_table_and_chart_and_saves(window, tiny_demo, qtbot, private_data_dir):
     add_modalities(qtbot, window, tiny_demo)
     tiny_settings(window, epochs=1)
     page = window.compare_page
@@ -275,4 +276,16 @@ def test_compare_page_runs_methods_and_fills_the_table(window, tiny_demo, qtbot)
     assert {r["method"] for r in result.rows} == {"discomkd", "student"}
     assert page.table.rowCount() == len(result.rows) == 4
     assert "±" in page.table.item(0, 2).text()
+    heights = page.chart.bar_heights()
+    assert set(heights) == {(m, d) for m in ("discomkd", "student") for d in ("image", "audio")}
+    assert all(heights[(r["method"], r["modality"])] == pytest.approx(r["wf1_mean"]) for r in result.rows)
+    saved = page.saved_folder
+    assert saved.parent == private_data_dir / "runs" / "comparisons"
+    assert (saved / "comparison.csv").is_file() and str(saved) in page.saved_label.text()
+    assert page.saved_combo.count() == 1 and page.saved_combo.currentData() == str(saved)
     qtbot.waitUntil(lambda: page.start_button.isEnabled(), timeout=10000)
+
+    page.chart.set_rows([])  # choosing the saved comparison brings table and chart back from disk
+    page.table.setRowCount(0)
+    page.saved_combo.activated.emit(0)
+    assert page.table.rowCount() == 4 and page.chart.bar_heights() == pytest.approx(heights)
