@@ -41,13 +41,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import augment_batch
-from .config import LossWeights, TrainingConfig
+from .config import TrainingConfig
 from .data import MultiModalDataset, split_dataset
 from .errors import ConfigError, DisComKDError
 from .events import BatchEnded, RunEnded, StopToken
 from .metrics import classification_metrics
 from .models import ModalityBranch, build_backbone, resolve_backbone
-from .trainer import PreparedModality, learning_rate_at, prepare_modalities, select_device, train
+from .trainer import PreparedModality, learning_rate_at, make_optimizer, prepare_modalities, select_device, train
 
 RunProgress = Callable[[float, str], None]  # fraction of this run in [0, 1], message
 
@@ -282,14 +282,6 @@ def _autocast(setup: _Setup):
     return torch.autocast(setup.device.type, dtype=dtype, enabled=use_amp)
 
 
-def _make_optimizer(config: TrainingConfig, params) -> torch.optim.Optimizer:
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-
-
 @torch.no_grad()
 def _logits(model: nn.Module, inputs: torch.Tensor | dict[str, torch.Tensor], device: torch.device,
             batch: int = 512) -> torch.Tensor:
@@ -346,7 +338,7 @@ class _Optimisation:
 
     def __init__(self, setup: _Setup, params) -> None:
         self.config = setup.config
-        self.optimizer = _make_optimizer(setup.config, params)
+        self.optimizer = make_optimizer(setup.config, params)
         use_amp = setup.device.type == "cuda" and setup.config.mixed_precision
         fp16 = use_amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)

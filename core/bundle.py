@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .atomic import atomic_write
 from .data import ModalitySpec
 from .errors import BundleError
 from .models import ModalityBranch
@@ -140,15 +139,7 @@ def save_bundle(path: str | Path, metadata: dict, weights: dict[str, dict[str, t
         "weights": weights,
         "digest": _digest(metadata_json, weights),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".bundle-", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_bundle(path: str | Path) -> ModelBundle:

@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from . import runs
-from .baselines import ABLATIONS, PAIRED_ONLY, BaselineRun, BaselineSettings, pairing_skip_reason, run_method
+from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, pairing_skip_reason, run_method
 from .config import ModalitySource, TrainingConfig
 from .data import MultiModalDataset
 from .errors import Cancelled, ConfigError, DisComKDError

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from .atomic import atomic_write
 from .decoding import (
     STRAY_NAMES,
     fit_signal_length,
@@ -272,18 +272,6 @@ def _cache_key(listing: FolderListing, spec: ModalitySpec) -> str:
     return h.hexdigest()[:32]
 
 
-def _atomic_save_npz(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_modality(
     folder: str | Path,
     name: str | None = None,
@@ -359,7 +347,7 @@ def load_modality(
     if use_cache:
         try:
             meta = {"classes": classes, "files": files, "skipped": [asdict(s) for s in decode_skipped]}
-            _atomic_save_npz(cache_path, x=x, labels=y, meta=np.array(json.dumps(meta)))
+            atomic_write(cache_path, lambda fh: np.savez(fh, x=x, labels=y, meta=np.array(json.dumps(meta))))
         except OSError:
             pass  # a cache that cannot be written only costs time
     return _check_modality(data)

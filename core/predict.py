@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .bundle import ModelBundle, load_bundle
 from .data import ModalitySpec
 from .decoding import STRAY_NAMES, file_kind, read_raw
@@ -156,12 +157,8 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
 def write_predictions_csv(results: list[Prediction | PredictionFailure], destination: str | Path, classes: list[str]) -> Path:
     """One row per file: path, modality, label, confidence, one probability column per class, error."""
     import csv
-    import os
-    import tempfile
 
-    destination = Path(destination)
-    fd, tmp = tempfile.mkstemp(dir=destination.parent or ".", prefix=".pred-", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+    def write(fh) -> None:
         writer = csv.writer(fh)
         writer.writerow(["file", "modality", "prediction", "confidence", *[f"p_{c}" for c in classes], "error"])
         for r in results:
@@ -170,5 +167,5 @@ def write_predictions_csv(results: list[Prediction | PredictionFailure], destina
                                  *[f"{r.probabilities[c]:.6f}" for c in classes], ""])
             else:
                 writer.writerow([r.path, "", "", "", *[""] * len(classes), r.message])
-    os.replace(tmp, destination)
-    return destination
+
+    return atomic_write(destination, write, text=True)

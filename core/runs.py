@@ -9,16 +9,15 @@ results page). Every file is replaced atomically.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import DataError
 from .paths import runs_dir
 
@@ -32,15 +31,7 @@ EMBEDDINGS_FILE = "embeddings.npz"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: fh.write(text), text=True)
 
 
 def new_run_dir(parent: Path | None = None, label: str = "run") -> Path:
@@ -95,15 +86,7 @@ def append_log(run_dir: Path, line: str) -> None:
 
 
 def save_embeddings(run_dir: Path, **arrays: np.ndarray) -> None:
-    path = Path(run_dir) / EMBEDDINGS_FILE
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".emb-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(run_dir) / EMBEDDINGS_FILE, lambda fh: np.savez(fh, **arrays))
 
 
 def load_embeddings(run_dir: Path) -> dict[str, np.ndarray] | None:
@@ -181,13 +164,5 @@ def export_bundle(run_dir: Path, destination: Path) -> Path:
     source = Path(run_dir) / BUNDLE_FILE
     if not source.exists():
         raise DataError("This run has no saved model yet (it stopped before its first epoch ended).")
-    destination = Path(destination)
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=".export-", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, destination)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return destination
+    with open(source, "rb") as src:
+        return atomic_write(destination, lambda fh: shutil.copyfileobj(src, fh))

@@ -261,7 +261,7 @@ def learning_rate_at(config: TrainingConfig, progress: float) -> float:
     return config.learning_rate
 
 
-def _make_optimizer(config: TrainingConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainingConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
@@ -281,7 +281,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         specs[name] = p.spec
     backbones = {n: resolve_backbone(config.backbone, specs[n].kind, device.type) for n in names}
     model = DisCoMKD(names, {n: specs[n].input_shape for n in names}, backbones, config.embed_dim, len(classes)).to(device)
-    optimizer = _make_optimizer(config, model.parameters())
+    optimizer = make_optimizer(config, model.parameters())
 
     use_amp = device.type == "cuda" and config.mixed_precision
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
