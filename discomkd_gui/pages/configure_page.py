@@ -25,6 +25,7 @@ from discomkd.config import (  # torch-free module
     GRL_SCHEDULES,
     LOSS_EXPLANATIONS,
     LOSS_PRESETS,
+    LR_SCHEDULES,
     OPTIMIZERS,
     ORTHOGONALITY,
     LossWeights,
@@ -148,6 +149,11 @@ class ConfigurePage(QWidget):
         self.learning_rate.setValidator(validator)
         self.learning_rate.setToolTip("Step size of the optimiser, e.g. 1e-3 (paper: 1e-4 with ResNet-18).")
         self.learning_rate.textChanged.connect(self._check_learning_rate)
+        self.lr_schedule = QComboBox()
+        for schedule in LR_SCHEDULES:
+            self.lr_schedule.addItem(
+                "cosine decay to zero" if schedule == "cosine" else "constant (paper)", schedule)
+        self.lr_schedule.setToolTip("Cosine decay lowers the rate smoothly over the run; the paper keeps it constant.")
         self.optimizer = QComboBox()
         self.optimizer.addItems(list(OPTIMIZERS))
         self.weight_decay = _spin(0.0, 1.0, 1e-4, 5, "L2 penalty on the weights (0 = none).")
@@ -160,6 +166,7 @@ class ConfigurePage(QWidget):
         tf.addRow("Epochs", self.epochs)
         tf.addRow("Batch size", self.batch_size)
         tf.addRow("Learning rate", self.learning_rate)
+        tf.addRow("Rate schedule", self.lr_schedule)
         tf.addRow("Optimiser", self.optimizer)
         tf.addRow("Weight decay", self.weight_decay)
         tf.addRow("Device", self.device)
@@ -298,6 +305,7 @@ class ConfigurePage(QWidget):
             "embed_dim": self.embed_dim.value(),
             "optimizer": self.optimizer.currentText(),
             "learning_rate": lr,
+            "lr_schedule": self.lr_schedule.currentData(),
             "weight_decay": self.weight_decay.value(),
             "batch_size": self.batch_size.value(),
             "epochs": self.epochs.value(),
@@ -327,6 +335,7 @@ class ConfigurePage(QWidget):
         self.embed_dim.setValue(config.embed_dim)
         self.optimizer.setCurrentText(config.optimizer)
         self.learning_rate.setText(f"{config.learning_rate:g}")
+        self.lr_schedule.setCurrentIndex(max(0, self.lr_schedule.findData(config.lr_schedule)))
         self.weight_decay.setValue(config.weight_decay)
         self.batch_size.setValue(config.batch_size)
         self.epochs.setValue(config.epochs)
