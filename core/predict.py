@@ -48,6 +48,21 @@ def _fits(spec: ModalitySpec, raw_kind: str, array: np.ndarray) -> bool:
     return channels == (spec.source_channels or spec.channels)
 
 
+class _RawFile:
+    """One file's decoded arrays, read once per distinct decoding (WAVs depend on spectrogram settings)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self._cache: dict = {}
+
+    def decoded(self, spec: ModalitySpec) -> tuple[str, np.ndarray]:
+        # Only WAV decoding depends on the spectrogram settings; other files decode one way.
+        key = spec.spectrogram if spec.kind == "audio" and file_kind(self.path) == "audio" else None
+        if key not in self._cache:
+            self._cache[key] = read_raw(self.path, key)
+        return self._cache[key]
+
+
 class Predictor:
     """Holds one bundle's branches (built lazily, once) and routes files to modalities."""
 
@@ -76,13 +91,12 @@ class Predictor:
 
         Raises DataError when the file itself cannot be read.
         """
-        decoded: dict = {}
+        return self._candidates(_RawFile(path))
+
+    def _candidates(self, raw: "_RawFile") -> list[str]:
         fitting: list[tuple[str, np.ndarray]] = []
         for name, spec in self.specs.items():
-            key = spec.spectrogram if spec.kind == "audio" else None
-            if key not in decoded:
-                decoded[key] = read_raw(path, key)
-            raw_kind, array = decoded[key]
+            raw_kind, array = raw.decoded(spec)
             if _fits(spec, raw_kind, array):
                 fitting.append((name, array))
         if len(fitting) > 1:  # when channels do not decide, an exact size match does
@@ -91,10 +105,11 @@ class Predictor:
                 return exact
         return [n for n, _ in fitting]
 
-    def preprocess(self, path: str | Path, modality: str) -> np.ndarray:
+    def preprocess(self, path: str | Path | "_RawFile", modality: str) -> np.ndarray:
+        """The model input (1, C, ...) for one file, exactly as in training."""
+        raw = path if isinstance(path, _RawFile) else _RawFile(path)
         spec = self.specs[modality]
-        raw_kind, array = read_raw(path, spec.spectrogram)
-        return spec.normalize(spec.preprocess(raw_kind, array)[None])
+        return spec.normalize(spec.preprocess(*raw.decoded(spec))[None])
 
     @torch.no_grad()
     def predict_file(self, path: str | Path, modality: str | None = None) -> Prediction:
@@ -104,8 +119,9 @@ class Predictor:
             raise PredictionError(
                 f"'{path.name}' is not a supported file (PNG, JPEG, BMP, TIFF, .npy or WAV)."
             )
+        raw = _RawFile(path)  # decoded once, for routing and for the model input
         if modality is None:
-            candidates = self.candidate_modalities(path)
+            candidates = self._candidates(raw)
             if not candidates:
                 raise PredictionError(
                     f"'{path.name}' fits none of this model's modalities "
@@ -118,7 +134,7 @@ class Predictor:
             modality = candidates[0]
         elif modality not in self.specs:
             raise PredictionError(f"The model has no modality '{modality}'; it has {', '.join(self.specs)}.")
-        x = torch.from_numpy(self.preprocess(path, modality)).to(self.device)
+        x = torch.from_numpy(self.preprocess(raw, modality)).to(self.device)
         logits = self.branch(modality)(x)["logits"]
         probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
         probabilities = {c: float(p) for c, p in zip(self.classes, probs)}

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runs
+from .atomic import atomic_write
 from .augment import augment_batch
 from .bundle import load_bundle, make_metadata, save_bundle
 from .config import LossWeights, TrainingConfig
@@ -276,9 +277,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     prepared = prepare_modalities(config, dataset)
-    specs = {}
-    for name, p in prepared.items():
-        specs[name] = p.spec
+    specs = {n: p.spec for n, p in prepared.items()}
     backbones = {n: resolve_backbone(config.backbone, specs[n].kind, device.type) for n in names}
     model = DisCoMKD(names, {n: specs[n].input_shape for n in names}, backbones, config.embed_dim, len(classes)).to(device)
     optimizer = make_optimizer(config, model.parameters())
@@ -374,12 +373,10 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
             inputs, labels = {}, {}
             for n in names:
                 idx = order[n][(step - 1) * config.batch_size : step * config.batch_size]
-                idx_dev = idx.to(device) if device.type == "cuda" else idx
-                xb = train_x[n].index_select(0, idx_dev)
-                if device.type not in ("cuda", "cpu"):
-                    xb = xb.to(device)
+                # Inputs live on the GPU under CUDA and on the CPU otherwise; .to() is a no-op when in place.
+                xb = train_x[n].index_select(0, idx.to(train_x[n].device)).to(device)
                 inputs[n] = augment_batch(xb, specs[n].augmentation, generator)
-                labels[n] = train_y[n].index_select(0, idx_dev if device.type == "cuda" else idx.to(device))
+                labels[n] = train_y[n].index_select(0, idx.to(device))
             data_time += time.perf_counter() - t_step
             progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
             factor = grl_factor(config.grl_schedule, config.grl_lambda, progress_in_run)
@@ -439,12 +436,9 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         runs.write_history(run.run_dir, history)
         if improved:
             save_bundle(bundle_path, metadata(), best_states)
-        torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "best": best,
-             "best_states": best_states, "generator": generator.get_state()},
-            _tmp_path := run.run_dir / (".checkpoint.tmp"),
-        )
-        _tmp_path.replace(run.run_dir / runs.CHECKPOINT_FILE)
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                      "best": best, "best_states": best_states, "generator": generator.get_state()}
+        atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
         run.write_record(epochs_done=epoch, best=best)
         val_text = ", ".join(f"{n} acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in val_metrics.items())
         run.log(f"epoch {epoch}/{target_epochs}: total loss {train_losses['total']:.4f}; val {val_text or 'n/a'}")

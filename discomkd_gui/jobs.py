@@ -11,28 +11,8 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable
 
+from discomkd.events import StopToken  # threading only: no torch at start-up
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
-
-
-class StopFlag:
-    """A thread-safe stop request with the engine's StopToken interface (``request``, ``is_set``).
-
-    Defined here so that starting a job does not import the engine; the trainer only calls
-    ``is_set()``, which this provides.
-    """
-
-    def __init__(self) -> None:
-        import threading
-
-        self._event = threading.Event()
-
-    def request(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    __call__ = is_set
 
 
 class TaskState(QObject):
@@ -43,7 +23,7 @@ class TaskState(QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stop = StopFlag()
+        self.stop = StopToken()
 
     def set_progress(self, fraction: float, message: str = "") -> None:
         self.progress_changed.emit(float(fraction), message)
