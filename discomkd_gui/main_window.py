@@ -44,6 +44,8 @@ def open_settings() -> QSettings:
 
 def probe_devices(state) -> list[str]:
     """Job at start-up: import the heavy engine once (off the GUI thread) and list devices."""
+    import torch._dynamo  # noqa: F401  the optimisers import it on first use (~3 s holding the GIL): not mid-start
+
     from discomkd.trainer import available_devices
 
     return available_devices()
