@@ -16,7 +16,9 @@ Methods
   same input to mimic, so we use a **class-conditional** variant: for a sample of modality A with
   label y, the mimicry target from peer B is the mean predicted distribution of B's batch samples
   of class y (a sample whose class is absent from B's batch gets no mimicry term from B).
-- ``discomkd`` and its ablations: :func:`discomkd.trainer.train` with one loss weight set to 0.
+- ``discomkd`` (as configured), ``discomkd_paper`` (the paper's objective), ``classifiers_only``
+  (the trainer with every term but L_cl off: a control that must match ``student``) and the
+  ablations (one loss weight set to 0): :func:`discomkd.trainer.train`.
 
 Architecture: every single-modal student is a :class:`discomkd.models.ModalityBranch`, the very
 network DisCoM-KD uses at prediction time (same backbone, same size), so differences come from
@@ -41,24 +43,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import augment_batch
-from .config import TrainingConfig
-from .data import MultiModalDataset, split_dataset
+from .config import LossWeights, TrainingConfig, paper_objective
+from .data import MultiModalDataset
 from .errors import ConfigError, DisComKDError
 from .events import BatchEnded, RunEnded, StopToken
+from .losses import class_conditional_targets, mimicry
 from .metrics import classification_metrics
 from .models import ModalityBranch, build_backbone, resolve_backbone
-from .trainer import PreparedModality, learning_rate_at, make_optimizer, prepare_modalities, select_device, train
+from .trainer import (
+    PreparedModality,
+    epoch_orders,
+    learning_rate_at,
+    make_optimizer,
+    prepare_modalities,
+    select_device,
+    train,
+)
 
 RunProgress = Callable[[float, str], None]  # fraction of this run in [0, 1], message
 
-# Which DisCoM-KD loss weight each ablation switches off.
+# Which loss weight each ablation switches off.
 ABLATIONS: dict[str, str] = {
     "discomkd_no_aux": "aux",
     "discomkd_no_adv": "adv",
     "discomkd_no_mod": "mod",
     "discomkd_no_perp": "perp",
+    "discomkd_no_agree": "agree",
 }
 PAIRED_ONLY = ("kd", "dkd")
+# Methods trained by the DisCoM-KD trainer itself (discomkd_variant_config says how).
+TRAINER_VARIANTS = ("discomkd", "discomkd_paper", "classifiers_only", *ABLATIONS)
 
 
 @dataclass
@@ -144,36 +158,6 @@ def dkd_loss(
     return F.cross_entropy(student_logits.float(), labels) + warmup * (alpha * tckd + beta * nckd)
 
 
-def dml_mimicry(
-    logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """DML (Zhang et al., CVPR 2018) mimicry: KL(peer || student) per sample, mean over kept samples.
-
-    ``target_probs`` are the peer's (detached) predicted distributions; ``mask`` drops samples
-    without a target (class-conditional variant, class absent from the peer's batch).
-    """
-    log_p = F.log_softmax(logits.float(), dim=1)
-    q = target_probs.float().detach()
-    kl = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(dim=1)
-    if mask is None:
-        return kl.mean()
-    if not bool(mask.any()):
-        return kl.sum() * 0.0
-    return kl[mask].mean()
-
-
-def class_conditional_targets(
-    peer_logits: torch.Tensor, peer_labels: torch.Tensor, labels: torch.Tensor, n_classes: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each label y: the peer batch's mean softmax over its samples of class y, and a mask of
-    which labels the peer batch contains (unpaired DML)."""
-    probs = F.softmax(peer_logits.float().detach(), dim=1)
-    onehot = F.one_hot(peer_labels, n_classes).float()  # (B_peer, K)
-    counts = onehot.sum(dim=0)  # (K,)
-    class_means = (onehot.t() @ probs) / counts.clamp_min(1.0)[:, None]  # (K, K)
-    return class_means[labels], counts[labels] > 0
-
-
 # ---------------------------------------------------------------------------------------------
 # Models
 
@@ -236,44 +220,11 @@ class _Setup:
 def _setup(config: TrainingConfig, dataset: MultiModalDataset) -> _Setup:
     config.validate()
     device = select_device(config.device)
-    prepared = prepare_modalities(config, dataset)
+    prepared = prepare_modalities(config, dataset)  # paired data comes back aligned row by row
     paired = dataset.report.pairing.status == "paired"
-    if paired:
-        prepared = _align_pairs(config, dataset, prepared)
     names = dataset.names
     backbones = {n: resolve_backbone(config.backbone, prepared[n].spec.kind, device.type) for n in names}
     return _Setup(config, device, names, dataset.classes, prepared, backbones, paired)
-
-
-def _align_pairs(config: TrainingConfig, dataset: MultiModalDataset,
-                 prepared: dict[str, PreparedModality]) -> dict[str, PreparedModality]:
-    """Reorder each split of every modality so that row i is the same (class, file stem) everywhere.
-
-    split_dataset keeps pairs in the same split, so each split holds the same samples in every
-    modality; only the order differs. The sets (and so every metric) are unchanged.
-    """
-    splits = split_dataset(dataset, tuple(config.split), config.seed)  # what prepare_modalities used
-    aligned: dict[str, PreparedModality] = {}
-    reference: dict[str, dict[tuple[str, str], int]] = {}
-    for m in dataset.modalities:
-        x, y = {}, {}
-        for part in ("train", "val", "test"):
-            rows = getattr(splits[m.name], part)
-            keys = [(m.classes[m.labels[i]], m.stems[i]) for i in rows]
-            if len(set(keys)) != len(keys):
-                raise ConfigError(
-                    f"The modality '{m.name}' has two files with the same name in one class, so its samples "
-                    "cannot be paired with the other modalities. Rename one of them."
-                )
-            if part not in reference:
-                reference[part] = {k: i for i, k in enumerate(sorted(keys))}
-            if set(keys) != set(reference[part]):
-                raise ConfigError("The modalities are not paired file by file; teacher methods need paired files.")
-            order = torch.as_tensor(np.argsort([reference[part][k] for k in keys], kind="stable"), dtype=torch.long)
-            x[part] = prepared[m.name].x[part][order]
-            y[part] = prepared[m.name].y[part][order]
-        aligned[m.name] = replace(prepared[m.name], x=x, y=y)
-    return aligned
 
 
 def _autocast(setup: _Setup):
@@ -307,20 +258,6 @@ def _metrics(logits: torch.Tensor, y: torch.Tensor, classes: list[str]) -> dict 
     metrics = classification_metrics(y.numpy(), logits.argmax(1).numpy(), classes)
     metrics["loss"] = float(F.cross_entropy(logits, y))
     return metrics
-
-
-def _epoch_orders(sizes: dict[str, int], steps: int, batch: int, generator: torch.Generator,
-                  shared: bool) -> dict[str, torch.Tensor]:
-    """Row indices for one epoch: cycled permutations; one shared order when the rows are paired."""
-    def order(size: int) -> torch.Tensor:
-        needed = steps * batch
-        repeats = math.ceil(needed / size)
-        return torch.cat([torch.randperm(size, generator=generator) for _ in range(repeats)])[:needed]
-
-    if shared:
-        common = order(next(iter(sizes.values())))
-        return {n: common for n in sizes}
-    return {n: order(s) for n, s in sizes.items()}
 
 
 def _device_rows(setup: _Setup, part: str = "train") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -379,7 +316,7 @@ def train_teacher(setup: _Setup, progress: RunProgress, stop: StopToken) -> Teac
     best_score, best_state = -1.0, None
     for epoch in range(1, cfg.epochs + 1):
         teacher.train()
-        order = _epoch_orders({"all": size}, steps, cfg.batch_size, generator, shared=True)["all"]
+        order = epoch_orders({"all": size}, steps, cfg.batch_size, generator, shared=True)["all"]
         for step in range(1, steps + 1):
             if stop.is_set():
                 break
@@ -436,16 +373,16 @@ def _student_losses(
             warm = min(1.0, epoch_progress / settings.dkd_warmup_epochs) if settings.dkd_warmup_epochs > 0 else 1.0
             losses[n] = dkd_loss(s, t, y, settings.dkd_alpha, settings.dkd_beta, settings.dkd_temperature, warm)
         elif method == "dml":
-            mimicry = []
+            peers = []
             for peer in setup.names:
                 if peer == n:
                     continue
                 if setup.paired:  # same rows in every modality: the true paired sample
-                    mimicry.append(dml_mimicry(s, F.softmax(logits[peer].float().detach(), dim=1)))
+                    peers.append(mimicry(s, F.softmax(logits[peer].float().detach(), dim=1)))
                 else:
                     target, mask = class_conditional_targets(logits[peer], labels[peer], y, n_classes)
-                    mimicry.append(dml_mimicry(s, target, mask))
-            losses[n] = F.cross_entropy(s, y) + settings.dml_weight * torch.stack(mimicry).mean()
+                    peers.append(mimicry(s, target, mask))
+            losses[n] = F.cross_entropy(s, y) + settings.dml_weight * torch.stack(peers).mean()
         else:
             raise ConfigError(f"Unknown student method '{method}'.")
     return losses
@@ -481,7 +418,7 @@ def train_students(
     stopped = False
     for epoch in range(1, cfg.epochs + 1):
         students.train()
-        orders = _epoch_orders(sizes, steps, cfg.batch_size, generator, shared=setup.paired)
+        orders = epoch_orders(sizes, steps, cfg.batch_size, generator, shared=setup.paired)
         for step in range(1, steps + 1):
             if stop.is_set():
                 stopped = True
@@ -530,11 +467,23 @@ def _slim(metrics: dict) -> dict:
 # One method on one seed
 
 
+def discomkd_variant_config(method: str, config: TrainingConfig) -> TrainingConfig:
+    """The training config of DisCoM-KD (as configured), the paper's objective, the classifiers-only
+    control, or an ablation (one loss weight set to 0)."""
+    if method == "discomkd":
+        return config
+    if method == "discomkd_paper":
+        return paper_objective(config)
+    if method == "classifiers_only":
+        return replace(config, weights=LossWeights(cl=config.weights.cl, aux=0.0, adv=0.0, mod=0.0, perp=0.0, agree=0.0))
+    return replace(config, weights=replace(config.weights, **{ABLATIONS[method]: 0.0}))
+
+
 def run_discomkd_variant(
     method: str, config: TrainingConfig, dataset: MultiModalDataset, progress: RunProgress, stop: StopToken
 ) -> BaselineRun:
-    """DisCoM-KD itself or an ablation (one loss weight set to 0), trained in a temporary run folder."""
-    weights = config.weights if method == "discomkd" else replace(config.weights, **{ABLATIONS[method]: 0.0})
+    """A DisCoM-KD trainer variant (see discomkd_variant_config), trained in a temporary run folder."""
+    variant = discomkd_variant_config(method, config)
     t0 = time.perf_counter()
 
     def on_event(event) -> None:
@@ -542,8 +491,7 @@ def run_discomkd_variant(
             progress(event.progress, f"epoch {event.epoch}/{config.epochs}")
 
     with tempfile.TemporaryDirectory(prefix="discomkd-compare-") as tmp:
-        ended: RunEnded = train(replace(config, weights=weights), run_dir=tmp, on_event=on_event, stop=stop,
-                                dataset=dataset)
+        ended: RunEnded = train(variant, run_dir=tmp, on_event=on_event, stop=stop, dataset=dataset)
     metrics = {n: _slim(m) for n, m in (ended.test_metrics or {}).items()}
     return BaselineRun(method, config.seed, ended.status, ended.reason, time.perf_counter() - t0, metrics)
 
@@ -567,7 +515,7 @@ def run_method(
     settings = settings or BaselineSettings()
     t0 = time.perf_counter()
     try:
-        if method == "discomkd" or method in ABLATIONS:
+        if method in TRAINER_VARIANTS:
             return run_discomkd_variant(method, config, dataset, progress, stop)
         setup = _setup(config, dataset)
         teacher = None

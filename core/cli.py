@@ -29,6 +29,7 @@ from .config import (
     LossWeights,
     ModalitySource,
     TrainingConfig,
+    paper_objective,
 )
 from .errors import DisComKDError
 
@@ -88,22 +89,29 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", choices=DEVICES, default=d.device)
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    w = parser.add_argument_group("loss weights (paper: all 1)")
+    w = parser.add_argument_group("loss weights (paper: the five DisCoM-KD terms 1, no agreement)")
     for term in LossWeights.TERMS:
         w.add_argument(f"--w-{term}", type=float, default=getattr(d.weights, term), help=LOSS_EXPLANATIONS[term])
     w.add_argument("--grl", type=float, default=d.grl_lambda, help="gradient reversal factor lambda")
     w.add_argument("--grl-schedule", choices=GRL_SCHEDULES, default=d.grl_schedule)
     w.add_argument("--orthogonality", choices=ORTHOGONALITY, default=d.orthogonality,
                    help="abs |cos| (default), square cos^2, signed cos (authors' code)")
+    w.add_argument("--term-ramp", type=float, default=d.term_ramp,
+                   help="fraction of training over which L_aux, L_adv, L_mod and L_perp ramp in from 0 "
+                        "(paper: 0, full weight from the first step)")
+    w.add_argument("--paper-objective", action="store_true",
+                   help="the paper's objective: the five DisCoM-KD weights 1, no agreement term, no ramp, "
+                        "constant GRL factor 1 (overrides the weight and GRL options)")
 
 
 def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource]) -> TrainingConfig:
-    return TrainingConfig(
+    config = TrainingConfig(
         modalities=modalities,
         weights=LossWeights(**{t: getattr(args, f"w_{t}") for t in LossWeights.TERMS}),
         grl_lambda=args.grl,
         grl_schedule=args.grl_schedule,
         orthogonality=args.orthogonality,
+        term_ramp=args.term_ramp,
         backbone=args.backbone,
         embed_dim=args.embed_dim,
         optimizer=args.optimizer,
@@ -117,6 +125,7 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
         device=args.device,
         mixed_precision=not args.no_amp,
     )
+    return paper_objective(config) if args.paper_objective else config
 
 
 class ConsoleReporter:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import ConfigError
 
@@ -23,12 +23,15 @@ class LossWeights:
     adv: float = 1.0  # modality discriminator on z_inv through gradient reversal
     mod: float = 1.0  # modality heads on z_inf and z_irr
     perp: float = 1.0  # orthogonality of (z_inf, z_irr) and (z_inf, z_inv)
+    agree: float = 1.0  # cross-modal agreement of the classifiers (not in the paper; see losses.py)
 
-    TERMS = ("cl", "aux", "adv", "mod", "perp")
+    TERMS = ("cl", "aux", "adv", "mod", "perp", "agree")
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in self.TERMS}
 
+
+PAPER_WEIGHTS = LossWeights(cl=1.0, aux=1.0, adv=1.0, mod=1.0, perp=1.0, agree=0.0)
 
 # One line a user reads next to each weight (GUI tooltips, CLI help).
 LOSS_EXPLANATIONS = {
@@ -37,16 +40,31 @@ LOSS_EXPLANATIONS = {
     "adv": "Adversarial: a discriminator tries to tell modalities apart from z_inv; the encoders fight it (GRL).",
     "mod": "Modality: z_inf and z_irr must each reveal which modality they came from.",
     "perp": "Orthogonality: z_inf is pushed away from z_irr and from z_inv (disentanglement).",
+    "agree": "Agreement: each modality's classifier matches the others' predictions on the same sample "
+             "(paired files) or class (not in the paper).",
 }
 
+RECOMMENDED = "Recommended"
+PAPER = "Paper's objective"
 LOSS_PRESETS: dict[str, LossWeights] = {
-    "Paper defaults": LossWeights(),
+    RECOMMENDED: LossWeights(),
+    PAPER: PAPER_WEIGHTS,
     "Without L_aux": LossWeights(aux=0.0),
     "Without L_adv": LossWeights(adv=0.0),
     "Without L_mod": LossWeights(mod=0.0),
     "Without L_perp": LossWeights(perp=0.0),
-    "Classifiers only": LossWeights(aux=0.0, adv=0.0, mod=0.0, perp=0.0),
+    "Without L_agree": LossWeights(agree=0.0),
+    "Classifiers only": LossWeights(aux=0.0, adv=0.0, mod=0.0, perp=0.0, agree=0.0),
 }
+DEFAULT_TERM_RAMP = 0.3
+# Schedule settings a preset carries besides its weights (the paper's objective has no ramp).
+PRESET_SCHEDULES: dict[str, dict] = {PAPER: {"term_ramp": 0.0, "grl_schedule": "constant", "grl_lambda": 1.0}}
+
+
+def paper_objective(config: "TrainingConfig") -> "TrainingConfig":
+    """``config`` with the paper's objective: the five DisCoM-KD terms at weight 1 from the first
+    step, a constant GRL factor of 1, no agreement term (other settings unchanged)."""
+    return replace(config, weights=PAPER_WEIGHTS, **PRESET_SCHEDULES[PAPER])
 
 
 @dataclass
@@ -65,6 +83,7 @@ class TrainingConfig:
     grl_lambda: float = 1.0
     grl_schedule: str = "constant"  # or "dann": lambda * (2 / (1 + exp(-10 p)) - 1)
     orthogonality: str = "abs"  # |cos|; the authors' code uses the signed cosine
+    term_ramp: float = DEFAULT_TERM_RAMP  # share of training over which L_aux, L_adv, L_mod, L_perp ramp in (paper: 0)
     backbone: str = "auto"  # compact CNN on CPU, ResNet-18 on a GPU; signals always use the 1-D CNN
     embed_dim: int = 64  # size of z_inv, z_inf and z_irr; encoders output 2 * embed_dim (paper: 256)
     optimizer: str = "adam"
@@ -95,6 +114,8 @@ class TrainingConfig:
             bad(f"Unknown GRL schedule '{self.grl_schedule}'; choose 'constant' or 'dann'.")
         if self.device not in DEVICES:
             bad(f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
+        if not 0.0 <= self.term_ramp <= 1.0:
+            bad(f"The ramp of the extra terms is a fraction of training between 0 and 1 (got {self.term_ramp}).")
         if not self.grl_lambda >= 0:
             bad("The GRL factor must be zero or positive.")
         if self.embed_dim < 2:
@@ -123,7 +144,9 @@ class TrainingConfig:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["modalities"] = [ModalitySource(**m) for m in d.get("modalities", [])]
-        d["weights"] = LossWeights(**d.get("weights", {}))
+        # Runs saved before the agreement term and the ramp existed trained without them.
+        d["weights"] = LossWeights(**{"agree": 0.0, **d.get("weights", {})})
+        d.setdefault("term_ramp", 0.0)
         if "split" in d:
             d["split"] = tuple(float(v) for v in d["split"])
         return cls(**d)

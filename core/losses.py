@@ -1,4 +1,4 @@
-"""The DisCoM-KD loss terms.
+"""The DisCoM-KD loss terms, plus the cross-modal agreement term and the ramp of the extra terms.
 
 Modality targets are integer class indices 0..n-1 for CrossEntropyLoss. The authors' public code
 builds them with ``ones_like``/``zeros_like`` on the logits, which CrossEntropyLoss reads as class
@@ -6,10 +6,18 @@ builds them with ``ones_like``/``zeros_like`` on the logits, which CrossEntropyL
 discriminator and modality heads as the paper describes. We implement the paper's intent.
 
 Each term is the mean over modalities of its per-modality batch mean, so the magnitudes do not
-grow with the number of modalities; the total is the weighted sum of the five terms.
+grow with the number of modalities; the total is the weighted sum of the terms.
+
+Beyond the paper (see README, "What the default trains"): ``agree`` makes each modality's
+classifier match its peers' predictions (deep mutual learning, Zhang et al. 2018) on the same
+sample when the data is paired, or on the peers' mean prediction for the same class when it is
+not; and the four extra DisCoM-KD terms can be ramped in (``ramp_factor``) instead of weighing on
+the randomly initialised encoders from the first step.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +52,8 @@ def discomkd_loss_terms(
     modality_names: list[str],
     orthogonality: str = "abs",
 ) -> dict[str, torch.Tensor]:
-    """The five unweighted terms: cl, aux, adv, mod, perp."""
-    sums = {k: 0.0 for k in LossWeights.TERMS}
+    """The five unweighted DisCoM-KD terms: cl, aux, adv, mod, perp (``agree`` is computed apart)."""
+    sums = {k: 0.0 for k in DISCOMKD_TERMS}
     for name, out in outputs.items():
         y = labels[name]
         m = modality_targets(y.shape[0], modality_names.index(name), y.device)
@@ -60,15 +68,82 @@ def discomkd_loss_terms(
     return {k: v / n for k, v in sums.items()}
 
 
-def weighted_total(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+DISCOMKD_TERMS = ("cl", "aux", "adv", "mod", "perp")
+RAMPED_TERMS = ("aux", "adv", "mod", "perp")  # the terms beyond each classifier's own that ramp in
+
+
+def mimicry(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """DML (Zhang et al., CVPR 2018) mimicry: KL(peer || student) per sample, mean over kept samples.
+
+    ``target_probs`` are the peer's (detached) predicted distributions; ``mask`` drops samples
+    without a target (class-conditional variant, class absent from the peer's batch).
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    q = target_probs.float().detach()
+    kl = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(dim=1)
+    if mask is None:
+        return kl.mean()
+    if not bool(mask.any()):
+        return kl.sum() * 0.0
+    return kl[mask].mean()
+
+
+def class_conditional_targets(
+    peer_logits: torch.Tensor, peer_labels: torch.Tensor, labels: torch.Tensor, n_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each label y: the peer batch's mean softmax over its samples of class y, and a mask of
+    which labels the peer batch contains (mutual learning without paired samples)."""
+    probs = F.softmax(peer_logits.float().detach(), dim=1)
+    onehot = F.one_hot(peer_labels, n_classes).float()  # (B_peer, K)
+    counts = onehot.sum(dim=0)  # (K,)
+    class_means = (onehot.t() @ probs) / counts.clamp_min(1.0)[:, None]  # (K, K)
+    return class_means[labels], counts[labels] > 0
+
+
+def agreement_loss(
+    logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], paired: bool, n_classes: int
+) -> torch.Tensor:
+    """Mean over modalities and peers of the mimicry of each classifier towards a peer's prediction.
+
+    Paired batches (row i is the same sample in every modality) mimic the peer's prediction on
+    that very sample; otherwise the peer's mean prediction over its batch samples of the same class.
+    Only predictions the peer gets right teach (its arg-max is the label): a strong sensor then
+    teaches a weak one almost everywhere, while the weak one's mistakes do not pull the strong one.
+    """
+    names = list(logits)
+    parts = []
+    for n in names:
+        for peer in names:
+            if peer == n:
+                continue
+            peer_logits = logits[peer].float().detach()
+            correct = peer_logits.argmax(dim=1) == labels[peer]
+            if paired:
+                parts.append(mimicry(logits[n], F.softmax(peer_logits, dim=1), correct))
+            else:
+                target, mask = class_conditional_targets(peer_logits[correct], labels[peer][correct], labels[n], n_classes)
+                parts.append(mimicry(logits[n], target, mask))
+    return torch.stack(parts).mean()
+
+
+def ramp_factor(progress: float, ramp_fraction: float) -> float:
+    """0 -> 1 over the first ``ramp_fraction`` of training on the DANN curve 2 / (1 + exp(-10 q)) - 1,
+    q = progress / ramp_fraction (Ganin et al. 2016 ramp their adversarial term the same way); 1 when
+    ``ramp_fraction`` is 0 (the paper: full weights from the first step)."""
+    if ramp_fraction <= 0:
+        return 1.0
+    q = min(max(progress / ramp_fraction, 0.0), 1.0)
+    return 2.0 / (1.0 + math.exp(-10.0 * q)) - 1.0
+
+
+def weighted_total(terms: dict[str, torch.Tensor], weights: LossWeights, ramp: float = 1.0) -> torch.Tensor:
+    """Weighted sum of the terms present; the ramped terms' weights are multiplied by ``ramp``."""
     w = weights.as_dict()
-    return sum(w[k] * terms[k] for k in LossWeights.TERMS)
+    return sum(w[k] * (ramp if k in RAMPED_TERMS else 1.0) * terms[k] for k in LossWeights.TERMS if k in terms)
 
 
 def grl_factor(schedule: str, base: float, progress: float) -> float:
     """Constant, or the DANN ramp base * (2 / (1 + exp(-10 p)) - 1) over training progress p in [0, 1]."""
     if schedule == "dann":
-        import math
-
         return base * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0)
     return base

@@ -33,6 +33,7 @@ from .data import (
     ModalityData,
     ModalitySpec,
     MultiModalDataset,
+    SplitIndices,
     combine_modalities,
     load_modality,
     split_dataset,
@@ -49,7 +50,7 @@ from .events import (
     StopToken,
     TrainingEvent,
 )
-from .losses import discomkd_loss_terms, grl_factor, weighted_total
+from .losses import agreement_loss, discomkd_loss_terms, grl_factor, ramp_factor, weighted_total
 from .metrics import classification_metrics, pca_2d
 from .models import DisCoMKD, resolve_backbone
 
@@ -93,16 +94,48 @@ def prepare_modalities(
     config: TrainingConfig,
     dataset: MultiModalDataset,
 ) -> dict[str, PreparedModality]:
+    """Split, standardise with the training split's statistics, and, when the files are paired,
+    order every split so that row i is the same (class, file stem) in every modality."""
     splits = split_dataset(dataset, tuple(config.split), config.seed)
+    paired = dataset.report.pairing.status == "paired"
+    reference: dict[str, dict[tuple[str, str], int]] = {}
     prepared = {}
     for k, modality in enumerate(dataset.modalities):
         split = splits[modality.name]
+        if paired:
+            split = _aligned_split(modality, split, reference)
         labels = dataset.global_labels(k)
         spec = with_statistics(modality.spec, modality.x[split.train])
         x = {part: torch.from_numpy(spec.normalize(modality.x[getattr(split, part)])) for part in ("train", "val", "test")}
         y = {part: torch.from_numpy(labels[getattr(split, part)]) for part in ("train", "val", "test")}
         prepared[modality.name] = PreparedModality(modality, spec, x, y)
     return prepared
+
+
+def _aligned_split(modality: ModalityData, split: SplitIndices,
+                   reference: dict[str, dict[tuple[str, str], int]]) -> SplitIndices:
+    """The split's rows reordered by (class, stem) in the first modality's sorted order.
+
+    split_dataset keeps pairs in the same part, so each part holds the same samples in every
+    modality; only the order differs, and the sets (so every metric) are unchanged.
+    """
+    stems = modality.stems  # a property that builds the whole list: read it once
+    parts = {}
+    for part in ("train", "val", "test"):
+        rows = getattr(split, part)
+        keys = [(modality.classes[modality.labels[i]], stems[i]) for i in rows]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(
+                f"The modality '{modality.name}' has two files with the same name in one class, so its samples "
+                "cannot be paired with the other modalities. Rename one of them."
+            )
+        if part not in reference:
+            reference[part] = {key: i for i, key in enumerate(sorted(keys))}
+        if set(keys) != set(reference[part]):
+            raise ConfigError("The modalities are not paired file by file. Check that every file name exists "
+                              "in every modality, or rename the files so that they differ.")
+        parts[part] = rows[np.argsort([reference[part][key] for key in keys], kind="stable")]
+    return SplitIndices(**parts)
 
 
 def load_dataset(
@@ -262,6 +295,21 @@ def learning_rate_at(config: TrainingConfig, progress: float) -> float:
     return config.learning_rate
 
 
+def epoch_orders(sizes: dict[str, int], steps: int, batch: int, generator: torch.Generator,
+                 shared: bool) -> dict[str, torch.Tensor]:
+    """Row indices for one epoch per modality: permutations cycled to ``steps * batch`` rows (smaller
+    modalities repeat); one shared order when the rows are paired (every modality the same size)."""
+    def order(size: int) -> torch.Tensor:
+        needed = steps * batch
+        repeats = math.ceil(needed / size)
+        return torch.cat([torch.randperm(size, generator=generator) for _ in range(repeats)])[:needed]
+
+    if shared:
+        common = order(next(iter(sizes.values())))
+        return {n: common for n in sizes}
+    return {n: order(s) for n, s in sizes.items()}
+
+
 def make_optimizer(config: TrainingConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -315,6 +363,9 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         train_x[n] = x
     train_y = {n: prepared[n].y["train"].to(device) for n in names}
     train_sizes = {n: int(prepared[n].y["train"].shape[0]) for n in names}
+    # Paired files come aligned row by row: one shared order keeps each batch the same samples in
+    # every modality, which the agreement term compares sample by sample.
+    paired = dataset.report.pairing.status == "paired"
     steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / config.batch_size))
 
     if not run.record:
@@ -357,11 +408,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
     for epoch in range(start_epoch + 1, target_epochs + 1):
         model.train()
         t_epoch = time.perf_counter()
-        order = {}
-        for n in names:
-            needed = steps_per_epoch * config.batch_size
-            repeats = math.ceil(needed / train_sizes[n])
-            order[n] = torch.cat([torch.randperm(train_sizes[n], generator=generator) for _ in range(repeats)])[:needed]
+        order = epoch_orders(train_sizes, steps_per_epoch, config.batch_size, generator, shared=paired)
         sums = {k: 0.0 for k in (*LossWeights.TERMS, "total")}
         steps_this_epoch = 0
         data_time = step_time = 0.0
@@ -385,7 +432,8 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = model(inputs, grl_factor=factor)
             terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)
-            total = weighted_total(terms, config.weights)
+            terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, paired, len(classes))
+            total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
             if not torch.isfinite(total):
                 raise TrainingError(
                     f"The loss became {float(total)} at epoch {epoch}, step {step}. Lower the learning rate "

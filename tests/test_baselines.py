@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,8 @@ import torch.nn.functional as F
 
 from discomkd.baselines import (
     BaselineSettings,
-    class_conditional_targets,
     dkd_loss,
     dkd_terms,
-    dml_mimicry,
     kd_divergence,
     kd_loss,
     run_method,
@@ -31,6 +30,7 @@ from discomkd.compare import (
 )
 from discomkd.config import ModalitySource, TrainingConfig
 from discomkd.errors import ConfigError
+from discomkd.losses import class_conditional_targets, mimicry
 from discomkd.events import StopToken
 from discomkd.trainer import load_dataset
 
@@ -138,9 +138,9 @@ def test_dml_mimicry_is_kl_from_peer_to_student():
     p = F.softmax(logits, dim=1).numpy()
     q = peer.numpy()
     per_sample = (q * np.log(q / p)).sum(axis=1)
-    assert float(dml_mimicry(logits, peer)) == pytest.approx(per_sample.mean(), abs=1e-6)
-    assert float(dml_mimicry(logits, peer, torch.tensor([False, True]))) == pytest.approx(per_sample[1], abs=1e-6)
-    assert float(dml_mimicry(logits, peer, torch.tensor([False, False]))) == 0.0
+    assert float(mimicry(logits, peer)) == pytest.approx(per_sample.mean(), abs=1e-6)
+    assert float(mimicry(logits, peer, torch.tensor([False, True]))) == pytest.approx(per_sample[1], abs=1e-6)
+    assert float(mimicry(logits, peer, torch.tensor([False, False]))) == 0.0
 
 
 def test_unpaired_dml_targets_are_class_means_of_the_peer_batch():
@@ -198,6 +198,18 @@ def test_methods_see_the_same_splits_as_discomkd(paired_setup):
         assert cm_s.tolist() == cm_d.tolist()  # same test samples per class
 
 
+def test_classifiers_only_control_reproduces_the_student_alone(paired_setup):
+    """The trainer with every term but L_cl at 0 is the student alone: same network, data order and
+    updates, so the same test predictions. This is what makes the paired differences trustworthy."""
+    config, dataset = paired_setup
+    student = run_method("student", replace(config, epochs=2), dataset)
+    control = run_method("classifiers_only", replace(config, epochs=2), dataset)
+    assert student.status == control.status == "finished"
+    for name in ("a", "b"):
+        assert control.test_metrics[name]["confusion"] == student.test_metrics[name]["confusion"]
+        assert control.test_metrics[name]["weighted_f1"] == pytest.approx(student.test_metrics[name]["weighted_f1"])
+
+
 # --- the comparison -----------------------------------------------------------------------------
 
 
@@ -236,29 +248,56 @@ def test_compare_stops_between_and_within_runs(tmp_path):
 def test_comparison_table_formatting():
     per_run = [
         {"method": "discomkd", "seed": s, "status": "finished", "time_s": t,
-         "metrics": {"rgb": {"weighted_f1": f, "accuracy": a}}}
-        for s, t, f, a in ((0, 10.0, 0.8, 0.9), (1, 20.0, 0.6, 0.7))
+         "metrics": {"rgb": {"weighted_f1": f, "accuracy": a, "best_epoch": e}}}
+        for s, t, f, a, e in ((0, 10.0, 0.8, 0.9, 4), (1, 20.0, 0.6, 0.7, 10))
     ] + [{"method": "student", "seed": 0, "status": "stopped", "time_s": 1.0, "metrics": {"rgb": {}}}]
     rows = summarise(per_run, ["discomkd", "student"], ["rgb"])
     assert len(rows) == 1
     row = rows[0]
     assert row["wf1_mean"] == pytest.approx(0.7) and row["wf1_std"] == pytest.approx(math.sqrt(0.02))
     assert row["time_s"] == pytest.approx(15.0)
+    assert "verdict" not in row  # the student alone has no finished run to pair with
     result = ComparisonResult(rows=rows, skipped={"kd": "needs paired data"}, per_run=per_run,
-                              settings={"seeds": 2})
+                              settings={"seeds": 2, "config": {"epochs": 10}})
     md = result.to_markdown()
-    assert "| DisCoM-KD | rgb | 0.700 ± 0.141 | 0.800 ± 0.141 | 2 | 15.0 |" in md
+    assert "| DisCoM-KD | rgb | 0.700 ± 0.141 | 0.800 ± 0.141 |  |  | 2 | 4/10 | 15.0 |" in md
     assert "- Teacher + KD (Hinton): needs paired data" in md
+    assert "- DisCoM-KD, rgb: best epoch 10 of 10 (in the last 20%): train longer" in md
     csv_lines = result.to_csv().splitlines()
-    assert csv_lines[0] == "method,label,modality,wf1_mean,wf1_std,acc_mean,acc_std,time_s,n_runs"
+    assert csv_lines[0] == ("method,label,modality,wf1_mean,wf1_std,acc_mean,acc_std,time_s,n_runs,"
+                            "diff_mean,diff_ci_low,diff_ci_high,diff_wilcoxon_p,diff_seeds,verdict")
     assert csv_lines[1].startswith("discomkd,DisCoM-KD,rgb,0.7000,0.1414,0.8000,0.1414,15.0000,2")
 
 
-def test_methods_contract():
-    assert list(METHODS) == ["discomkd", "student", "kd", "dkd", "dml", "discomkd_no_aux", "discomkd_no_adv",
-                             "discomkd_no_mod", "discomkd_no_perp"]
-    with pytest.raises(ConfigError):
-        run_comparison(TrainingConfig(), ["nonsense"], seeds=1)
+def test_paired_differences_to_the_student_and_verdicts():
+    """Fixed numbers: DisCoM-KD beats the student on every seed of 'weak' by 2-4 points, ties on 'strong'."""
+    weak_student = [0.55, 0.54, 0.56, 0.53, 0.55]
+    weak_gain = [0.03, 0.02, 0.04, 0.025, 0.03]
+    strong_student = [0.96, 0.97, 0.965, 0.96, 0.97]
+    strong_change = [0.002, -0.003, 0.001, -0.001, 0.0]
+    per_run = []
+    for k in range(5):
+        per_run.append({"method": "student", "seed": k, "status": "finished", "time_s": 1.0, "metrics": {
+            "strong": {"weighted_f1": strong_student[k], "accuracy": 0.0, "best_epoch": 10},
+            "weak": {"weighted_f1": weak_student[k], "accuracy": 0.0, "best_epoch": 12}}})
+        per_run.append({"method": "discomkd", "seed": k, "status": "finished", "time_s": 2.0, "metrics": {
+            "strong": {"weighted_f1": strong_student[k] + strong_change[k], "accuracy": 0.0, "best_epoch": 11},
+            "weak": {"weighted_f1": weak_student[k] + weak_gain[k], "accuracy": 0.0, "best_epoch": 20}}})
+    rows = summarise(per_run, ["discomkd", "student"], ["strong", "weak"])
+    by = {(r["method"], r["modality"]): r for r in rows}
+    weak = by["discomkd", "weak"]
+    assert weak["diff_mean"] == pytest.approx(0.029) and weak["diff_seeds"] == 5
+    assert weak["diff_ci_low"] > 0 and weak["verdict"] == "helps"
+    assert weak["diff_wilcoxon_p"] == pytest.approx(0.0625)
+    assert by["discomkd", "strong"]["verdict"] == "no evidence"
+    assert "verdict" not in by["student", "weak"]
+    result = ComparisonResult(rows=rows, per_run=per_run, settings={"seeds": 5, "config": {"epochs": 30}})
+    assert result.verdict_lines() == [
+        "DisCoM-KD vs student alone: strong no evidence (-0.0 (-0.3 to +0.2; p 1)); "
+        "weak helps (+2.9 (+2.0 to +3.8; p 0.062))"]
+    assert result.warnings == []
+    md = result.to_markdown()
+    assert "| DisCoM-KD | weak | 0.575 ± 0.018 | 0.000 ± 0.000 | +2.9 (+2.0 to +3.8; p 0.062) | helps | 5 |" in md
 
 
 def test_modality_argument_bands_are_one_based_in_text():

@@ -138,3 +138,46 @@ def test_output_shapes_for_two_and_three_modalities(n_modalities):
         assert out["z_inv"].shape == out["z_inf"].shape == out["z_irr"].shape == (4, 16)
         assert out["aux_inv"].shape == out["aux_inf"].shape == (4, 5)
         assert out["disc"].shape == out["mod_inf"].shape == out["mod_irr"].shape == (4, n_modalities)
+
+
+def test_agreement_teaches_only_with_predictions_the_peer_gets_right():
+    from discomkd.losses import agreement_loss, mimicry
+
+    labels = {"strong": torch.tensor([0, 1]), "weak": torch.tensor([0, 1])}
+    strong = torch.tensor([[3.0, 0.0], [0.0, 3.0]])  # right on both samples
+    weak = torch.tensor([[0.0, 1.0], [0.0, 1.0]], requires_grad=True)  # wrong on sample 0
+    loss = agreement_loss({"strong": strong.clone().requires_grad_(), "weak": weak}, labels, True, 2)
+    # weak mimics strong on both samples; strong mimics weak on sample 1 only (weak is right there)
+    expected = 0.5 * (mimicry(weak, torch.softmax(strong, 1))
+                      + mimicry(strong, torch.softmax(weak.detach(), 1), torch.tensor([False, True])))
+    assert float(loss) == pytest.approx(float(expected.detach()), rel=1e-6)
+    loss.backward()
+    assert weak.grad.abs().sum() > 0  # the weak classifier is pulled towards the strong one
+
+
+def test_unpaired_agreement_uses_class_means_of_correct_peer_predictions():
+    from discomkd.losses import agreement_loss, class_conditional_targets, mimicry
+
+    a = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])  # sample 1 (label 1) is wrong
+    labels = {"a": torch.tensor([0, 1]), "b": torch.tensor([0, 1, 1])}
+    loss = agreement_loss({"a": a, "b": b}, labels, False, 2)
+    keep_b, keep_a = torch.tensor([True, False, True]), torch.tensor([True, True])
+    t_ab, m_ab = class_conditional_targets(b[keep_b], labels["b"][keep_b], labels["a"], 2)
+    t_ba, m_ba = class_conditional_targets(a[keep_a], labels["a"][keep_a], labels["b"], 2)
+    expected = 0.5 * (mimicry(a, t_ab, m_ab) + mimicry(b, t_ba, m_ba))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_extra_terms_ramp_in_and_the_paper_objective_does_not_ramp():
+    from discomkd.config import LossWeights
+    from discomkd.losses import ramp_factor
+
+    assert ramp_factor(0.0, 0.3) == 0.0
+    assert 0.0 < ramp_factor(0.1, 0.3) < ramp_factor(0.2, 0.3) < 1.0
+    assert ramp_factor(0.3, 0.3) == pytest.approx(1.0, abs=1e-4) and ramp_factor(0.9, 0.3) == pytest.approx(1.0, abs=1e-4)
+    assert ramp_factor(0.0, 0.0) == 1.0  # no ramp: full weight from the first step
+    terms = {k: torch.tensor(1.0) for k in LossWeights.TERMS}
+    w = LossWeights(cl=1.0, aux=2.0, adv=3.0, mod=4.0, perp=5.0, agree=6.0)
+    assert float(weighted_total(terms, w, ramp=0.0)) == pytest.approx(1.0 + 6.0)  # cl and agree never ramp
+    assert float(weighted_total(terms, w, ramp=0.5)) == pytest.approx(7.0 + 0.5 * 14.0)

@@ -27,7 +27,7 @@ from ..jobs import Job, TaskState
 from ..widgets.comparison_chart import ComparisonChart
 from .common import page_header, read_only_table, table_item
 
-DEFAULT_CHOICE = ("discomkd", "student", "dml")
+DEFAULT_CHOICE = ("discomkd", "student", "classifiers_only", "dml")
 
 
 def comparisons_dir() -> Path:
@@ -104,11 +104,13 @@ class ComparePage(QWidget):
         row.addWidget(QLabel("Random splits (seeds)"))
         self.seeds = QSpinBox()
         self.seeds.setRange(1, 20)
-        self.seeds.setValue(3)
-        self.seeds.setToolTip("Each seed is a different train/validation/test split; the table shows mean ± std.")
+        self.seeds.setValue(5)
+        self.seeds.setToolTip("Each seed is a different train/validation/test split, the same for every method; "
+                              "the differences to the student alone are paired by seed. Use 5 or more.")
         row.addWidget(self.seeds)
         sl.addLayout(row)
-        note = QLabel("Every method trains for the Configure page's epochs on each seed.")
+        note = QLabel("Every method trains for the Configure page's epochs on each seed. Compare at "
+                      "convergence: a warning says when a best epoch falls in the last 20% of the epochs.")
         note.setWordWrap(True)
         note.setObjectName("hint")
         sl.addWidget(note)
@@ -133,8 +135,17 @@ class ComparePage(QWidget):
         saved_row.addWidget(self.saved_label, 2)
         layout.addLayout(saved_row)
 
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
+        self.verdict.setObjectName("banner")
+        self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.verdict)
         self.table = read_only_table(["Method", "Modality", "Weighted F1 (mean ± std)", "Accuracy (mean ± std)",
-                                      "Runs", "Time per seed (s)"], stretch_column=0)
+                                      "Δ to student alone, F1 points (95% CI; p)", "Verdict", "Runs",
+                                      "Best epochs", "Time per seed (s)"], stretch_column=0)
+        self.table.setToolTip("Δ: the method's test weighted F1 minus the student alone's, on the same split, "
+                              "averaged over seeds, with a 95% t-interval and the Wilcoxon signed-rank p-value. "
+                              "Verdict: helps / hurts when the interval lies above / below 0, otherwise no evidence.")
         self.table.setSortingEnabled(True)
         self.chart = ComparisonChart()
         split = QSplitter(Qt.Orientation.Vertical)
@@ -220,6 +231,7 @@ class ComparePage(QWidget):
         self.table.setRowCount(0)
         self.chart.set_rows([])
         self.skipped.setText("")
+        self.verdict.setText("")
         self.saved_label.setText("")
         self.saved_combo.setCurrentIndex(-1)
         self.job = Job(lambda state: run_comparison_job(state, config, methods, seeds), "compare")
@@ -270,7 +282,7 @@ class ComparePage(QWidget):
 
     def show_result(self, result) -> None:
         """Fill the table, the chart and the notes from a ComparisonResult."""
-        from discomkd.compare import METHODS
+        from discomkd.compare import METHODS, difference_text
 
         self.result = result
         self.table.setSortingEnabled(False)
@@ -278,11 +290,15 @@ class ComparePage(QWidget):
         for r, row in enumerate(result.rows):
             cells = [row.get("label") or METHODS.get(row["method"], row["method"]), row["modality"],
                      f"{row['wf1_mean']:.3f} ± {row['wf1_std']:.3f}", f"{row['acc_mean']:.3f} ± {row['acc_std']:.3f}",
-                     row.get("n_runs", ""), round(float(row["time_s"]), 1)]
+                     difference_text(row), row.get("verdict", ""), row.get("n_runs", ""),
+                     row.get("best_epoch_text", ""), round(float(row["time_s"]), 1)]
             for c, v in enumerate(cells):
                 self.table.setItem(r, c, table_item(v))
         self.table.setSortingEnabled(True)
+        self.verdict.setText("\n".join(result.verdict_lines()) or "Add 'Student alone' to see whether "
+                             "DisCoM-KD helps each modality (paired difference over the seeds).")
         lines = [f"{METHODS.get(m, m)} skipped: {why}" for m, why in result.skipped.items()]
+        lines += result.warnings
         if result.stopped:
             lines.append("Stopped early: runs cut short are not in the table.")
         self.skipped.setText("\n".join(lines))

@@ -22,12 +22,14 @@ from PySide6.QtWidgets import (
 
 from discomkd.config import (  # torch-free module
     BACKBONES,
+    DEFAULT_TERM_RAMP,
     GRL_SCHEDULES,
     LOSS_EXPLANATIONS,
     LOSS_PRESETS,
     LR_SCHEDULES,
     OPTIMIZERS,
     ORTHOGONALITY,
+    PRESET_SCHEDULES,
     LossWeights,
     TrainingConfig,
 )
@@ -36,7 +38,7 @@ from discomkd.errors import ConfigError
 
 from .common import page_header
 
-TERM_TITLES = {"cl": "L_cl", "aux": "L_aux", "adv": "L_adv", "mod": "L_mod", "perp": "L_perp"}
+TERM_TITLES = {"cl": "L_cl", "aux": "L_aux", "adv": "L_adv", "mod": "L_mod", "perp": "L_perp", "agree": "L_agree"}
 BACKBONE_TEXT = {
     "auto": "auto (compact CNN on CPU, ResNet-18 on a GPU)",
     "compact": "compact CNN (fast, CPU friendly)",
@@ -101,7 +103,9 @@ class ConfigurePage(QWidget):
         lg.setColumnStretch(2, 1)
         self.preset = QComboBox()
         self.preset.addItems(list(LOSS_PRESETS) + [CUSTOM])
-        self.preset.setToolTip("Paper defaults: every weight 1. Each ablation switches one term off.")
+        self.preset.setToolTip("Recommended: the five DisCoM-KD terms ramped in plus cross-modal agreement (measured "
+                               "best, see README). Paper's objective: the five terms at 1 from the first step, no "
+                               "agreement. Each ablation switches one term off.")
         lg.addWidget(QLabel("Preset"), 0, 0)
         lg.addWidget(self.preset, 0, 1, 1, 2)
         self.weights: dict[str, QDoubleSpinBox] = {}
@@ -129,6 +133,15 @@ class ConfigurePage(QWidget):
         grl_row.addWidget(self.grl_schedule, 1)
         lg.addWidget(QLabel("GRL factor λ"), row, 0)
         lg.addLayout(grl_row, row, 1, 1, 2)
+        self.term_ramp = _spin(0.0, 1.0, 0.05, 2, "Share of training over which L_aux, L_adv, L_mod and L_perp "
+                                                  "grow from 0 to their weight (paper: 0, full weight from the start).")
+        self.term_ramp.valueChanged.connect(self._weights_edited)
+        ramp_hint = QLabel("share of training over which L_aux, L_adv, L_mod, L_perp ramp in (paper: 0)")
+        ramp_hint.setWordWrap(True)
+        ramp_hint.setObjectName("hint")
+        lg.addWidget(QLabel("Ramp"), row + 2, 0)
+        lg.addWidget(self.term_ramp, row + 2, 1)
+        lg.addWidget(ramp_hint, row + 2, 2)
         self.orthogonality = QComboBox()
         for o in ORTHOGONALITY:
             self.orthogonality.addItem({"abs": "|cos| (default)", "square": "cos²", "signed": "signed cos (authors' code)"}[o], o)
@@ -222,11 +235,21 @@ class ConfigurePage(QWidget):
             box.blockSignals(True)
             box.setValue(weights[term])
             box.blockSignals(False)
+        schedule = PRESET_SCHEDULES.get(name, {"term_ramp": DEFAULT_TERM_RAMP})
+        self.term_ramp.blockSignals(True)
+        self.term_ramp.setValue(schedule["term_ramp"])
+        self.term_ramp.blockSignals(False)
+        if "grl_schedule" in schedule:
+            self.grl_schedule.setCurrentIndex(max(0, self.grl_schedule.findData(schedule["grl_schedule"])))
+            self.grl_lambda.setValue(schedule["grl_lambda"])
         self.changed.emit()
 
     def _weights_edited(self) -> None:
         current = {t: round(b.value(), 4) for t, b in self.weights.items()}
-        match = next((n for n, w in LOSS_PRESETS.items() if {k: round(v, 4) for k, v in w.as_dict().items()} == current), CUSTOM)
+        ramp = round(self.term_ramp.value(), 4)
+        match = next((n for n, w in LOSS_PRESETS.items()
+                      if {k: round(v, 4) for k, v in w.as_dict().items()} == current
+                      and ramp == PRESET_SCHEDULES.get(n, {}).get("term_ramp", DEFAULT_TERM_RAMP)), CUSTOM)
         self.preset.blockSignals(True)
         self.preset.setCurrentText(match)
         self.preset.blockSignals(False)
@@ -301,6 +324,7 @@ class ConfigurePage(QWidget):
             "grl_lambda": self.grl_lambda.value(),
             "grl_schedule": self.grl_schedule.currentData(),
             "orthogonality": self.orthogonality.currentData(),
+            "term_ramp": self.term_ramp.value(),
             "backbone": self.backbone.currentData(),
             "embed_dim": self.embed_dim.value(),
             "optimizer": self.optimizer.currentText(),
@@ -327,6 +351,9 @@ class ConfigurePage(QWidget):
             box.blockSignals(True)
             box.setValue(getattr(config.weights, term))
             box.blockSignals(False)
+        self.term_ramp.blockSignals(True)
+        self.term_ramp.setValue(config.term_ramp)
+        self.term_ramp.blockSignals(False)
         self._weights_edited()
         self.grl_lambda.setValue(config.grl_lambda)
         self.grl_schedule.setCurrentIndex(max(0, self.grl_schedule.findData(config.grl_schedule)))

@@ -14,7 +14,8 @@ MODALITY_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c5
 SHORT_LABELS = {
     "discomkd": "DisCoM-KD", "student": "Student (CE)", "kd": "Teacher+KD", "dkd": "Teacher+DKD", "dml": "DML",
     "discomkd_no_aux": "w/o L_aux", "discomkd_no_adv": "w/o L_adv", "discomkd_no_mod": "w/o L_mod",
-    "discomkd_no_perp": "w/o L_perp",
+    "discomkd_no_perp": "w/o L_perp", "discomkd_no_agree": "w/o L_agree", "discomkd_paper": "Paper obj.",
+    "classifiers_only": "Control",
 }
 GROUP_WIDTH = 0.8  # share of a method's slot taken by its bars
 

@@ -70,6 +70,16 @@ def test_changing_a_loss_weight_changes_the_configuration_and_is_remembered(wind
     assert config.weights.adv == 0.0 and config.weights.cl == 1.0
     cfg.weights["perp"].setValue(0.5)
     assert cfg.preset.currentText() == "Custom"
+    # The paper's objective is a preset with its schedule: no ramp, no agreement term.
+    cfg.preset.setCurrentText("Paper's objective")
+    paper = cfg.config([(m, str(f)) for m, f in tiny_demo.items()])
+    assert paper.weights.agree == 0.0 and paper.weights.aux == 1.0 and paper.term_ramp == 0.0
+    cfg.preset.setCurrentText("Recommended")
+    assert cfg.term_ramp.value() == pytest.approx(0.3) and cfg.weights["agree"].value() == 1.0
+    cfg.term_ramp.setValue(0.5)
+    assert cfg.preset.currentText() == "Custom"
+    cfg.weights["adv"].setValue(0.0)
+    cfg.weights["perp"].setValue(0.5)
 
     # An invalid learning rate is refused at the field and never reaches the engine.
     cfg.learning_rate.setText("0")
@@ -271,13 +281,21 @@ def test_compare_page_runs_methods_fills_table_and_chart_and_saves(window, tiny_
     window.show_page("Compare")
     for method, box in page.method_boxes.items():
         box.setChecked(method in ("discomkd", "student"))
-    page.seeds.setValue(1)
-    with qtbot.waitSignal(page.comparison_finished, timeout=90000) as finished:
+    page.seeds.setValue(2)
+    with qtbot.waitSignal(page.comparison_finished, timeout=120000) as finished:
         qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
     result = finished.args[0]
     assert {r["method"] for r in result.rows} == {"discomkd", "student"}
     assert page.table.rowCount() == len(result.rows) == 4
     assert "±" in page.table.item(0, 2).text()
+    # DisCoM-KD's rows carry the paired difference to the student alone and a verdict; so does the banner.
+    page.table.sortItems(0)
+    texts = {(page.table.item(r, 0).text(), page.table.item(r, 1).text()): r for r in range(4)}
+    row = texts[("DisCoM-KD", "image")]
+    assert " to " in page.table.item(row, 4).text()
+    assert page.table.item(row, 5).text() in ("helps", "hurts", "no evidence")
+    assert page.verdict.text().startswith("DisCoM-KD vs student alone: ")
+    assert "compare at convergence" in page.skipped.text()  # one epoch: the convergence check warns
     heights = page.chart.bar_heights()
     assert set(heights) == {(m, d) for m in ("discomkd", "student") for d in ("image", "audio")}
     assert all(heights[(r["method"], r["modality"])] == pytest.approx(r["wf1_mean"]) for r in result.rows)

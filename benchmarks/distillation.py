@@ -1,0 +1,201 @@
+"""Does cross-modal training pay off on the field sensor? A paired benchmark over seeds.
+
+    python benchmarks/distillation.py paired-digits [--seeds 5] [--epochs 30] [--jobs 2]
+    python benchmarks/distillation.py av-digits
+    python benchmarks/distillation.py eurosat-split          # 20 patches per class: a smoke test
+
+Each data set is built from ``../shared/data`` by ``scripts/make_benchmark_data.py`` (into
+``--data``, default ``build/benchmark-data``) on first use. The methods run through the same
+engine as ``discomkd compare`` (:func:`discomkd.compare.run_comparison`): every method sees the
+same split on a given seed. ``--jobs N`` runs the methods in N processes with one torch thread each
+(on a 2-core machine torch's own threads oversubscribe the CPU), then merges their runs.
+
+It prints and writes (``--out``, default ``benchmarks/results/<data set>``) the comparison table with
+the paired differences to the student alone, the convergence check, and the targets of this
+benchmark: on the weak sensor the default DisCoM-KD beats the student alone (95% interval above 0)
+and is not worse than deep mutual learning (interval of the difference includes or exceeds 0); on
+the strong sensor it loses at most 0.5 points; on unpaired data it is no worse than the student.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Per data set: modalities (name, sub-folder, overrides), the split and the batch size.
+# The large test share (80%) keeps each seed's test estimate tight (4,000 digits) while the small
+# training share leaves a weak sensor something to learn from the strong one.
+DATASETS = {
+    "paired-digits": {
+        "modalities": [("strong", "paired-digits/strong", {}), ("weak", "paired-digits/weak", {})],
+        "split": (0.15, 0.05, 0.8), "batch_size": 64,
+        "methods": ["student", "classifiers_only", "discomkd", "discomkd_paper", "dml"],
+        "weak": "weak", "strong": "strong",
+    },
+    "av-digits": {
+        "modalities": [("image", "av-digits/image", {}), ("audio", "av-digits/audio", {})],
+        "split": (0.15, 0.05, 0.8), "batch_size": 64,
+        "methods": ["student", "discomkd", "discomkd_paper", "dml"],
+        "weak": "audio", "strong": "image",
+    },
+    "eurosat-split": {
+        "modalities": [("rgb", "eurosat-split/rgb", {"augmentation": "flips_rot90"}),
+                       ("ir", "eurosat-split/ir", {"augmentation": "flips_rot90"})],
+        "split": (0.7, 0.1, 0.2), "batch_size": 16,
+        "methods": ["student", "discomkd", "discomkd_paper", "dml"],
+        "weak": "rgb", "strong": "ir",
+    },
+}
+STRONG_LOSS_LIMIT = 0.005  # the strong sensor may lose at most 0.5 F1 points on average
+
+
+def data_root(data: Path, name: str) -> Path:
+    """The built data sets (av-digits is used straight from ../shared/data)."""
+    if name == "av-digits":
+        return REPO.parent / "shared" / "data"
+    if not (data / name).is_dir():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "make_benchmark_data.py"), str(data)], check=True)
+    return data
+
+
+def make_config(name: str, root: Path, epochs: int, first_seed: int):
+    from discomkd.config import ModalitySource, TrainingConfig
+
+    spec = DATASETS[name]
+    return TrainingConfig(
+        modalities=[ModalitySource(m, str(root / folder), dict(overrides)) for m, folder, overrides in spec["modalities"]],
+        epochs=epochs, batch_size=spec["batch_size"], split=spec["split"], seed=first_seed,
+        backbone="compact", device="cpu",
+    )
+
+
+def run_part(args: argparse.Namespace, methods: list[str], out: Path) -> None:
+    """One process's share: the given methods on every seed, written to ``out``."""
+    import torch
+
+    from discomkd.compare import run_comparison
+
+    torch.set_num_threads(1)
+    config = make_config(args.dataset, data_root(args.data, args.dataset), args.epochs, args.first_seed)
+
+    def show(p) -> None:
+        print(f"\r[{100 * p.fraction:5.1f}%] {p.message}"[:100].ljust(100), end="", file=sys.stderr, flush=True)
+
+    run_comparison(config, methods, args.seeds, out, show)
+    print(file=sys.stderr)
+
+
+def merge(parts: list[Path], methods: list[str], out: Path):
+    """One ComparisonResult from the parts' runs, methods in the benchmark's order."""
+    from discomkd.compare import ComparisonResult, read_comparison, summarise
+
+    results = [read_comparison(p) for p in parts]
+    per_run = sorted((r for res in results for r in res.per_run), key=lambda r: (r["seed"], methods.index(r["method"])))
+    settings = dict(results[0].settings, methods=methods, wall_time_s=sum(r.wall_time_s for r in results))
+    names = [m["name"] for m in settings["config"]["modalities"]]
+    skipped = {k: v for res in results for k, v in res.skipped.items()}
+    merged = ComparisonResult(summarise(per_run, methods, names), skipped, per_run, settings,
+                              any(r.stopped for r in results), max(r.wall_time_s for r in results))
+    merged.write(out)
+    for part in parts:  # their runs are in the merged per_run.json now
+        shutil.rmtree(part, ignore_errors=True)
+    return merged
+
+
+def targets(result, name: str) -> list[str]:
+    """The benchmark's pass/fail lines, read from the paired differences."""
+    from discomkd.significance import paired_difference
+
+    spec = DATASETS[name]
+    rows = {(r["method"], r["modality"]): r for r in result.rows}
+    weak, strong = spec["weak"], spec["strong"]
+    lines = []
+
+    def seeds_of(method: str, modality: str) -> dict[int, float]:
+        return {p["seed"]: p["metrics"][modality]["weighted_f1"] for p in result.per_run
+                if p["method"] == method and p["status"] == "finished" and modality in p["metrics"]}
+
+    def check(ok: bool, text: str) -> None:
+        lines.append(f"[{'PASS' if ok else 'FAIL'}] {text}")
+
+    weak_row, strong_row = rows.get(("discomkd", weak)), rows.get(("discomkd", strong))
+    if weak_row and "diff_mean" in weak_row:
+        if name == "av-digits":  # unpaired: no worse than the student alone, on both modalities
+            for m in (weak, strong):
+                r = rows[("discomkd", m)]
+                check(r["diff_ci_high"] >= 0, f"{m}: DisCoM-KD - student alone {100 * r['diff_mean']:+.1f} points, "
+                      f"95% CI [{100 * r['diff_ci_low']:+.1f}, {100 * r['diff_ci_high']:+.1f}] includes or exceeds 0")
+        else:
+            check(weak_row["diff_ci_low"] > 0, f"{weak} (weak): DisCoM-KD - student alone "
+                  f"{100 * weak_row['diff_mean']:+.1f} points, 95% CI [{100 * weak_row['diff_ci_low']:+.1f}, "
+                  f"{100 * weak_row['diff_ci_high']:+.1f}] above 0")
+            check(strong_row["diff_mean"] >= -STRONG_LOSS_LIMIT, f"{strong} (strong): DisCoM-KD - student alone "
+                  f"{100 * strong_row['diff_mean']:+.1f} points, no worse than -0.5")
+    ours, dml = seeds_of("discomkd", weak), seeds_of("dml", weak)
+    common = sorted(set(ours) & set(dml))
+    if len(common) >= 2:
+        d = paired_difference([ours[k] for k in common], [dml[k] for k in common])
+        check(d.ci_high >= 0, f"{weak} (weak): DisCoM-KD - deep mutual learning {d.describe()}; "
+              "interval includes or exceeds 0")
+    control = rows.get(("classifiers_only", weak))
+    if control and "diff_mean" in control:
+        lines.append(f"[info] control (trainer with L_cl only) - student alone on {weak}: "
+                     f"{difference_text_points(control)} (expected 0: same network, same data order)")
+    return lines
+
+
+def difference_text_points(row: dict) -> str:
+    from discomkd.compare import difference_text
+
+    return difference_text(row) + " points"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", choices=list(DATASETS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--methods", default=None, help="comma-separated (default: the data set's list)")
+    parser.add_argument("--jobs", type=int, default=2, help="processes, one torch thread each (default 2)")
+    parser.add_argument("--data", type=Path, default=REPO / "build" / "benchmark-data")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--part", type=Path, default=None, help=argparse.SUPPRESS)  # internal: one job's share
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",") if args.methods else DATASETS[args.dataset]["methods"]
+    if args.part is not None:
+        run_part(args, methods, args.part)
+        return 0
+    out = args.out or REPO / "benchmarks" / "results" / args.dataset
+    data_root(args.data, args.dataset)  # build the data once, before the jobs start
+    t0 = time.perf_counter()
+    shares = [methods[k::args.jobs] for k in range(max(1, args.jobs)) if methods[k::args.jobs]]
+    parts = [out / f".part{k}" for k in range(len(shares))]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, __file__, args.dataset, "--seeds", str(args.seeds),
+                               "--first-seed", str(args.first_seed), "--epochs", str(args.epochs),
+                               "--methods", ",".join(share), "--data", str(args.data), "--part", str(part)], env=env)
+             for share, part in zip(shares, parts)]
+    if any(p.wait() != 0 for p in procs):
+        print("a benchmark process failed; see its output above", file=sys.stderr)
+        return 1
+    result = merge(parts, methods, out)
+    lines = targets(result, args.dataset)
+    command = "python benchmarks/distillation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = (f"{result.to_markdown()}\nTargets:\n" + "\n".join(f"- {line}" for line in lines)
+              + f"\n\nReproduce: `{command}` ({time.perf_counter() - t0:.0f} s wall here)\n")
+    (out / "benchmark.md").write_text(report, encoding="utf-8")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
