@@ -10,7 +10,7 @@ engine as ``discomkd compare`` (:func:`discomkd.compare.run_comparison`): every 
 same split on a given seed. ``--jobs N`` runs the methods in N processes with one torch thread each
 (on a 2-core machine torch's own threads oversubscribe the CPU), then merges their runs.
 
-It prints and writes (``--out``, default ``benchmarks/results/<data set>``) the comparison table with
+It prints and writes (``--out``, default ``docs/comparison/<data set>``) the comparison table with
 the paired differences to the student alone, the convergence check, and the targets of this
 benchmark: on the weak sensor the default DisCoM-KD beats the student alone (95% interval above 0)
 and is not worse than deep mutual learning (interval of the difference includes or exceeds 0); on
@@ -66,15 +66,21 @@ def data_root(data: Path, name: str) -> Path:
     return data
 
 
-def make_config(name: str, root: Path, epochs: int, first_seed: int):
-    from discomkd.config import ModalitySource, TrainingConfig
+def make_config(name: str, root: Path, epochs: int, first_seed: int, changes: dict | None = None):
+    """The data set's config; ``changes`` (JSON from --config) override settings, weights merged."""
+    from dataclasses import replace
+
+    from discomkd.config import LossWeights, ModalitySource, TrainingConfig
 
     spec = DATASETS[name]
-    return TrainingConfig(
+    config = TrainingConfig(
         modalities=[ModalitySource(m, str(root / folder), dict(overrides)) for m, folder, overrides in spec["modalities"]],
         epochs=epochs, batch_size=spec["batch_size"], split=spec["split"], seed=first_seed,
         backbone="compact", device="cpu",
     )
+    changes = dict(changes or {})
+    weights = changes.pop("weights", {})
+    return replace(config, weights=LossWeights(**{**config.weights.as_dict(), **weights}), **changes).validate()
 
 
 def run_part(args: argparse.Namespace, methods: list[str], out: Path) -> None:
@@ -84,13 +90,14 @@ def run_part(args: argparse.Namespace, methods: list[str], out: Path) -> None:
     from discomkd.compare import run_comparison
 
     torch.set_num_threads(1)
-    config = make_config(args.dataset, data_root(args.data, args.dataset), args.epochs, args.first_seed)
+    config = make_config(args.dataset, data_root(args.data, args.dataset), args.epochs, args.first_seed,
+                         json.loads(args.config))
 
-    def show(p) -> None:
-        print(f"\r[{100 * p.fraction:5.1f}%] {p.message}"[:100].ljust(100), end="", file=sys.stderr, flush=True)
+    def show(p) -> None:  # one line per finished run: the jobs share the terminal
+        if p.message.endswith(("finished", "stopped", "failed")):
+            print(f"[{time.strftime('%H:%M:%S')}] {p.message}", file=sys.stderr, flush=True)
 
     run_comparison(config, methods, args.seeds, out, show)
-    print(file=sys.stderr)
 
 
 def merge(parts: list[Path], methods: list[str], out: Path):
@@ -165,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--methods", default=None, help="comma-separated (default: the data set's list)")
+    parser.add_argument("--config", default="{}", help='training settings to change, as JSON, e.g. '
+                        '\'{"weights": {"aux": 1.0}, "term_ramp": 0.0}\' (default: the engine\'s defaults)')
     parser.add_argument("--jobs", type=int, default=2, help="processes, one torch thread each (default 2)")
     parser.add_argument("--data", type=Path, default=REPO / "build" / "benchmark-data")
     parser.add_argument("--out", type=Path, default=None)
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part is not None:
         run_part(args, methods, args.part)
         return 0
-    out = args.out or REPO / "benchmarks" / "results" / args.dataset
+    out = args.out or REPO / "docs" / "comparison" / args.dataset
     data_root(args.data, args.dataset)  # build the data once, before the jobs start
     t0 = time.perf_counter()
     shares = [methods[k::args.jobs] for k in range(max(1, args.jobs)) if methods[k::args.jobs]]
@@ -182,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, __file__, args.dataset, "--seeds", str(args.seeds),
                                "--first-seed", str(args.first_seed), "--epochs", str(args.epochs),
-                               "--methods", ",".join(share), "--data", str(args.data), "--part", str(part)], env=env)
+                               "--methods", ",".join(share), "--data", str(args.data), "--config", args.config,
+                               "--part", str(part)], env=env)
              for share, part in zip(shares, parts)]
     if any(p.wait() != 0 for p in procs):
         print("a benchmark process failed; see its output above", file=sys.stderr)
