@@ -143,7 +143,7 @@ class ComparisonResult:
         rows = [r for r in self.rows if r["method"] == method and r.get("verdict")]
         if not rows:
             return []
-        parts = [f"{r['modality']} {r['verdict']} ({difference_text(r)})" for r in rows]
+        parts = [f"{r['modality']}: {r['verdict']}, {_verdict_detail(r)}" for r in rows]
         return [f"{METHODS.get(method, method)} vs student alone: " + "; ".join(parts)]
 
     def to_csv(self) -> str:
@@ -237,6 +237,15 @@ def difference_text(row: dict) -> str:
         return f"{100 * row['diff_mean']:+.1f} (1 seed)"
     p = f"; p {row['diff_wilcoxon_p']:.2g}" if row.get("diff_wilcoxon_p") is not None else ""
     return f"{100 * row['diff_mean']:+.1f} ({100 * row['diff_ci_low']:+.1f} to {100 * row['diff_ci_high']:+.1f}{p})"
+
+
+def _verdict_detail(row: dict) -> str:
+    """'+2.9 F1 points (95% CI +2.0 to +3.8, Wilcoxon p 0.062, 5 seeds)'."""
+    if row["diff_seeds"] < 2:
+        return f"{100 * row['diff_mean']:+.1f} F1 points (1 seed, no interval)"
+    p = f", Wilcoxon p {row['diff_wilcoxon_p']:.2g}" if row.get("diff_wilcoxon_p") is not None else ""
+    return (f"{100 * row['diff_mean']:+.1f} F1 points (95% CI {100 * row['diff_ci_low']:+.1f} to "
+            f"{100 * row['diff_ci_high']:+.1f}{p}, {row['diff_seeds']} seeds)")
 
 
 def convergence_warnings(per_run: list[dict], epochs: int) -> list[str]:

@@ -293,8 +293,8 @@ def test_paired_differences_to_the_student_and_verdicts():
     assert "verdict" not in by["student", "weak"]
     result = ComparisonResult(rows=rows, per_run=per_run, settings={"seeds": 5, "config": {"epochs": 30}})
     assert result.verdict_lines() == [
-        "DisCoM-KD vs student alone: strong no evidence (-0.0 (-0.3 to +0.2; p 1)); "
-        "weak helps (+2.9 (+2.0 to +3.8; p 0.062))"]
+        "DisCoM-KD vs student alone: strong: no evidence, -0.0 F1 points (95% CI -0.3 to +0.2, Wilcoxon p 1, "
+        "5 seeds); weak: helps, +2.9 F1 points (95% CI +2.0 to +3.8, Wilcoxon p 0.062, 5 seeds)"]
     assert result.warnings == []
     md = result.to_markdown()
     assert "| DisCoM-KD | weak | 0.575 ± 0.018 | 0.000 ± 0.000 | +2.9 (+2.0 to +3.8; p 0.062) | helps | 5 |" in md

@@ -55,7 +55,7 @@ def test_tiny_paired_comparison_reports_differences_and_verdicts(tmp_path):
         assert row["verdict"] in ("helps", "hurts", "no evidence")
         # the control is the student alone, seed for seed
         assert rows[("classifiers_only", modality)]["diff_mean"] == 0.0
-    assert result.verdict_lines()[0].startswith("DisCoM-KD vs student alone: strong ")
+    assert result.verdict_lines()[0].startswith("DisCoM-KD vs student alone: strong: ")
     assert "compare at convergence" in result.to_markdown()  # two epochs: the check warns
     payload = json.loads((tmp_path / "out" / "per_run.json").read_text())
     assert payload["format_version"] == 2
