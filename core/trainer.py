@@ -4,8 +4,9 @@ Usage (no Qt anywhere)::
 
     result = train(config, on_event=print, stop=StopToken())
 
-Each epoch draws one batch per modality per step (modalities are unpaired, so smaller ones are
-re-shuffled and cycled); an epoch is as many steps as the largest modality needs. After every
+Each epoch draws one batch per modality per step (unpaired modalities are shuffled on their own
+and the smaller ones cycled; paired ones share one order, so a batch holds the same samples in
+every modality); an epoch is as many steps as the largest modality needs. After every
 epoch each modality's validation weighted F1 decides whether its branch is the new best (model
 selection per modality, as in the paper); the bundle on disk is rewritten whenever one improves,
 so a stop, a crash or a closed window keeps the best model so far.
