@@ -29,6 +29,14 @@ class AmbiguousModalityError(PredictionError):
         self.candidates = list(candidates)
 
 
+class RunFolderError(DisComKDError):
+    """A run folder cannot be used: it holds another run, a training is writing to it, or it is not a folder."""
+
+
+class StorageError(DisComKDError):
+    """A file cannot be written: the disk is full, the folder is read-only, or permission is denied."""
+
+
 class TrainingError(DisComKDError):
     """Training cannot start or continue (for example out of memory)."""
 

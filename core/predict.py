@@ -56,10 +56,18 @@ class _RawFile:
         self._cache: dict = {}
 
     def decoded(self, spec: ModalitySpec) -> tuple[str, np.ndarray]:
-        # Only WAV decoding depends on the spectrogram settings; other files decode one way.
-        key = spec.spectrogram if spec.kind == "audio" and file_kind(self.path) == "audio" else None
+        # WAV decoding depends on the spectrogram settings, a 2-D .npy array on the modality's kind
+        # (image or signal); other files decode one way.
+        suffix_kind = file_kind(self.path)
+        if suffix_kind == "audio":
+            key = spec.spectrogram if spec.kind == "audio" else None
+        else:
+            key = spec.kind if suffix_kind == "npy" else None
         if key not in self._cache:
-            self._cache[key] = read_raw(self.path, key)
+            if suffix_kind == "audio":
+                self._cache[key] = read_raw(self.path, key)
+            else:
+                self._cache[key] = read_raw(self.path, npy_kind=key if key in ("image", "signal") else None)
         return self._cache[key]
 
 
@@ -95,10 +103,17 @@ class Predictor:
 
     def _candidates(self, raw: "_RawFile") -> list[str]:
         fitting: list[tuple[str, np.ndarray]] = []
+        problems: list[DataError] = []
         for name, spec in self.specs.items():
-            raw_kind, array = raw.decoded(spec)
+            try:
+                raw_kind, array = raw.decoded(spec)
+            except DataError as exc:  # e.g. a 3-D .npy read for a signal modality: it just does not fit
+                problems.append(exc)
+                continue
             if _fits(spec, raw_kind, array):
                 fitting.append((name, array))
+        if not fitting and problems and len(problems) == len(self.specs):
+            raise problems[0]
         if len(fitting) > 1:  # when channels do not decide, an exact size match does
             exact = [n for n, a in fitting if self.specs[n].kind == "signal" or tuple(a.shape[1:]) == tuple(self.specs[n].size or ())]
             if len(exact) == 1:
@@ -152,6 +167,9 @@ class Predictor:
                 results.append(PredictionFailure(str(path), str(exc)))
             except DataError as exc:
                 results.append(PredictionFailure(str(path), f"'{Path(path).name}': {exc}"))
+            except Exception as exc:  # noqa: BLE001 - one odd file must not lose the other files' results
+                results.append(PredictionFailure(
+                    str(path), f"'{Path(path).name}' could not be predicted ({type(exc).__name__}: {exc})."))
         return results
 
 
