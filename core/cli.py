@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import re
 import signal
@@ -383,11 +384,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _escape_file_name_bytes(exc: UnicodeError):
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    from .paths import printable_name
+
+    text = printable_name(exc.object[exc.start:exc.end])
+    return text.encode("ascii", "backslashreplace").decode("ascii"), exc.end
+
+
 def main(argv: list[str] | None = None) -> int:
-    # A file name with bytes that are not UTF-8 is printed escaped instead of raising UnicodeEncodeError.
+    # A file name with bytes that are not UTF-8 is printed escaped (caf\xe9.png), never a UnicodeEncodeError.
+    codecs.register_error("discomkd-escape", _escape_file_name_bytes)
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+            stream.reconfigure(errors="discomkd-escape")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +81,10 @@ def read_image(path: str | Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked just below
+            img = Image.open(path)
+        with img:
             width, height = img.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise DataError(_too_large(f"{width}x{height} pixels"))
@@ -97,8 +102,9 @@ def read_image(path: str | Path) -> np.ndarray:
             if mode == "CMYK":
                 img = img.convert("RGB")
             array = np.asarray(img)
-    except Image.DecompressionBombError as exc:  # Pillow's own check, for sizes hidden from .size
-        raise DataError(_too_large("more pixels than Pillow allows")) from exc
+    except Image.DecompressionBombError as exc:  # Pillow refuses even to open the largest images
+        found = re.search(r"(\d+) pixels", str(exc))
+        raise DataError(_too_large(f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels")) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"unreadable image ({exc})") from exc
     if mode in ("I;16", "I;16B", "I;16L"):

@@ -1,0 +1,55 @@
+"""A corpus of bad inputs, made by code at test time (small: nothing here is larger than a few kB)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# A file name that is not UTF-8 (Latin-1 "café"), as copied from an old camera or a Windows share.
+NON_UTF8_NAME = os.fsdecode(b"caf\xe9.png")
+
+
+def write_png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims width x height pixels (a decompression bomb as Pillow sees it) in 60 bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+def make_image_modality(root: Path, classes=("a", "b", "c"), per_class: int = 8, size: int = 12, seed: int = 0) -> Path:
+    """Grey PNGs whose class is the brightness of a square (learnable in one epoch)."""
+    rng = np.random.default_rng(seed)
+    for k, cls in enumerate(classes):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 40, (size, size)).astype(np.uint8)
+            pixels[2:-2, 2:-2] += np.uint8(60 * (k + 1))
+            Image.fromarray(pixels).save(root / cls / f"{i:03d}.png")
+    return root
+
+
+def make_signal_modality(root: Path, channels: int, lengths, classes=("a", "b", "c"), per_class: int = 8,
+                         seed: int = 0) -> Path:
+    """(channels, L) .npy signals, L taken in turn from ``lengths``; the class is the frequency."""
+    rng = np.random.default_rng(seed)
+    lengths = list(lengths)
+    n = 0
+    for k, cls in enumerate(classes):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            length = lengths[n % len(lengths)]
+            n += 1
+            t = np.linspace(0, 1, length)
+            phase = rng.uniform(0, 2 * np.pi, (channels, 1))
+            signal = np.sin(2 * np.pi * (k + 1) * 3 * t[None] + phase) + 0.1 * rng.normal(size=(channels, length))
+            np.save(root / cls / f"{i:03d}.npy", signal.astype(np.float32))
+    return root
