@@ -151,6 +151,7 @@ class ModalityData:
     from_cache: bool = False
     kind_guess: str = ""  # the kind inferred from the files (spec.kind differs when the user chose another)
     kind_options: tuple[str, ...] = ()  # the kinds these files can be read as (2-D .npy: image or signal)
+    kind_reason: str = ""  # why the kind was guessed, for the user (empty when the file type decides)
     cache_note: str = ""  # set when a damaged cache file was found, removed and rebuilt
 
     @property
@@ -388,7 +389,8 @@ def load_modality(
         else:
             if progress:
                 progress(len(listing.files), len(listing.files))
-            return _check_modality(replace(data, kind_guess=guess.kind, kind_options=guess.options))
+            return _check_modality(replace(data, kind_guess=guess.kind, kind_options=guess.options,
+                                           kind_reason=guess.reason))
 
     class_index = {c: i for i, c in enumerate(listing.classes)}
     arrays: list[np.ndarray] = []
@@ -421,7 +423,8 @@ def load_modality(
     x = np.stack(arrays).astype(np.float32)
     y = np.asarray([remap[l] for l in labels], dtype=np.int64)
     data = ModalityData(name, str(folder), spec, classes, x, y, files, listing.skipped + decode_skipped,
-                        kind_guess=guess.kind, kind_options=guess.options, cache_note=cache_note)
+                        kind_guess=guess.kind, kind_options=guess.options, kind_reason=guess.reason,
+                        cache_note=cache_note)
     if use_cache:
         # Temporary files of cache writes that a kill interrupted (an hour old: none is still being written).
         remove_orphan_temp_files(cache_dir, older_than_s=3600)

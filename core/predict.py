@@ -13,6 +13,7 @@ from .bundle import ModelBundle, load_bundle
 from .data import ModalitySpec
 from .decoding import STRAY_NAMES, file_kind, read_raw
 from .errors import AmbiguousModalityError, DataError, PredictionError
+from .paths import printable_name
 
 
 @dataclass
@@ -130,21 +131,22 @@ class Predictor:
     def predict_file(self, path: str | Path, modality: str | None = None) -> Prediction:
         """Predict one file; raises PredictionError (ambiguous/unknown modality) or DataError (bad file)."""
         path = Path(path)
+        shown = printable_name(path.name)
         if file_kind(path) is None:
             raise PredictionError(
-                f"'{path.name}' is not a supported file (PNG, JPEG, BMP, TIFF, .npy or WAV)."
+                f"'{shown}' is not a supported file (PNG, JPEG, BMP, TIFF, .npy or WAV)."
             )
         raw = _RawFile(path)  # decoded once, for routing and for the model input
         if modality is None:
             candidates = self._candidates(raw)
             if not candidates:
                 raise PredictionError(
-                    f"'{path.name}' fits none of this model's modalities "
+                    f"'{shown}' fits none of this model's modalities "
                     f"({'; '.join(f'{n}: {s.describe()}' for n, s in self.specs.items())})."
                 )
             if len(candidates) > 1:
                 raise AmbiguousModalityError(
-                    f"'{path.name}' could belong to {', '.join(candidates)}; choose the modality.", candidates
+                    f"'{shown}' could belong to {', '.join(candidates)}; choose the modality.", candidates
                 )
             modality = candidates[0]
         elif modality not in self.specs:
@@ -166,10 +168,10 @@ class Predictor:
             except PredictionError as exc:
                 results.append(PredictionFailure(str(path), str(exc)))
             except DataError as exc:
-                results.append(PredictionFailure(str(path), f"'{Path(path).name}': {exc}"))
+                results.append(PredictionFailure(str(path), f"'{printable_name(Path(path).name)}': {exc}"))
             except Exception as exc:  # noqa: BLE001 - one odd file must not lose the other files' results
                 results.append(PredictionFailure(
-                    str(path), f"'{Path(path).name}' could not be predicted ({type(exc).__name__}: {exc})."))
+                    str(path), f"'{printable_name(Path(path).name)}' could not be predicted ({type(exc).__name__}: {exc})."))
         return results
 
 

@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
 
 from .common import page_header, read_only_table, table_item
 
-STATUS_TEXT = {"finished": "✓ finished", "stopped": "■ stopped", "failed": "✗ failed", "running": "● running"}
+STATUS_TEXT = {"finished": "✓ finished", "stopped": "■ stopped", "failed": "✗ failed", "running": "● running",
+               "interrupted": "⚠ interrupted"}
 
 
 class RunsPage(QWidget):
@@ -85,9 +86,12 @@ class RunsPage(QWidget):
             acc = ", ".join(f"{m} {v['accuracy']:.3f}" for m, v in info.test_metrics.items()) or "—"
             cells = [info.name, info.created.replace("T", " "), STATUS_TEXT.get(info.status, info.status),
                      ", ".join(info.modalities), len(info.classes), info.epochs_done, acc]
+            reason = runs.read_run_record(info.run_dir).get("reason", "") if info.status == "interrupted" else ""
             for c, v in enumerate(cells):
                 item = table_item(v)
                 item.setData(Qt.ItemDataRole.UserRole, str(info.run_dir))
+                if reason:
+                    item.setToolTip(reason)
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
         self._selection_changed()
