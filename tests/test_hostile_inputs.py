@@ -266,6 +266,14 @@ def test_a_modality_named_like_a_dotted_folder_trains_and_predicts(small_data, t
     assert continue_run(tmp_path / "run", 1).status == "finished"  # the checkpoint's keys load back
 
 
+def test_compare_accepts_a_dotted_modality_name(small_data, tmp_path, capsys):
+    code = main(["compare", "--modality", f"rgb.v2={small_data['image']}", "--modality", f"motion={small_data['motion']}",
+                 "--seeds", "1", "--epochs", "1", "--embed-dim", "8", "--batch-size", "8", "--device", "cpu",
+                 "--out", str(tmp_path / "cmp")])
+    assert code == 0, capsys.readouterr().err
+    assert "| rgb.v2 |" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
 def test_one_huge_file_among_good_ones_keeps_every_good_prediction(small_bundle, small_data, tmp_path):
     folder = tmp_path / "drop"
     folder.mkdir()
