@@ -38,6 +38,8 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], text: bool = Fal
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, StorageError):
+            raise
         if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and _looks_like_write_failure(exc)):
             raise storage_error(path, exc) from exc
         raise
@@ -54,7 +56,7 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
     code = getattr(exc, "errno", None)
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or _free_bytes(path) < NEARLY_FULL_BYTES:
         free = _free_bytes(path)
-        left = f" ({free / 2**20:.0f} MB left)" if free != float("inf") else ""
+        left = f" ({free / 2**20:.1f} MB left)" if free != float("inf") else ""
         return StorageError(
             f"The disk holding '{path.parent}' is full{left}, so '{path.name}' could not be saved. "
             "Free some space (or choose a folder on another disk) and try again; earlier files were kept."

@@ -380,6 +380,8 @@ def load_modality(
     if use_cache and cache_path.exists():
         try:
             data = _read_cache(cache_path, name, folder, spec, listing)
+        except MemoryError:
+            raise  # the cache is fine; the decoded data does not fit (reported as such by the caller)
         except Exception as exc:  # noqa: BLE001 - a cache is only a copy: whatever is wrong with it, rebuild it
             cache_note = f"A damaged cache file ({cache_path.name}: {type(exc).__name__}) was removed and the data read again."
             try:

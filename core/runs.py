@@ -288,9 +288,11 @@ class RunLock:
             except FileExistsError:
                 owner = lock_owner(self.run_dir)
                 if owner is not None and owner.alive:
+                    elsewhere = ("" if owner.host == socket.gethostname() else
+                                 f" If no training runs on {owner.host} any more, delete '{self.path}'.")
                     raise RunFolderError(
                         f"Another training is writing to '{self.run_dir}' ({owner.describe()}). Wait for it to end, "
-                        "or choose another run folder."
+                        f"or choose another run folder.{elsewhere}"
                     ) from None
                 self._remove_stale(owner)
                 continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -107,7 +108,7 @@ def test_stale_lock_of_a_killed_training_is_taken_over(small_data, tmp_path):
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (out / runs.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    (out / runs.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     assert train(_config(small_data), run_dir=out).status == "finished"
 
 
@@ -181,7 +182,7 @@ def test_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
     def torch_write(fh):  # what torch.save raises when the disk fills up under it
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 40704 vs 598")
 
-    with pytest.raises(StorageError, match="is full .2 MB left.*Free some space"):
+    with pytest.raises(StorageError, match="is full .2.0 MB left.*Free some space"):
         atomic_write(tmp_path / "model.bin", torch_write)
     assert (tmp_path / "model.bin").read_bytes() == b"previous"
     assert not list(tmp_path.glob(".*.tmp"))

@@ -143,7 +143,7 @@ class RunsPage(QWidget):
         if ok:
             try:
                 runs.rename_run(Path(run), name)
-            except DataError as exc:
+            except (DataError, OSError) as exc:  # OSError: the disk is full or the folder read-only
                 self.error.emit(str(exc), "")
             self.refresh()
             self.select_run(run)
@@ -167,7 +167,7 @@ class RunsPage(QWidget):
 
     def _delete(self) -> None:
         from discomkd import runs
-        from discomkd.errors import DataError
+        from discomkd.errors import DisComKDError
 
         run = self.selected_run()
         if not run:
@@ -177,6 +177,6 @@ class RunsPage(QWidget):
         if answer == QMessageBox.StandardButton.Yes:
             try:
                 runs.delete_run(Path(run))
-            except (DataError, OSError) as exc:
+            except (DisComKDError, OSError) as exc:  # e.g. a training (in another window) writes to it
                 self.error.emit(str(exc), "")
             self.refresh()

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
@@ -67,7 +66,7 @@ def test_runs_page_shows_a_killed_run_as_interrupted(window, private_data_dir, q
                                     "epochs_done": 3, "config": {"modalities": []}})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (run_dir / runs.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename}))
+    (run_dir / runs.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     (run_dir / ".model.discomkd-x1.tmp").write_bytes(b"half a model")
     window.show_page("Runs")
     table = window.runs_page.table
