@@ -359,8 +359,8 @@ def claim_run_dir(run_dir: str | Path, existing: bool = False) -> RunLock:
         return lock
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
     if held:
-        lock.release()
         what = _describe_existing_run(run_dir)
+        lock.release()
         raise RunFolderError(
             f"'{run_dir}' already holds a run{what}; a new training would overwrite its {', '.join(held)}. "
             "Choose a new folder (or leave --out out to get one), or continue that run with "
@@ -371,16 +371,17 @@ def claim_run_dir(run_dir: str | Path, existing: bool = False) -> RunLock:
 
 
 def _describe_existing_run(run_dir: Path) -> str:
+    """' (“name”, status, N epochs)' of the run in a folder we hold the lock of (a killed one is recovered)."""
     try:
-        record = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+        record = recover_interrupted_run(run_dir, locked_by_us=True)
         return f" (“{record.get('name', run_dir.name)}”, {record.get('status', 'unknown status')}, {record.get('epochs_done', 0)} epochs)"
-    except (OSError, ValueError, AttributeError):
+    except (DataError, AttributeError):
         return ""
 
 
 INTERRUPTED_REASON = (
     "The training was interrupted (its process ended without finishing: killed, crashed or the computer "
-    "shut down). {saved} Continue it for more epochs, or start a new training."
+    "shut down). {saved}"
 )
 
 
@@ -389,14 +390,16 @@ def recover_interrupted_run(run_dir: str | Path, locked_by_us: bool = False) -> 
     the temporary files of its last, unfinished writes are removed."""
     run_dir = Path(run_dir)
     record = read_run_record(run_dir)
+    if not isinstance(record, dict):
+        raise DataError(f"The run record in '{run_dir}' is damaged (not a JSON object).")
     owner = None if locked_by_us else lock_owner(run_dir)
     if owner is not None and owner.alive:
         return record  # a training is writing here right now
     remove_orphan_temp_files(run_dir)
     if record.get("status") == "running":
         done = int(record.get("epochs_done", 0) or 0)
-        saved = (f"Epoch {done} was the last one saved; its best model was kept." if done
-                 else "No epoch had ended, so no model was saved.")
+        saved = (f"Epoch {done} was the last one saved; its best model was kept. Continue it for more epochs."
+                 if done else "No epoch had ended, so no model was saved. Start a new training.")
         record.update(status="interrupted", reason=INTERRUPTED_REASON.format(saved=saved))
         try:
             write_run_record(run_dir, record)
