@@ -499,8 +499,8 @@ class DataPage(QWidget):
         combo.setCurrentIndex(max(0, combo.findData(current)))
         combo.blockSignals(False)
         busy = entry is None or entry.status == "scanning"
-        combo.setEnabled(not busy and not self._locked and combo.count() > 1)
-        combo.setVisible(combo.count() > 0)
+        combo.setEnabled(not busy and not self._locked)
+        combo.setVisible(combo.count() > 1)  # a choice only where the files allow one (2-D .npy arrays)
 
     def _rename_current(self) -> None:
         row = self.list.currentRow()
