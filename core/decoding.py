@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -21,6 +22,7 @@ SUPPORTED_SUFFIXES = IMAGE_SUFFIXES | TIFF_SUFFIXES | NPY_SUFFIXES | WAV_SUFFIXE
 STRAY_NAMES = {".ds_store", "thumbs.db", "desktop.ini", ".directory", "icon\r"}
 
 KINDS = ("image", "audio", "signal")
+_QUIET = logging.NullHandler()  # added once (a handler set): keeps library logs off the user's terminal
 
 # Larger files are refused before they are decoded, so that one huge or forged file cannot
 # exhaust the memory (a 20000 x 20000 PNG decodes to 1.6 GB of float32 per channel).
@@ -58,6 +60,9 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile  # Pillow cannot read multi-band TIFF
+
+        # tifffile logs each problem of a damaged file; the DataError below already says it, once.
+        logging.getLogger("tifffile").addHandler(_QUIET)
 
         try:
             with tifffile.TiffFile(str(path)) as tif:
@@ -218,6 +223,8 @@ def read_raw(path: str | Path, spectrogram: SpectrogramSettings | None = None,
         raise DataError("too large to decode in the memory available; shrink it or move it out of the folder") from exc
     except Exception as exc:  # a decoder's own bug or an odd file: skip it, never crash
         raise DataError(f"unreadable file ({type(exc).__name__}: {exc})") from exc
+    if array.size == 0 or 0 in array.shape:
+        raise DataError(f"the file holds no data (its array is {'x'.join(map(str, array.shape))})")
     if not np.all(np.isfinite(array)):
         raise DataError("the data holds NaN or infinite values")
     return kind, array

@@ -53,3 +53,33 @@ def make_signal_modality(root: Path, channels: int, lengths, classes=("a", "b", 
             signal = np.sin(2 * np.pi * (k + 1) * 3 * t[None] + phase) + 0.1 * rng.normal(size=(channels, length))
             np.save(root / cls / f"{i:03d}.npy", signal.astype(np.float32))
     return root
+
+
+def write_wav(path: Path, seconds: float = 0.3, rate: int = 8000) -> Path:
+    import wave
+
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return path
+
+
+def mutants(original: bytes, count: int, seed: int) -> list[bytes]:
+    """Damaged copies of a file: truncations, flipped bytes in the header and the body, zeroed runs."""
+    rng = np.random.default_rng(seed)
+    out = [original[:n] for n in (1, 8, 30, len(original) // 2, len(original) - 1)]
+    while len(out) < count:
+        data = bytearray(original)
+        for _ in range(int(rng.integers(1, 6))):
+            # Half of the damage lands in the first 64 bytes, where the headers (sizes, rates) are.
+            at = int(rng.integers(0, min(64, len(data)))) if rng.random() < 0.5 else int(rng.integers(0, len(data)))
+            if rng.random() < 0.8:
+                data[at] = int(rng.integers(0, 256))
+            else:
+                data[at:at + 16] = bytes(len(data[at:at + 16]))
+        out.append(bytes(data))
+    return out
