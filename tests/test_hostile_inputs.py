@@ -377,6 +377,23 @@ def test_forged_metadata_with_a_recomputed_digest_is_refused_with_a_reason(small
     assert main(["info", str(forged)]) == 1
 
 
+def test_damaged_bundles_are_refused_or_unchanged_never_a_crash(small_bundle, tmp_path):
+    original = load_bundle(small_bundle)
+    refused = 0
+    for k, data in enumerate(mutants(small_bundle.read_bytes(), 60, seed=7)):
+        path = tmp_path / f"m{k}.discomkd"
+        path.write_bytes(data)
+        try:
+            bundle = load_bundle(path)
+        except BundleError as exc:
+            assert f"'m{k}.discomkd'" in str(exc)
+            refused += 1
+        else:  # the damage hit bytes outside the digest (zip padding, timestamps): the model is intact
+            assert bundle.metadata == original.metadata
+            assert all(torch.equal(bundle.weights[m][key], t) for m, w in original.weights.items() for key, t in w.items())
+    assert refused >= 40  # measured on 300 mutants: 264 refused, 36 intact
+
+
 def test_zip_bomb_bundle_is_refused_quickly_and_for_the_right_reason(tmp_path):
     bomb = tmp_path / "bomb.discomkd"
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
