@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.append(str(REPO / "tests"))  # after tests/gui, so that "conftest" stays the GUI one
 from hostile import make_signal_modality, write_png_header_only  # noqa: E402
 
 
