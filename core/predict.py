@@ -199,9 +199,9 @@ def write_predictions_csv(results: list[Prediction | PredictionFailure], destina
         writer.writerow(["file", "modality", "prediction", "confidence", *[f"p_{c}" for c in classes], "error"])
         for r in results:
             if isinstance(r, Prediction):
-                writer.writerow([r.path, r.modality, r.label, f"{r.confidence:.6f}",
+                writer.writerow([printable_name(r.path), r.modality, r.label, f"{r.confidence:.6f}",
                                  *[f"{r.probabilities[c]:.6f}" for c in classes], ""])
             else:
-                writer.writerow([r.path, "", "", "", *[""] * len(classes), r.message])
+                writer.writerow([printable_name(r.path), "", "", "", *[""] * len(classes), r.message])
 
     return atomic_write(destination, write, text=True)

@@ -187,7 +187,11 @@ def continue_run(
 ) -> RunEnded:
     """Continue a stopped or finished run for ``extra_epochs`` more epochs from its checkpoint."""
     record = runs.read_run_record(Path(run_dir))
-    config = TrainingConfig.from_dict(record["config"])
+    try:
+        config = TrainingConfig.from_dict(record["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return RunEnded("failed", f"The run record in '{run_dir}' is damaged ({type(exc).__name__}: {exc}), so the run "
+                        "cannot be continued. Start a new training.", "", None, 0)
     return _train(config, run_dir, on_event, stop, None, record.get("name"), resume_from=Path(run_dir), extra_epochs=extra_epochs)
 
 

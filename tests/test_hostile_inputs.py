@@ -155,6 +155,16 @@ def test_killed_before_the_first_checkpoint_says_what_is_left(small_data, tmp_pa
     assert "no checkpoint" in result.reason and "model file" in result.reason and "new training" in result.reason
 
 
+def test_a_damaged_run_record_cannot_be_continued_and_says_so(small_data, tmp_path):
+    out = tmp_path / "run"
+    assert train(_config(small_data), run_dir=out).status == "finished"
+    record = runs.read_run_record(out)
+    record["config"]["modalities"] = [{"name": "image"}]  # an edit that lost the folder
+    runs.write_run_record(out, record)
+    result = continue_run(out, 1)
+    assert result.status == "failed" and "is damaged" in result.reason and "Start a new training" in result.reason
+
+
 def test_out_that_is_a_file_gives_a_message(small_data, tmp_path, capsys):
     target = tmp_path / "notes.txt"
     target.write_text("mine")
