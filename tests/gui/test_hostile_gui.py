@@ -102,3 +102,29 @@ def test_data_page_detects_a_many_channel_signal_and_the_user_can_change_its_kin
     combo.activated.emit(combo.currentIndex())  # as a user's pick does
     qtbot.waitUntil(lambda: not page.is_busy() and entry.status == "ready", timeout=60000)
     assert entry.data.spec.kind == "signal" and entry.overrides == {}
+
+
+def test_data_page_reads_a_folder_with_non_utf8_names_and_a_damaged_cache(window, qtbot, tmp_path, monkeypatch):
+    from conftest import add_modalities
+    from hostile import NON_UTF8_NAME, make_image_modality
+
+    monkeypatch.setenv("DISCOMKD_CACHE_DIR", str(tmp_path / "cache"))
+    folder = make_image_modality(tmp_path / "photos")
+    (folder / "a" / NON_UTF8_NAME).write_bytes(b"not a png")
+    good = folder / "b" / os.fsdecode(b"\xff-good.png")
+    good.write_bytes((folder / "b" / "000.png").read_bytes())
+    add_modalities(qtbot, window, {"photos": folder})
+    page = window.data_page
+    entry = page.entry("photos")
+    assert len(entry.data.files) == 25 and f"b/{good.name}" in entry.data.files
+    skipped = {page.skipped_table.item(r, 0).text(): page.skipped_table.item(r, 1).text()
+               for r in range(page.skipped_table.rowCount())}
+    assert "unreadable image" in skipped["a/caf\\xe9.png"]
+
+    [cache] = (tmp_path / "cache" / "decoded").glob("*.npz")
+    cache.write_bytes(cache.read_bytes()[:100])  # damaged between two sessions
+    page.remove_modality("photos")
+    add_modalities(qtbot, window, {"photos": folder})
+    entry = page.entry("photos")
+    assert entry.status == "ready" and len(entry.data.files) == 25 and window.error_boxes == []
+    assert "damaged cache file" in page.files_label.text()
