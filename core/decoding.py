@@ -22,7 +22,7 @@ SUPPORTED_SUFFIXES = IMAGE_SUFFIXES | TIFF_SUFFIXES | NPY_SUFFIXES | WAV_SUFFIXE
 STRAY_NAMES = {".ds_store", "thumbs.db", "desktop.ini", ".directory", "icon\r"}
 
 KINDS = ("image", "audio", "signal")
-_QUIET = logging.NullHandler()  # added once (a handler set): keeps library logs off the user's terminal
+_QUIET = logging.NullHandler()  # one shared handler (adding it again is a no-op): library logs stay off the terminal
 
 # Larger files are refused before they are decoded, so that one huge or forged file cannot
 # exhaust the memory (a 20000 x 20000 PNG decodes to 1.6 GB of float32 per channel).
