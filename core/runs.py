@@ -224,12 +224,14 @@ def _process_alive(pid: int) -> bool:
     if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
         import ctypes
 
-        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.OpenProcess.restype = ctypes.c_void_p  # a HANDLE, not a 32-bit int
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
         if not handle:
-            return ctypes.windll.kernel32.GetLastError() == 5  # access denied: it exists
+            return ctypes.get_last_error() == 5  # access denied: it exists
         code = ctypes.c_ulong()
-        ctypes.windll.kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        ctypes.windll.kernel32.CloseHandle(handle)
+        kernel32.GetExitCodeProcess(ctypes.c_void_p(handle), ctypes.byref(code))
+        kernel32.CloseHandle(ctypes.c_void_p(handle))
         return code.value == 259  # STILL_ACTIVE
     try:
         os.kill(pid, 0)
