@@ -146,6 +146,34 @@ def test_killed_run_shows_as_interrupted_temp_files_go_and_it_continues(small_da
     assert result.epochs_done == saved_epoch + 1
 
 
+def test_kills_at_random_moments_leave_only_whole_files(small_data, tmp_path):
+    import random
+
+    moments = random.Random(3)
+    for k in range(3):
+        out = tmp_path / f"run{k}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "discomkd", "train", "--modality", f"image={small_data['image']}",
+             "--modality", f"motion={small_data['motion']}", "--out", str(out), "--epochs", "500",
+             "--embed-dim", "8", "--batch-size", "8", "--device", "cpu"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        deadline = time.monotonic() + 120
+        while not (out / runs.RUN_FILE).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(moments.uniform(0.0, 1.5))  # reading data, mid-epoch, or mid-write
+        proc.kill()
+        proc.wait()
+        info = runs.run_info(out)
+        assert info.status == "interrupted", info
+        history = runs.read_history(out)
+        assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+        if (out / runs.BUNDLE_FILE).exists():
+            load_bundle(out / runs.BUNDLE_FILE)
+        if (out / runs.CHECKPOINT_FILE).exists():
+            torch.load(out / runs.CHECKPOINT_FILE, weights_only=True)
+        assert not list(out.glob(".*.tmp"))
+
+
 def test_killed_before_the_first_checkpoint_says_what_is_left(small_data, tmp_path):
     out = tmp_path / "run"
     assert train(_config(small_data), run_dir=out).status == "finished"
