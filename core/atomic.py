@@ -2,22 +2,99 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Callable
 
+from .errors import StorageError
+
+TEMP_SUFFIX = ".tmp"
+# Below this much free space a failed write is reported as a full disk (torch's zip writer says
+# "unexpected pos ..." instead of ENOSPC when the disk fills up).
+NEARLY_FULL_BYTES = 64 * 2**20
+
 
 def atomic_write(path: str | Path, write: Callable[[IO], None], text: bool = False) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``."""
+    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    Raises StorageError, with a message for the user, when the disk is full or the folder cannot
+    be written; the previous file, if any, is left untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
-        with (os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb")) as fh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=TEMP_SUFFIX)
+    except OSError as exc:
+        raise storage_error(path, exc) from exc
+    try:
+        # Text: file names with undecodable bytes are written escaped rather than failing the write.
+        opened = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") if text else os.fdopen(fd, "wb")
+        with opened as fh:
             write(fh)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, StorageError):
+            raise
+        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and _looks_like_write_failure(exc)):
+            raise storage_error(path, exc) from exc
         raise
     return path
+
+
+def _looks_like_write_failure(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "unexpected pos" in text or "file write failed" in text
+
+
+def storage_error(path: Path, exc: BaseException) -> StorageError:
+    """A user message for a failed write: full disk, read-only folder or missing permission."""
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or _free_bytes(path) < NEARLY_FULL_BYTES:
+        free = _free_bytes(path)
+        left = f" ({free / 2**20:.1f} MB left)" if free != float("inf") else ""
+        return StorageError(
+            f"The disk holding '{path.parent}' is full{left}, so '{path.name}' could not be saved. "
+            "Free some space (or choose a folder on another disk) and try again; earlier files were kept."
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(
+            f"'{path.parent}' cannot be written (permission denied or read-only), so '{path.name}' could not "
+            "be saved. Choose a folder you can write to."
+        )
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        return StorageError(f"'{path.parent}' is a file, not a folder, so '{path.name}' could not be saved. Choose a folder.")
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return StorageError(f"'{path}' could not be saved ({reason}). Check the disk and the folder's permissions.")
+
+
+def _free_bytes(path: Path) -> float:
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            try:
+                return float(shutil.disk_usage(folder).free)
+            except OSError:
+                return float("inf")
+    return float("inf")
+
+
+def remove_orphan_temp_files(folder: str | Path, older_than_s: float = 0.0) -> list[Path]:
+    """Delete temporary files that a killed process left behind (only call when nothing writes there)."""
+    removed = []
+    now = time.time()
+    try:
+        candidates = list(Path(folder).glob(f".*{TEMP_SUFFIX}"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        try:
+            if tmp.is_file() and now - tmp.stat().st_mtime >= older_than_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue  # another process's file, or a read-only folder: harmless to leave
+    return removed

@@ -49,7 +49,7 @@ from .errors import ConfigError, DisComKDError
 from .events import BatchEnded, RunEnded, StopToken
 from .losses import class_conditional_targets, mimicry
 from .metrics import classification_metrics
-from .models import ModalityBranch, build_backbone, resolve_backbone
+from .models import ModalityBranch, ModalityModuleDict, build_backbone, resolve_backbone
 from .trainer import (
     PreparedModality,
     epoch_orders,
@@ -169,7 +169,7 @@ class MultimodalTeacher(nn.Module):
                  feature_dim: int, n_classes: int) -> None:
         super().__init__()
         self.names = list(names)
-        self.encoders = nn.ModuleDict({n: build_backbone(backbones[n], input_shapes[n], feature_dim) for n in names})
+        self.encoders = ModalityModuleDict({n: build_backbone(backbones[n], input_shapes[n], feature_dim) for n in names})
         self.head = nn.Linear(feature_dim * len(names), n_classes)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -402,7 +402,7 @@ def train_students(
         raise ConfigError(f"The method '{method}' needs a trained teacher.")
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    students = nn.ModuleDict({
+    students = ModalityModuleDict({
         n: ModalityBranch(setup.backbones[n], setup.prepared[n].spec.input_shape, cfg.embed_dim, len(setup.classes))
         for n in names
     }).to(device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import zipfile
 from dataclasses import dataclass
@@ -20,13 +21,28 @@ import torch
 
 from . import __version__
 from .atomic import atomic_write
-from .data import ModalitySpec
+from .data import AUGMENTATIONS, ModalitySpec
+from .decoding import KINDS
 from .errors import BundleError
 from .models import ModalityBranch
+from .spectrogram import SpectrogramSettings
 
 BUNDLE_FORMAT = "discomkd-bundle"
 BUNDLE_VERSION = 1
 BUNDLE_SUFFIX = ".discomkd"
+
+# Limits checked before anything large is read: a forged file must be refused in milliseconds,
+# not after gigabytes of decompression or a huge allocation.
+MAX_ARCHIVE_ENTRIES = 20_000
+MAX_PICKLE_BYTES = 64 * 2**20  # the archive's object tree (tensors are stored beside it)
+MAX_CLASSES = 100_000
+MAX_MODALITIES = 64
+MAX_CHANNELS = 4096
+MAX_SIDE = 8192  # image height or width
+MAX_SIGNAL_LENGTH = 10_000_000
+MAX_INPUT_VALUES = 2**26  # one model input (C x H x W or C x L): 256 MiB as float32
+MAX_EMBED_DIM = 4096
+BACKBONE_NAMES = ("compact", "resnet18", "cnn1d")
 
 
 def library_versions() -> dict[str, str]:
@@ -153,6 +169,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
             f"'{name}' is not a DisCoM-KD model (it is not in the bundle's format, or it is truncated). "
             f"Choose the {BUNDLE_SUFFIX} file written by a training run."
         )
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError for foreign objects, RuntimeError for damaged archives
@@ -165,7 +182,9 @@ def load_bundle(path: str | Path) -> ModelBundle:
         raise BundleError(f"'{name}' is damaged or truncated and cannot be read ({text[:120]}).") from exc
     if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"'{name}' is not a DisCoM-KD model bundle (perhaps a plain PyTorch checkpoint).")
-    if payload.get("format_version", 0) > BUNDLE_VERSION:
+    if not _is_int(payload.get("format_version"), 1, 10**6):
+        raise BundleError(f"'{name}' has no valid format version; it is not a DisCoM-KD model bundle.")
+    if payload["format_version"] > BUNDLE_VERSION:
         raise BundleError(
             f"'{name}' was written by a newer DisCoM-KD Studio (bundle format {payload.get('format_version')}). "
             "Update the application to open it."
@@ -177,6 +196,166 @@ def load_bundle(path: str | Path) -> ModelBundle:
         raise BundleError(f"'{name}' failed its integrity check: it was modified or damaged after it was saved.")
     try:
         metadata = json.loads(metadata_json)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"'{name}' has unreadable metadata.") from exc
+    # The digest only proves the file is unchanged since someone computed it, not that it is
+    # ours: everything used later is checked here, so that a bad file fails now, with a reason.
+    check_metadata(metadata, weights, name)
     return ModelBundle(metadata=metadata, weights=weights, path=str(path))
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse archives that could not have been written by torch.save before torch reads them:
+    compressed entries (a zip bomb expands 2 MB into gigabytes), sizes beyond the file's own."""
+    name = path.name
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise BundleError(f"'{name}' is damaged or truncated and cannot be read ({exc}).") from exc
+    if len(entries) > MAX_ARCHIVE_ENTRIES:
+        raise BundleError(f"'{name}' is not a DisCoM-KD model: it holds {len(entries)} entries.")
+    file_size = path.stat().st_size
+    total = 0
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED or entry.compress_size != entry.file_size:
+            raise BundleError(
+                f"'{name}' is not a DisCoM-KD model: it holds compressed entries, which model files never do "
+                "(a file built to expand to gigabytes when read), so it was refused unread."
+            )
+        if entry.filename.endswith(".pkl") and entry.file_size > MAX_PICKLE_BYTES:
+            raise BundleError(f"'{name}' is not a DisCoM-KD model: its object tree is {entry.file_size / 2**20:.0f} MB.")
+        total += entry.file_size
+    if total > file_size:
+        raise BundleError(f"'{name}' is damaged: its entries claim {total} bytes in a file of {file_size} bytes.")
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_metadata(metadata, weights: dict, name: str = "the model") -> None:
+    """Validate a bundle's metadata against its schema and its weights against the architecture
+    the metadata describes; raises BundleError naming the first problem."""
+
+    def bad(what: str) -> None:
+        raise BundleError(
+            f"'{name}' has invalid metadata ({what}), so it was refused: it was not written by DisCoM-KD Studio "
+            "or was edited. Use the model file from the training run."
+        )
+
+    if not isinstance(metadata, dict):
+        bad("not a JSON object")
+    classes = metadata.get("classes")
+    if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES or not all(isinstance(c, str) for c in classes):
+        bad("'classes' must be a list of at least two class names")
+    if len(set(classes)) != len(classes):
+        bad("'classes' has duplicate names")
+    if not _is_int(metadata.get("embed_dim"), 2, MAX_EMBED_DIM):
+        bad(f"'embed_dim' must be a whole number from 2 to {MAX_EMBED_DIM}")
+    modalities = metadata.get("modalities")
+    if not isinstance(modalities, dict) or not 1 <= len(modalities) <= MAX_MODALITIES:
+        bad("'modalities' must name at least one modality")
+    if set(modalities) != set(weights):
+        bad("the modalities and the stored weights do not match")
+    for modality, info in modalities.items():
+        if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
+            bad(f"modality '{modality}' has no preprocessing settings")
+        _check_spec(modality, info, bad)
+        _check_weights(modality, info, weights[modality], metadata["embed_dim"], len(classes), bad)
+    test_metrics = metadata.get("test_metrics", {})
+    if not isinstance(test_metrics, dict):
+        bad("'test_metrics' must be an object")
+    for modality, m in test_metrics.items():
+        if not isinstance(m, dict):
+            bad(f"test metrics of '{modality}'")
+        for key in ("accuracy", "weighted_f1", "macro_f1"):
+            if key in m and not _is_number(m[key]):
+                bad(f"test {key} of '{modality}' is not a number")
+        if not isinstance(m.get("per_class", []), list) or not all(isinstance(r, dict) for r in m.get("per_class", [])):
+            bad(f"per-class test metrics of '{modality}'")
+        confusion = m.get("confusion", [])
+        if not isinstance(confusion, list) or not all(isinstance(r, list) and all(_is_number(v) for v in r) for r in confusion):
+            bad(f"confusion matrix of '{modality}'")
+    if not isinstance(metadata.get("versions", {}), dict):
+        bad("'versions' must be an object")
+
+
+def _check_spec(modality: str, info: dict, bad) -> None:
+    spec = info["spec"]
+    known = set(ModalitySpec.__dataclass_fields__)
+    unknown = set(spec) - known
+    if unknown:
+        bad(f"modality '{modality}' has unknown settings {sorted(unknown)}")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        bad(f"modality '{modality}' has the unknown kind {kind!r}")
+    backbone = info.get("backbone")
+    if backbone not in BACKBONE_NAMES:
+        bad(f"modality '{modality}' has the unknown backbone {backbone!r}")
+    if (backbone == "cnn1d") != (kind == "signal"):
+        bad(f"modality '{modality}': backbone {backbone} does not fit {kind} data")
+    channels = spec.get("channels")
+    if not _is_int(channels, 1, MAX_CHANNELS):
+        bad(f"modality '{modality}' has an invalid channel count")
+    if kind == "signal":
+        if not _is_int(spec.get("length"), 1, MAX_SIGNAL_LENGTH):
+            bad(f"signal modality '{modality}' has an invalid length")
+        values = channels * spec["length"]
+    else:
+        size = spec.get("size")
+        if not isinstance(size, list) or len(size) != 2 or not all(_is_int(v, 1, MAX_SIDE) for v in size):
+            bad(f"modality '{modality}' has an invalid size (height and width from 1 to {MAX_SIDE})")
+        values = channels * size[0] * size[1]
+    if values > MAX_INPUT_VALUES:
+        bad(f"modality '{modality}' has inputs of {values} values, more than {MAX_INPUT_VALUES}")
+    source = spec.get("source_channels")
+    if source is not None and not _is_int(source, 1, MAX_CHANNELS):
+        bad(f"modality '{modality}' has an invalid source channel count")
+    bands = spec.get("bands")
+    if bands is not None:
+        if (not isinstance(bands, list) or len(bands) != channels
+                or not all(_is_int(b, 0, (source or MAX_CHANNELS) - 1) for b in bands)):
+            bad(f"modality '{modality}' has an invalid band selection")
+    elif source is not None and source != channels:
+        bad(f"modality '{modality}' has {channels} channels but reads {source} without a band selection")
+    if spec.get("length_mode", "resample") not in ("resample", "crop"):
+        bad(f"modality '{modality}' has an unknown length mode")
+    if spec.get("augmentation", "none") not in AUGMENTATIONS:
+        bad(f"modality '{modality}' has an unknown augmentation")
+    for key in ("mean", "std"):
+        values_ = spec.get(key)
+        if values_ is not None and (not isinstance(values_, list) or len(values_) != channels
+                                    or not all(_is_number(v) for v in values_)):
+            bad(f"modality '{modality}' has invalid normalisation statistics")
+    if spec.get("std") is not None and min(spec["std"]) <= 0:
+        bad(f"modality '{modality}' has a zero or negative standard deviation")
+    settings = spec.get("spectrogram")
+    if kind == "audio":
+        if not isinstance(settings, dict) or set(settings) != set(SpectrogramSettings.__dataclass_fields__):
+            bad(f"audio modality '{modality}' has no valid spectrogram settings")
+        ok = (_is_int(settings["sample_rate"], 1, 384_000) and _is_number(settings["duration_s"])
+              and 0 < settings["duration_s"] <= 600 and _is_int(settings["n_fft"], 2, 65_536)
+              and _is_int(settings["hop_length"], 1, settings["n_fft"]) and isinstance(settings["peak_normalize"], bool))
+        if not ok or list(SpectrogramSettings.from_dict(settings).shape) != spec["size"]:
+            bad(f"audio modality '{modality}' has invalid spectrogram settings")
+    elif settings is not None:
+        bad(f"modality '{modality}' is not audio but has spectrogram settings")
+
+
+def _check_weights(modality: str, info: dict, state: dict, embed_dim: int, n_classes: int, bad) -> None:
+    """The stored tensors must be exactly those of the described network (built on the meta device: no memory)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        bad(f"the weights of '{modality}' are not a set of tensors")
+    spec = ModalitySpec.from_dict(info["spec"])
+    with torch.device("meta"):
+        expected = ModalityBranch(info["backbone"], spec.input_shape, embed_dim, n_classes).state_dict()
+    if set(expected) != set(state):
+        bad(f"the weights of '{modality}' do not fit its recorded network")
+    for key, tensor in expected.items():
+        if tuple(tensor.shape) != tuple(state[key].shape):
+            bad(f"the weights of '{modality}' do not fit its recorded network ({key})")

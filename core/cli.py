@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import re
 import signal
@@ -56,7 +57,11 @@ def parse_modality_arg(text: str) -> ModalitySource:
                 overrides["size"] = [int(h), int(w or h)]
             elif key == "length":
                 overrides["length"] = int(value)
-            elif key in ("augmentation", "kind", "length_mode"):
+            elif key == "kind":
+                if value not in ("image", "audio", "signal"):
+                    raise ValueError(f"kind '{value}' is not image, audio or signal")
+                overrides[key] = value
+            elif key in ("augmentation", "length_mode"):
                 overrides[key] = value
             else:
                 raise ValueError(f"unknown option '{key}'")
@@ -152,6 +157,7 @@ class ConsoleReporter:
             sizes = ", ".join(f"{n} {s}" for n, s in event.train_sizes.items())
             print(f"Training on {event.device} (backbones: {', '.join(f'{k} {v}' for k, v in event.backbones.items())}); "
                   f"training samples: {sizes}; data {event.pairing}; run folder {event.run_dir}", file=self.out, flush=True)
+            self._print_data_problems(event.run_dir)
         elif isinstance(event, BatchEnded):
             now = time.monotonic()
             if now - self._last > 0.2 or event.step == event.steps_per_epoch:
@@ -173,6 +179,29 @@ class ConsoleReporter:
             self._bar("")
             if self.live:
                 self.err.write("\r\033[K")
+
+
+    def _print_data_problems(self, run_dir: str, limit: int = 10) -> None:
+        """Skipped files and missing classes, which the user must see before waiting for a training."""
+        from . import runs
+        from .errors import DataError
+
+        try:
+            data = runs.read_run_record(Path(run_dir)).get("data", {})
+        except DataError:
+            return
+        for name, skipped in (data.get("skipped") or {}).items():
+            if skipped:
+                print(f"{name}: skipped {len(skipped)} file(s):", file=self.out)
+                for s in skipped[:limit]:
+                    print(f"  {s['path']}: {s['reason']}", file=self.out)
+                if len(skipped) > limit:
+                    print(f"  … and {len(skipped) - limit} more (all are listed in {run_dir}/run.json)", file=self.out)
+        for name, classes in (data.get("missing") or {}).items():
+            if classes:
+                print(f"{name} has no files for class(es): {', '.join(classes)} (its classifier never sees them)",
+                      file=self.out)
+        self.out.flush()
 
 
 def _duration(seconds: float) -> str:
@@ -281,14 +310,27 @@ def cmd_evaluate(args) -> int:
     if metrics["unknown_classes"]:
         print(f"classes not known to the model (left out): {', '.join(metrics['unknown_classes'])}")
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        from .atomic import atomic_write
+
+        atomic_write(args.json, lambda fh: fh.write(json.dumps(metrics, indent=2)), text=True)
     return EXIT_OK
 
 
 def cmd_info(args) -> int:
+    from . import runs
     from .bundle import load_bundle
 
-    bundle = load_bundle(args.bundle)
+    target = Path(args.bundle)
+    if target.is_dir():  # a run folder: its status (a killed run shows as interrupted), then its model
+        info = runs.run_info(target)
+        record = runs.read_run_record(target)
+        print(f"run “{info.name}”: {info.status}, {info.epochs_done} of {record.get('epochs_target', '?')} epochs"
+              f" ({record.get('reason', '')})".replace(" ()", ""))
+        if info.bundle_path is None:
+            print("no model saved yet")
+            return EXIT_OK
+        target = info.bundle_path
+    bundle = load_bundle(target)
     if args.json:
         print(json.dumps(bundle.metadata, indent=2))
     else:
@@ -337,8 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write all metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("info", help="show what a model bundle contains")
-    p.add_argument("bundle")
+    p = sub.add_parser("info", help="show what a model bundle (or a run folder) contains")
+    p.add_argument("bundle", help="a .discomkd model file, or a run folder")
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     p.set_defaults(func=cmd_info)
 
@@ -351,7 +393,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _escape_file_name_bytes(exc: UnicodeError):
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    from .paths import printable_name
+
+    text = printable_name(exc.object[exc.start:exc.end])
+    return text.encode("ascii", "backslashreplace").decode("ascii"), exc.end
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A file name with bytes that are not UTF-8 is printed escaped (caf\xe9.png), never a UnicodeEncodeError.
+    codecs.register_error("discomkd-escape", _escape_file_name_bytes)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="discomkd-escape")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

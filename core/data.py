@@ -17,15 +17,18 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_orphan_temp_files
 from .decoding import (
+    KINDS,
     STRAY_NAMES,
     fit_signal_length,
     file_kind,
+    guess_npy_kind,
+    npy_shape,
     read_raw,
     resize_image,
 )
-from .errors import Cancelled, DataError
+from .errors import Cancelled, DataError, DisComKDError
 from .paths import user_cache_dir
 from .spectrogram import SpectrogramSettings
 
@@ -146,6 +149,10 @@ class ModalityData:
     files: list[str]  # relative to folder, parallel to x
     skipped: list[SkippedFile] = field(default_factory=list)
     from_cache: bool = False
+    kind_guess: str = ""  # the kind inferred from the files (spec.kind differs when the user chose another)
+    kind_options: tuple[str, ...] = ()  # the kinds these files can be read as (2-D .npy: image or signal)
+    kind_reason: str = ""  # why the kind was guessed, for the user (empty when the file type decides)
+    cache_note: str = ""  # set when a damaged cache file was found, removed and rebuilt
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -201,12 +208,17 @@ def list_modality_folder(folder: str | Path) -> FolderListing:
     return FolderListing(classes, files, skipped)
 
 
-def infer_spec(name: str, listing: FolderListing, overrides: dict | None = None, sample_size: int = 48) -> ModalitySpec:
-    """Guess kind, channels and size from a sample of files spread over the classes; overrides win."""
-    overrides = dict(overrides or {})
-    spectrogram = overrides.pop("spectrogram", None)
-    if isinstance(spectrogram, dict):
-        spectrogram = SpectrogramSettings.from_dict(spectrogram)
+@dataclass
+class KindGuess:
+    """The kind a modality's files are read as, the kinds they could be read as, and why."""
+
+    kind: str
+    options: tuple[str, ...]
+    reason: str
+
+
+def _sample_files(listing: FolderListing, sample_size: int) -> list[Path]:
+    """Up to ``sample_size`` files spread over the classes."""
     by_class: dict[str, list[Path]] = {}
     for path, cls in listing.files:
         by_class.setdefault(cls, []).append(path)
@@ -215,23 +227,93 @@ def infer_spec(name: str, listing: FolderListing, overrides: dict | None = None,
     for paths in by_class.values():
         step = max(1, len(paths) // per_class)
         sample.extend(paths[::step][:per_class])
-    kinds, channels, sizes, lengths = Counter(), Counter(), Counter(), []
+    return sample
+
+
+def _kinds_of_file(path: Path) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
+    """The kinds one file can be read as, and its .npy shape (None for other files)."""
+    suffix_kind = file_kind(path)
+    if suffix_kind != "npy":
+        return (suffix_kind,), None
+    shape = npy_shape(path)
+    if len(shape) == 2:
+        return ("image", "signal"), shape
+    return ("signal",) if len(shape) == 1 else ("image",), shape
+
+
+def infer_kind(sample: list[Path], name: str = "") -> KindGuess:
+    """Decide the kind of a modality from all its sampled files, not file by file.
+
+    A 2-D .npy array is either a single-channel image (H x W) or a multichannel signal (C x L).
+    Arrays sharing their first dimension while the second varies are signals whatever C is
+    (motion capture, EEG); fixed-size arrays follow the per-file rule (few rows of many samples).
+    """
+    options: Counter = Counter()
+    shapes_2d: list[tuple[int, ...]] = []
     for path in sample:
         try:
-            kind, array = read_raw(path, spectrogram)
+            kinds, shape = _kinds_of_file(path)
         except DataError:
             continue
-        kinds[kind] += 1
+        options[kinds] += 1
+        if shape is not None and len(shape) == 2:
+            shapes_2d.append(shape)
+    if not options:
+        raise DataError(f"No readable file in the modality '{name}'. Supported: PNG, JPEG, BMP, TIFF, .npy, WAV.")
+    kinds = options.most_common(1)[0][0]
+    if len(kinds) == 1:
+        return KindGuess(kinds[0], kinds, "")
+    if len({s[0] for s in shapes_2d}) == 1 and len({s[1] for s in shapes_2d}) > 1:
+        c = shapes_2d[0][0]
+        return KindGuess("signal", kinds, f"2-D arrays of {c} rows and varying lengths: {c}-channel signals")
+    votes = Counter(guess_npy_kind(s) for s in shapes_2d)
+    kind = votes.most_common(1)[0][0]
+    h, w = Counter(shapes_2d).most_common(1)[0][0]
+    reason = (f"{h}x{w} arrays: {h}-channel signals of length {w}" if kind == "signal"
+              else f"{h}x{w} arrays: single-channel images")
+    return KindGuess(kind, kinds, reason)
+
+
+def infer_spec(name: str, listing: FolderListing, overrides: dict | None = None, sample_size: int = 48) -> ModalitySpec:
+    """Guess kind, channels and size from a sample of files spread over the classes; overrides win."""
+    return infer_spec_and_kind(name, listing, overrides, sample_size)[0]
+
+
+def infer_spec_and_kind(name: str, listing: FolderListing, overrides: dict | None = None,
+                        sample_size: int = 48) -> tuple[ModalitySpec, KindGuess]:
+    overrides = dict(overrides or {})
+    spectrogram = overrides.pop("spectrogram", None)
+    if isinstance(spectrogram, dict):
+        spectrogram = SpectrogramSettings.from_dict(spectrogram)
+    sample = _sample_files(listing, sample_size)
+    guess = infer_kind(sample, name)
+    kind = overrides.pop("kind", None) or guess.kind
+    if kind not in KINDS:
+        raise DataError(f"Unknown kind '{kind}' for the modality '{name}'; choose image, audio or signal.")
+    if kind not in guess.options:
+        raise DataError(
+            f"The modality '{name}' cannot be read as {kind}: its files can only be {' or '.join(guess.options)} data. "
+            f"Choose the kind {' or '.join(guess.options)} (or leave it to be detected)."
+        )
+    channels, sizes, lengths = Counter(), Counter(), []
+    readable = 0
+    for path in sample:
+        try:
+            raw_kind, array = read_raw(path, spectrogram, npy_kind=kind)
+        except DataError:
+            continue
+        if raw_kind != kind:
+            continue  # another kind of file; skipped with its reason when the modality is read
+        readable += 1
         channels[array.shape[0]] += 1
         if kind == "signal":
             lengths.append(array.shape[1])
         else:
             sizes[array.shape[1:]] += 1
-    if not kinds:
+    if not readable:
         raise DataError(
-            f"No readable file in the modality '{name}'. Supported: PNG, JPEG, BMP, TIFF, .npy, WAV."
+            f"No readable {kind} file in the modality '{name}'. Supported: PNG, JPEG, BMP, TIFF, .npy, WAV."
         )
-    kind = overrides.pop("kind", None) or kinds.most_common(1)[0][0]
     source_channels = channels.most_common(1)[0][0]
     bands = overrides.pop("bands", None)
     bands = tuple(int(b) for b in bands) if bands is not None else None
@@ -260,7 +342,7 @@ def infer_spec(name: str, listing: FolderListing, overrides: dict | None = None,
         setattr(spec, key, value)
     if spec.augmentation not in AUGMENTATIONS:
         raise DataError(f"Unknown augmentation '{spec.augmentation}'; choose one of {', '.join(AUGMENTATIONS)}.")
-    return spec
+    return spec, guess
 
 
 def _cache_key(listing: FolderListing, spec: ModalitySpec) -> str:
@@ -268,7 +350,8 @@ def _cache_key(listing: FolderListing, spec: ModalitySpec) -> str:
     h.update(json.dumps({"v": CACHE_VERSION, "spec": spec.cache_identity()}, sort_keys=True).encode())
     for path, cls in listing.files:
         st = path.stat()
-        h.update(f"{path}\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        # fsencode: file names with bytes that are not UTF-8 hash as their bytes, never fail.
+        h.update(os.fsencode(path) + os.fsencode(f"\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n"))
     return h.hexdigest()[:32]
 
 
@@ -289,29 +372,27 @@ def load_modality(
             f"The modality '{name}' has no usable file in '{folder}'. Put one sub-folder per class in it, "
             f"each holding PNG, JPEG, BMP, TIFF, .npy or WAV files."
         )
-    spec = infer_spec(name, listing, overrides)
+    spec, guess = infer_spec_and_kind(name, listing, overrides)
     _check_memory(name, len(listing.files), spec)
-    cache_path = user_cache_dir() / "decoded" / f"{_cache_key(listing, spec)}.npz"
+    cache_dir = user_cache_dir() / "decoded"
+    cache_path = cache_dir / f"{_cache_key(listing, spec)}.npz"
+    cache_note = ""
     if use_cache and cache_path.exists():
         try:
-            with np.load(cache_path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                data = ModalityData(
-                    name=name,
-                    folder=str(folder),
-                    spec=spec,
-                    classes=meta["classes"],
-                    x=z["x"],
-                    labels=z["labels"],
-                    files=meta["files"],
-                    skipped=listing.skipped + [SkippedFile(**s) for s in meta["skipped"]],
-                    from_cache=True,
-                )
+            data = _read_cache(cache_path, name, folder, spec, listing)
+        except MemoryError:
+            raise  # the cache is fine; the decoded data does not fit (reported as such by the caller)
+        except Exception as exc:  # noqa: BLE001 - a cache is only a copy: whatever is wrong with it, rebuild it
+            cache_note = f"A damaged cache file ({cache_path.name}: {type(exc).__name__}) was removed and the data read again."
+            try:
+                cache_path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        else:
             if progress:
                 progress(len(listing.files), len(listing.files))
-            return _check_modality(data)
-        except (OSError, ValueError, KeyError):
-            cache_path.unlink(missing_ok=True)  # a broken cache is rebuilt, never trusted
+            return _check_modality(replace(data, kind_guess=guess.kind, kind_options=guess.options,
+                                           kind_reason=guess.reason))
 
     class_index = {c: i for i, c in enumerate(listing.classes)}
     arrays: list[np.ndarray] = []
@@ -324,7 +405,7 @@ def load_modality(
             raise Cancelled()
         rel = str(path.relative_to(folder))
         try:
-            kind, raw = read_raw(path, spec.spectrogram)
+            kind, raw = read_raw(path, spec.spectrogram, npy_kind=spec.kind)
             arrays.append(spec.preprocess(kind, raw))
             labels.append(class_index[cls])
             files.append(rel)
@@ -343,14 +424,34 @@ def load_modality(
     remap = {old: new for new, old in enumerate(present)}
     x = np.stack(arrays).astype(np.float32)
     y = np.asarray([remap[l] for l in labels], dtype=np.int64)
-    data = ModalityData(name, str(folder), spec, classes, x, y, files, listing.skipped + decode_skipped)
+    data = ModalityData(name, str(folder), spec, classes, x, y, files, listing.skipped + decode_skipped,
+                        kind_guess=guess.kind, kind_options=guess.options, kind_reason=guess.reason,
+                        cache_note=cache_note)
     if use_cache:
+        # Temporary files of cache writes that a kill interrupted (an hour old: none is still being written).
+        remove_orphan_temp_files(cache_dir, older_than_s=3600)
         try:
             meta = {"classes": classes, "files": files, "skipped": [asdict(s) for s in decode_skipped]}
             atomic_write(cache_path, lambda fh: np.savez(fh, x=x, labels=y, meta=np.array(json.dumps(meta))))
-        except OSError:
-            pass  # a cache that cannot be written only costs time
+        except DisComKDError:
+            pass  # a cache that cannot be written (full disk, read-only) only costs time
     return _check_modality(data)
+
+
+def _read_cache(cache_path: Path, name: str, folder: Path, spec: ModalitySpec, listing: FolderListing) -> ModalityData:
+    """Read a decoded-data cache file and check that it is whole; raises on any damage."""
+    with np.load(cache_path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        x, labels = z["x"], z["labels"]  # reading checks each entry's CRC: a changed byte raises here
+    classes, files = list(meta["classes"]), list(meta["files"])
+    if not (x.shape[0] == labels.shape[0] == len(files)) or tuple(x.shape[1:]) != spec.input_shape:
+        raise ValueError("inconsistent shapes")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise ValueError("labels out of range")
+    return ModalityData(
+        name=name, folder=str(folder), spec=spec, classes=classes, x=x, labels=labels, files=files,
+        skipped=listing.skipped + [SkippedFile(**s) for s in meta["skipped"]], from_cache=True,
+    )
 
 
 def _available_memory() -> int | None:

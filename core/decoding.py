@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,12 @@ SUPPORTED_SUFFIXES = IMAGE_SUFFIXES | TIFF_SUFFIXES | NPY_SUFFIXES | WAV_SUFFIXE
 STRAY_NAMES = {".ds_store", "thumbs.db", "desktop.ini", ".directory", "icon\r"}
 
 KINDS = ("image", "audio", "signal")
+_QUIET = logging.NullHandler()  # one shared handler (adding it again is a no-op): library logs stay off the terminal
+
+# Larger files are refused before they are decoded, so that one huge or forged file cannot
+# exhaust the memory (a 20000 x 20000 PNG decodes to 1.6 GB of float32 per channel).
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+MAX_ARRAY_ELEMENTS = 2**28  # .npy and TIFF: 1 GiB as float32
 
 
 def file_kind(path: str | Path) -> str | None:
@@ -52,8 +61,15 @@ def read_image(path: str | Path) -> np.ndarray:
     if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile  # Pillow cannot read multi-band TIFF
 
+        # tifffile logs each problem of a damaged file; the DataError below already says it, once.
+        logging.getLogger("tifffile").addHandler(_QUIET)
+
         try:
-            array = tifffile.imread(str(path))
+            with tifffile.TiffFile(str(path)) as tif:
+                _check_element_count(tuple(tif.series[0].shape), "TIFF")
+                array = tif.asarray()
+        except DataError:
+            raise
         except Exception as exc:  # tifffile raises many types for broken files
             raise DataError(f"unreadable TIFF ({exc})") from exc
         array = np.asarray(array)
@@ -70,7 +86,13 @@ def read_image(path: str | Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked just below
+            img = Image.open(path)
+        with img:
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(_too_large(f"{width}x{height} pixels"))
             img.load()
             mode = img.mode
             if mode == "P":
@@ -85,6 +107,9 @@ def read_image(path: str | Path) -> np.ndarray:
             if mode == "CMYK":
                 img = img.convert("RGB")
             array = np.asarray(img)
+    except Image.DecompressionBombError as exc:  # Pillow refuses even to open the largest images
+        found = re.search(r"(\d+) pixels", str(exc))
+        raise DataError(_too_large(f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels")) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"unreadable image ({exc})") from exc
     if mode in ("I;16", "I;16B", "I;16L"):
@@ -95,8 +120,52 @@ def read_image(path: str | Path) -> np.ndarray:
     return _scale_integer(array)
 
 
-def read_npy(path: str | Path) -> tuple[str, np.ndarray]:
-    """Read a .npy array without pickles; returns ('image', C x H x W) or ('signal', C x L)."""
+def _too_large(what: str) -> str:
+    return (f"the image is too large to decode safely ({what}; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} "
+            "megapixels). Shrink it, or move it out of the folder")
+
+
+def _check_element_count(shape: tuple[int, ...], what: str) -> None:
+    count = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    if count > MAX_ARRAY_ELEMENTS:
+        raise DataError(
+            f"the {what} array is too large to decode safely ({'x'.join(map(str, shape))} values; the limit is "
+            f"{MAX_ARRAY_ELEMENTS / 1e6:.0f} million). Shrink or split it, or move it out of the folder"
+        )
+
+
+def npy_shape(path: str | Path) -> tuple[int, ...]:
+    """The shape stored in a .npy header, read without loading the array."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(fh)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise DataError(f"unreadable .npy file ({exc})") from exc
+    return tuple(int(n) for n in shape)
+
+
+def guess_npy_kind(shape: tuple[int, ...]) -> str:
+    """One file on its own: a few rows of many samples is a multichannel signal, otherwise an image.
+
+    A modality decides from all its files (see ``discomkd.data.infer_kind``): a shared first
+    dimension with varying second ones is a signal whatever its channel count.
+    """
+    if len(shape) == 1:
+        return "signal"
+    if len(shape) == 2 and shape[0] <= 16 and shape[1] >= 4 * shape[0] and shape[1] >= 32:
+        return "signal"
+    return "image"
+
+
+def read_npy(path: str | Path, kind: str | None = None) -> tuple[str, np.ndarray]:
+    """Read a .npy array without pickles; returns ('image', C x H x W) or ('signal', C x L).
+
+    ``kind`` ("image" or "signal", the modality's) decides how a 2-D array is read; without it the
+    array's own shape does (:func:`guess_npy_kind`).
+    """
+    _check_element_count(npy_shape(path), ".npy")
     try:
         array = np.load(str(path), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -106,11 +175,14 @@ def read_npy(path: str | Path) -> tuple[str, np.ndarray]:
     array = _scale_integer(array) if array.dtype.kind in "bu" else array.astype(np.float32)
     if array.size == 0:
         raise DataError("the .npy array is empty")
+    if kind == "image" and array.ndim == 1:
+        raise DataError("a 1-D array is a signal, not an image; choose the kind 'signal' for this modality")
+    if kind == "signal" and array.ndim == 3:
+        raise DataError("a 3-D array is an image (C x H x W), not a signal; choose the kind 'image' for this modality")
     if array.ndim == 1:
         return "signal", array[None]
     if array.ndim == 2:
-        # A few rows of many samples is a multichannel signal; otherwise a single-channel image.
-        if array.shape[0] <= 16 and array.shape[1] >= 4 * array.shape[0] and array.shape[1] >= 32:
+        if (kind or guess_npy_kind(array.shape)) == "signal":
             return "signal", array
         return "image", array[None]
     if array.ndim == 3:
@@ -120,8 +192,14 @@ def read_npy(path: str | Path) -> tuple[str, np.ndarray]:
     raise DataError(f".npy array with {array.ndim} dimensions is neither an image nor a signal")
 
 
-def read_raw(path: str | Path, spectrogram: SpectrogramSettings | None = None) -> tuple[str, np.ndarray]:
-    """Decode one file into (kind, array) before any resizing or band selection."""
+def read_raw(path: str | Path, spectrogram: SpectrogramSettings | None = None,
+             npy_kind: str | None = None) -> tuple[str, np.ndarray]:
+    """Decode one file into (kind, array) before any resizing or band selection.
+
+    Every problem with the file, expected or not, is a DataError naming it in words, so one bad
+    file is skipped and listed and never ends a training, a scan or a batch of predictions.
+    ``npy_kind`` is the modality's kind, which decides how a 2-D .npy array is read.
+    """
     path = Path(path)
     kind = file_kind(path)
     if kind is None:
@@ -131,13 +209,22 @@ def read_raw(path: str | Path, spectrogram: SpectrogramSettings | None = None) -
             raise DataError("empty file (0 bytes)")
     except OSError as exc:
         raise DataError(f"cannot open the file ({exc.strerror})") from exc
-    if kind == "image":
-        array = read_image(path)
-    elif kind == "audio":
-        samples, rate = read_wav(path)
-        array = log_spectrogram(samples, rate, spectrogram or SpectrogramSettings())
-    else:
-        kind, array = read_npy(path)
+    try:
+        if kind == "image":
+            array = read_image(path)
+        elif kind == "audio":
+            samples, rate = read_wav(path)
+            array = log_spectrogram(samples, rate, spectrogram or SpectrogramSettings())
+        else:
+            kind, array = read_npy(path, npy_kind if npy_kind in ("image", "signal") else None)
+    except DataError:
+        raise
+    except MemoryError as exc:
+        raise DataError("too large to decode in the memory available; shrink it or move it out of the folder") from exc
+    except Exception as exc:  # a decoder's own bug or an odd file: skip it, never crash
+        raise DataError(f"unreadable file ({type(exc).__name__}: {exc})") from exc
+    if array.size == 0 or 0 in array.shape:
+        raise DataError(f"the file holds no data (its array is {'x'.join(map(str, array.shape))})")
     if not np.all(np.isfinite(array)):
         raise DataError("the data holds NaN or infinite values")
     return kind, array

@@ -29,6 +29,16 @@ class AmbiguousModalityError(PredictionError):
         self.candidates = list(candidates)
 
 
+class RunFolderError(DisComKDError):
+    """A run folder cannot be used: it holds another run, a training is writing to it, or it is not a folder."""
+
+
+class StorageError(DisComKDError, OSError):
+    """A file cannot be written: the disk is full, the folder is read-only, or permission is denied.
+
+    Also an OSError, so callers that already handled failed writes as OSError keep doing so."""
+
+
 class TrainingError(DisComKDError):
     """Training cannot start or continue (for example out of memory)."""
 

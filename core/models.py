@@ -141,6 +141,48 @@ def build_backbone(name: str, input_shape: tuple[int, ...], out_dim: int) -> nn.
     raise ValueError(f"unknown backbone {name}")
 
 
+class ModalityModuleDict(nn.ModuleDict):
+    """A ModuleDict keyed by modality names as the user typed them.
+
+    PyTorch refuses module names with a dot ("rgb.v2", a common folder name) or that shadow an
+    attribute ("training"); such names are stored escaped. Other names are stored unchanged, so
+    checkpoints of earlier runs keep loading.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module] | None = None) -> None:
+        self._names: dict[str, str] = {}  # stored key -> modality name
+        super().__init__(modules)
+
+    def _key(self, name: str) -> str:
+        plain = name and "." not in name and not name.startswith("%") and (name in self._modules or not hasattr(self, name))
+        return name if plain else "%" + name.replace("%", "%25").replace(".", "%2E")
+
+    def __getitem__(self, name: str) -> nn.Module:
+        return super().__getitem__(self._key(name))
+
+    def __setitem__(self, name: str, module: nn.Module) -> None:
+        key = self._key(name)
+        self._names[key] = name
+        super().__setitem__(key, module)
+
+    def __delitem__(self, name: str) -> None:
+        key = self._key(name)
+        self._names.pop(key, None)
+        super().__delitem__(key)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(self._key(name))
+
+    def __iter__(self):
+        return (self._names.get(k, k) for k in self._modules)
+
+    def keys(self):
+        return list(iter(self))
+
+    def items(self):
+        return [(self._names.get(k, k), m) for k, m in self._modules.items()]
+
+
 class ModalityBranch(nn.Module):
     """Everything one modality needs at prediction time: both encoders and its task classifier."""
 
@@ -177,7 +219,7 @@ class DisCoMKD(nn.Module):
         super().__init__()
         self.modality_names = list(modality_names)
         n_modalities = len(modality_names)
-        self.branches = nn.ModuleDict(
+        self.branches = ModalityModuleDict(
             {m: ModalityBranch(backbones[m], input_shapes[m], embed_dim, n_classes) for m in modality_names}
         )
         self.aux_classifier = nn.Linear(embed_dim, n_classes)  # shared by all modalities

@@ -12,6 +12,11 @@ APP_NAME = "DisCoM-KD Studio"
 APP_AUTHOR = "DisCoM-KD"
 
 
+def printable_name(text: str) -> str:
+    """A file name for people: bytes that are not UTF-8 (kept by Python as surrogates) shown as \\xNN."""
+    return "".join(f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in text)
+
+
 def user_data_dir() -> Path:
     """Runs and settings live here; DISCOMKD_DATA_DIR overrides it (tests, portable installs)."""
     override = os.environ.get("DISCOMKD_DATA_DIR")

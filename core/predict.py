@@ -13,6 +13,7 @@ from .bundle import ModelBundle, load_bundle
 from .data import ModalitySpec
 from .decoding import STRAY_NAMES, file_kind, read_raw
 from .errors import AmbiguousModalityError, DataError, PredictionError
+from .paths import printable_name
 
 
 @dataclass
@@ -56,10 +57,18 @@ class _RawFile:
         self._cache: dict = {}
 
     def decoded(self, spec: ModalitySpec) -> tuple[str, np.ndarray]:
-        # Only WAV decoding depends on the spectrogram settings; other files decode one way.
-        key = spec.spectrogram if spec.kind == "audio" and file_kind(self.path) == "audio" else None
+        # WAV decoding depends on the spectrogram settings, a 2-D .npy array on the modality's kind
+        # (image or signal); other files decode one way.
+        suffix_kind = file_kind(self.path)
+        if suffix_kind == "audio":
+            key = spec.spectrogram if spec.kind == "audio" else None
+        else:
+            key = spec.kind if suffix_kind == "npy" else None
         if key not in self._cache:
-            self._cache[key] = read_raw(self.path, key)
+            if suffix_kind == "audio":
+                self._cache[key] = read_raw(self.path, key)
+            else:
+                self._cache[key] = read_raw(self.path, npy_kind=key if key in ("image", "signal") else None)
         return self._cache[key]
 
 
@@ -95,10 +104,17 @@ class Predictor:
 
     def _candidates(self, raw: "_RawFile") -> list[str]:
         fitting: list[tuple[str, np.ndarray]] = []
+        problems: list[DataError] = []
         for name, spec in self.specs.items():
-            raw_kind, array = raw.decoded(spec)
+            try:
+                raw_kind, array = raw.decoded(spec)
+            except DataError as exc:  # e.g. a 3-D .npy read for a signal modality: it just does not fit
+                problems.append(exc)
+                continue
             if _fits(spec, raw_kind, array):
                 fitting.append((name, array))
+        if not fitting and problems and len(problems) == len(self.specs):
+            raise problems[0]
         if len(fitting) > 1:  # when channels do not decide, an exact size match does
             exact = [n for n, a in fitting if self.specs[n].kind == "signal" or tuple(a.shape[1:]) == tuple(self.specs[n].size or ())]
             if len(exact) == 1:
@@ -115,21 +131,22 @@ class Predictor:
     def predict_file(self, path: str | Path, modality: str | None = None) -> Prediction:
         """Predict one file; raises PredictionError (ambiguous/unknown modality) or DataError (bad file)."""
         path = Path(path)
+        shown = printable_name(path.name)
         if file_kind(path) is None:
             raise PredictionError(
-                f"'{path.name}' is not a supported file (PNG, JPEG, BMP, TIFF, .npy or WAV)."
+                f"'{shown}' is not a supported file (PNG, JPEG, BMP, TIFF, .npy or WAV)."
             )
         raw = _RawFile(path)  # decoded once, for routing and for the model input
         if modality is None:
             candidates = self._candidates(raw)
             if not candidates:
                 raise PredictionError(
-                    f"'{path.name}' fits none of this model's modalities "
+                    f"'{shown}' fits none of this model's modalities "
                     f"({'; '.join(f'{n}: {s.describe()}' for n, s in self.specs.items())})."
                 )
             if len(candidates) > 1:
                 raise AmbiguousModalityError(
-                    f"'{path.name}' could belong to {', '.join(candidates)}; choose the modality.", candidates
+                    f"'{shown}' could belong to {', '.join(candidates)}; choose the modality.", candidates
                 )
             modality = candidates[0]
         elif modality not in self.specs:
@@ -151,7 +168,10 @@ class Predictor:
             except PredictionError as exc:
                 results.append(PredictionFailure(str(path), str(exc)))
             except DataError as exc:
-                results.append(PredictionFailure(str(path), f"'{Path(path).name}': {exc}"))
+                results.append(PredictionFailure(str(path), f"'{printable_name(Path(path).name)}': {exc}"))
+            except Exception as exc:  # noqa: BLE001 - one odd file must not lose the other files' results
+                results.append(PredictionFailure(
+                    str(path), f"'{printable_name(Path(path).name)}' could not be predicted ({type(exc).__name__}: {exc})."))
         return results
 
 
@@ -179,9 +199,9 @@ def write_predictions_csv(results: list[Prediction | PredictionFailure], destina
         writer.writerow(["file", "modality", "prediction", "confidence", *[f"p_{c}" for c in classes], "error"])
         for r in results:
             if isinstance(r, Prediction):
-                writer.writerow([r.path, r.modality, r.label, f"{r.confidence:.6f}",
+                writer.writerow([printable_name(r.path), r.modality, r.label, f"{r.confidence:.6f}",
                                  *[f"{r.probabilities[c]:.6f}" for c in classes], ""])
             else:
-                writer.writerow([r.path, "", "", "", *[""] * len(classes), r.message])
+                writer.writerow([printable_name(r.path), "", "", "", *[""] * len(classes), r.message])
 
     return atomic_write(destination, write, text=True)

@@ -28,9 +28,11 @@ def _stretch(array: np.ndarray) -> np.ndarray:
 
 
 def thumbnail(path: str | Path, spectrogram: SpectrogramSettings | None = None,
-              bands: tuple[int, ...] | None = None) -> Thumbnail:
-    """Raises DataError for unreadable files. Multi-band images show ``bands`` (or the first three)."""
-    kind, array = read_raw(path, spectrogram)
+              bands: tuple[int, ...] | None = None, kind: str | None = None) -> Thumbnail:
+    """Raises DataError for unreadable files. Multi-band images show ``bands`` (or the first three).
+
+    ``kind`` is the modality's kind (a 2-D .npy array is drawn as an image or as a signal)."""
+    kind, array = read_raw(path, spectrogram, npy_kind=kind)
     shape = "x".join(str(s) for s in array.shape[1:])
     if kind == "signal":
         return Thumbnail("signal", None, array, f"signal, {array.shape[0]} ch, length {array.shape[1]}")

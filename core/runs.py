@@ -4,21 +4,28 @@ A run folder holds ``run.json`` (name, status, config, classes, specs, best epoc
 ``history.jsonl`` (one line per epoch), ``train.log``, ``checkpoint.pt`` (state to continue
 training), ``model.discomkd`` (the bundle) and ``embeddings.npz`` (2-D projections for the
 results page). Every file is replaced atomically.
+
+While a training writes to a run folder it holds ``train.lock`` (see :class:`RunLock`): a second
+training into the same folder is refused, and a run whose record says "running" but whose lock
+is gone or stale was killed; it is shown as "interrupted" and its temporary files are removed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
-from .errors import DataError
+from .atomic import atomic_write, remove_orphan_temp_files, storage_error
+from .errors import DataError, RunFolderError, StorageError
 from .paths import runs_dir
 
 RUN_FORMAT_VERSION = 1
@@ -28,6 +35,9 @@ LOG_FILE = "train.log"
 CHECKPOINT_FILE = "checkpoint.pt"
 BUNDLE_FILE = "model.discomkd"
 EMBEDDINGS_FILE = "embeddings.npz"
+LOCK_FILE = "train.lock"
+# Files whose presence means a folder already holds a run that a new training would overwrite.
+RUN_FILES = (RUN_FILE, HISTORY_FILE, CHECKPOINT_FILE, BUNDLE_FILE)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -40,11 +50,18 @@ def new_run_dir(parent: Path | None = None, label: str = "run") -> Path:
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-") or "run"
     candidate = parent / f"{stamp}-{slug}"
     n = 1
-    while candidate.exists():
-        n += 1
-        candidate = parent / f"{stamp}-{slug}-{n}"
-    candidate.mkdir(parents=True)
-    return candidate
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:  # two trainings started in the same second each get their own folder
+            n += 1
+            candidate = parent / f"{stamp}-{slug}-{n}"
+        except OSError as exc:
+            raise RunFolderError(
+                f"A run folder cannot be created in '{parent}' ({exc.strerror or exc}). Free some space or set "
+                "DISCOMKD_DATA_DIR to a folder you can write to."
+            ) from exc
 
 
 def write_run_record(run_dir: Path, record: dict) -> None:
@@ -81,8 +98,13 @@ def read_history(run_dir: Path) -> list[dict]:
 
 
 def append_log(run_dir: Path, line: str) -> None:
-    with open(Path(run_dir) / LOG_FILE, "a", encoding="utf-8") as fh:
-        fh.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
+    # backslashreplace: a file name with undecodable bytes is logged escaped, never a crash.
+    path = Path(run_dir) / LOG_FILE
+    try:
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
+    except OSError as exc:
+        raise storage_error(path, exc) from exc
 
 
 def save_embeddings(run_dir: Path, **arrays: np.ndarray) -> None:
@@ -116,7 +138,8 @@ class RunInfo:
 
 
 def run_info(run_dir: Path) -> RunInfo:
-    record = read_run_record(run_dir)
+    """What the Runs page and ``discomkd info`` show; a killed run is recovered as "interrupted" first."""
+    record = recover_interrupted_run(run_dir)
     return RunInfo(
         run_dir=Path(run_dir),
         name=record.get("name", Path(run_dir).name),
@@ -157,6 +180,9 @@ def delete_run(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).exists():
         raise DataError(f"'{run_dir}' is not a training run folder; nothing was deleted.")
+    owner = lock_owner(run_dir)
+    if owner is not None and owner.alive:
+        raise RunFolderError(f"A training is writing to '{run_dir}' ({owner.describe()}). Stop it before deleting the run.")
     shutil.rmtree(run_dir)
 
 
@@ -166,3 +192,219 @@ def export_bundle(run_dir: Path, destination: Path) -> Path:
         raise DataError("This run has no saved model yet (it stopped before its first epoch ended).")
     with open(source, "rb") as src:
         return atomic_write(destination, lambda fh: shutil.copyfileobj(src, fh))
+
+
+# ----- run-folder lock and recovery after a kill -----------------------------------------------
+
+@dataclass
+class LockOwner:
+    """Who holds a run folder's lock, read from ``train.lock``."""
+
+    pid: int
+    host: str
+    started: str = ""
+    process_start: str | None = None  # Linux: the process start time, so a reused pid is not mistaken
+    being_written: bool = False  # created an instant ago, its owner still writing it
+
+    @property
+    def alive(self) -> bool:
+        if self.being_written:
+            return True
+        if self.host != socket.gethostname():
+            return True  # another computer (shared folder): we cannot tell, so never steal its lock
+        return _process_alive(self.pid) and (self.process_start is None or self.process_start == _process_start(self.pid))
+
+    def describe(self) -> str:
+        return f"process {self.pid} on {self.host}, since {self.started or 'an unknown time'}"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        import ctypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.OpenProcess.restype = ctypes.c_void_p  # a HANDLE, not a 32-bit int
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return ctypes.get_last_error() == 5  # access denied: it exists
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(ctypes.c_void_p(handle), ctypes.byref(code))
+        kernel32.CloseHandle(ctypes.c_void_p(handle))
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a process in clock ticks since boot (Linux), or None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def lock_owner(run_dir: Path) -> LockOwner | None:
+    """The lock's holder, None when the folder is not locked. A damaged lock file counts as stale."""
+    return lock_owner_file(Path(run_dir) / LOCK_FILE)
+
+
+def lock_owner_file(path: Path) -> LockOwner | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return LockOwner(int(data["pid"]), str(data["host"]), str(data.get("started", "")), data.get("process_start"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        # Unreadable: being written this instant, or left by a process killed while writing it.
+        try:
+            fresh = time.time() - path.stat().st_mtime < 10
+        except OSError:
+            fresh = False
+        return LockOwner(-1, socket.gethostname(), being_written=fresh)
+
+
+class RunLock:
+    """Exclusive claim of a run folder by one training (a ``train.lock`` file created with O_EXCL).
+
+    The file holds the owner's pid and host; a lock whose process has ended (killed, crashed) is
+    stale and is taken over. Standard library only, so it works the same on Linux, macOS and Windows.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = lock_owner(self.run_dir)
+                if owner is not None and owner.alive:
+                    elsewhere = ("" if owner.host == socket.gethostname() else
+                                 f" If no training runs on {owner.host} any more, delete '{self.path}'.")
+                    raise RunFolderError(
+                        f"Another training is writing to '{self.run_dir}' ({owner.describe()}). Wait for it to end, "
+                        f"or choose another run folder.{elsewhere}"
+                    ) from None
+                self._remove_stale(owner)
+                continue
+            except OSError as exc:
+                raise storage_error(self.path, exc) from exc
+            owner = {"pid": os.getpid(), "host": socket.gethostname(),
+                     "started": datetime.now().isoformat(timespec="seconds"), "process_start": _process_start(os.getpid())}
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(owner))
+            self.held = True
+            return self
+        raise RunFolderError(f"'{self.run_dir}' could not be locked for training; try again.")
+
+    def _remove_stale(self, stale: LockOwner | None) -> None:
+        # Move the lock aside, then check it is the stale one we saw: two processes that found the
+        # same stale lock must not remove the fresh lock the faster one has just created.
+        aside = self.path.with_name(f".{LOCK_FILE}-{os.getpid()}.stale")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise storage_error(self.path, exc) from exc
+        moved = lock_owner_file(aside)
+        if stale is not None and moved is not None and moved.pid != stale.pid and moved.alive:
+            os.replace(aside, self.path)  # a live lock: put it back
+            return
+        aside.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            owner = lock_owner(self.run_dir)
+            if owner is not None and owner.pid == os.getpid():
+                self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim_run_dir(run_dir: str | Path, existing: bool = False) -> RunLock:
+    """Lock a run folder for a training. A new training never overwrites a run: a folder that
+    already holds one is refused. ``existing=True`` (continue) requires a run there instead."""
+    run_dir = Path(run_dir).expanduser()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"'{run_dir}' is a file, not a folder. Choose a new folder for the run.")
+    if existing and not (run_dir / RUN_FILE).exists():
+        raise RunFolderError(f"'{run_dir}' is not a training run folder (no {RUN_FILE}).")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(
+            f"The run folder '{run_dir}' cannot be created ({exc.strerror or exc}). Choose a folder you can write to."
+        ) from exc
+    try:
+        lock = RunLock(run_dir).acquire()
+    except StorageError as exc:
+        raise RunFolderError(f"The run folder '{run_dir}' cannot be written: {exc}") from exc
+    if existing:
+        recover_interrupted_run(run_dir, locked_by_us=True)
+        return lock
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if held:
+        what = _describe_existing_run(run_dir)
+        lock.release()
+        raise RunFolderError(
+            f"'{run_dir}' already holds a run{what}; a new training would overwrite its {', '.join(held)}. "
+            "Choose a new folder (or leave --out out to get one), or continue that run with "
+            f"'discomkd continue {run_dir} --epochs N'."
+        )
+    remove_orphan_temp_files(run_dir)
+    return lock
+
+
+def _describe_existing_run(run_dir: Path) -> str:
+    """' (“name”, status, N epochs)' of the run in a folder we hold the lock of (a killed one is recovered)."""
+    try:
+        record = recover_interrupted_run(run_dir, locked_by_us=True)
+        return f" (“{record.get('name', run_dir.name)}”, {record.get('status', 'unknown status')}, {record.get('epochs_done', 0)} epochs)"
+    except (DataError, AttributeError):
+        return ""
+
+
+INTERRUPTED_REASON = (
+    "The training was interrupted (its process ended without finishing: killed, crashed or the computer "
+    "shut down). {saved}"
+)
+
+
+def recover_interrupted_run(run_dir: str | Path, locked_by_us: bool = False) -> dict:
+    """The run's record; a "running" run whose training process is gone becomes "interrupted", and
+    the temporary files of its last, unfinished writes are removed."""
+    run_dir = Path(run_dir)
+    record = read_run_record(run_dir)
+    if not isinstance(record, dict):
+        raise DataError(f"The run record in '{run_dir}' is damaged (not a JSON object).")
+    owner = None if locked_by_us else lock_owner(run_dir)
+    if owner is not None and owner.alive:
+        return record  # a training is writing here right now
+    remove_orphan_temp_files(run_dir)
+    if record.get("status") == "running":
+        done = int(record.get("epochs_done", 0) or 0)
+        saved = (f"Epoch {done} was the last one saved; its best model was kept. Continue it for more epochs."
+                 if done else "No epoch had ended, so no model was saved. Start a new training.")
+        record.update(status="interrupted", reason=INTERRUPTED_REASON.format(saved=saved))
+        try:
+            write_run_record(run_dir, record)
+        except StorageError:
+            pass  # a read-only folder: shown as interrupted all the same
+    return record

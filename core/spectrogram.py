@@ -38,6 +38,10 @@ class SpectrogramSettings:
         return cls(**d)
 
 
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 100, 1_000_000
+MAX_WAV_SAMPLES = 2**28  # all channels together: 1.5 hours of 48 kHz stereo
+
+
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a PCM WAV file; returns mono float32 samples in [-1, 1] and the sample rate."""
     try:
@@ -45,6 +49,13 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             n_channels = wav.getnchannels()
             width = wav.getsampwidth()
             rate = wav.getframerate()
+            # A damaged header must not make us allocate or resample gigabytes (1 Hz "recordings").
+            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                raise DataError(f"the WAV header gives an implausible sample rate ({rate} Hz); the file is damaged")
+            if n_channels < 1 or wav.getnframes() * n_channels > MAX_WAV_SAMPLES:
+                raise DataError(
+                    f"the WAV file is too long to decode safely ({wav.getnframes() / rate / 3600:.1f} hours, "
+                    f"{n_channels} channels); cut it into shorter recordings")
             raw = wav.readframes(wav.getnframes())
     except (wave.Error, EOFError) as exc:
         raise DataError(f"not a PCM WAV file ({exc}); convert it to 8/16/24/32-bit PCM") from exc

@@ -191,7 +191,10 @@ class _Run:
         self.record: dict = {}
 
     def log(self, line: str) -> None:
-        runs.append_log(self.run_dir, line)
+        try:
+            runs.append_log(self.run_dir, line)
+        except DisComKDError:
+            pass  # the log is best effort: a full disk is reported by the write that matters
 
     def write_record(self, **updates) -> None:
         self.record.update(updates)
@@ -218,7 +221,11 @@ def continue_run(
 ) -> RunEnded:
     """Continue a stopped or finished run for ``extra_epochs`` more epochs from its checkpoint."""
     record = runs.read_run_record(Path(run_dir))
-    config = TrainingConfig.from_dict(record["config"])
+    try:
+        config = TrainingConfig.from_dict(record["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return RunEnded("failed", f"The run record in '{run_dir}' is damaged ({type(exc).__name__}: {exc}), so the run "
+                        "cannot be continued. Start a new training.", "", None, 0)
     return _train(config, run_dir, on_event, stop, None, record.get("name"), resume_from=Path(run_dir), extra_epochs=extra_epochs)
 
 
@@ -226,34 +233,47 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
     emit = on_event or (lambda event: None)
     stop = stop or StopToken()
     created_here = False
+    lock: runs.RunLock | None = None
+    run: _Run | None = None
     try:
         config.validate()
         if len(config.modalities) < 2 and dataset is None:
             raise ConfigError("DisCoM-KD needs at least two modalities. Add another modality folder.")
         device = select_device(config.device)
+        # Claim the folder first: a run is never overwritten and two trainings never share a folder.
         if resume_from is not None:
             run_path = Path(resume_from)
+            lock = runs.claim_run_dir(run_path, existing=True)
         elif run_dir is not None:
-            run_path = Path(run_dir)
-            run_path.mkdir(parents=True, exist_ok=True)
-            created_here = not any(run_path.iterdir())
+            run_path = Path(run_dir).expanduser()
+            created_here = not run_path.exists() or (run_path.is_dir() and not any(run_path.iterdir()))
+            lock = runs.claim_run_dir(run_path)
         else:
             run_path = runs.new_run_dir(label=run_name or "+".join(m.name for m in config.modalities))
             created_here = True
+            lock = runs.claim_run_dir(run_path)
+        run = _Run(config, run_path, emit, stop)
+        if resume_from is None:  # visible (and later "interrupted" if killed) from the first moment
+            run.write_record(name=run_name or "+".join(m.name for m in config.modalities),
+                             created=time.strftime("%Y-%m-%dT%H:%M:%S"), status="running", epochs_done=0,
+                             config=config.to_dict())
         if dataset is None:
             dataset = load_dataset(config, emit, stop)
         if stop.is_set():
             raise Cancelled()
-    except Cancelled:
-        if created_here:
-            _remove_empty_run(run_path)
-        return RunEnded("stopped", "Stopped while reading the data; nothing was trained.", "", None, 0)
-    except DisComKDError as exc:
-        if created_here:
-            _remove_empty_run(run_path)
-        return RunEnded("failed", str(exc), "", None, 0)
+    except (Cancelled, DisComKDError) as exc:
+        stopped = isinstance(exc, Cancelled)
+        reason = "Stopped while reading the data; nothing was trained." if stopped else str(exc)
+        if run is not None and resume_from is None:
+            if created_here:
+                _discard_new_run(run.run_dir, lock)
+            else:
+                run.log(f"failed: {reason}")
+                _write_record_quietly(run, status="stopped" if stopped else "failed", reason=reason)
+        if lock is not None:
+            lock.release()
+        return RunEnded("stopped" if stopped else "failed", reason, "", None, 0)
 
-    run = _Run(config, run_path, emit, stop)
     try:
         return _train_loop(run, dataset, device, run_name, resume_from, extra_epochs)
     except DisComKDError as exc:
@@ -269,9 +289,19 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
         else:
             reason = f"Training failed unexpectedly: {type(exc).__name__}: {exc}. Details are in {run.run_dir / runs.LOG_FILE}."
         return _end_failed(run, reason)
+    finally:
+        lock.release()
 
 
-def _remove_empty_run(run_path: Path) -> None:
+def _discard_new_run(run_path: Path, lock: runs.RunLock | None) -> None:
+    """A run that failed before training leaves nothing behind (only what this training wrote)."""
+    if lock is not None:
+        lock.release()
+    for name in (runs.RUN_FILE, runs.LOG_FILE):
+        try:
+            (run_path / name).unlink(missing_ok=True)
+        except OSError:
+            pass
     try:
         if run_path.exists() and not any(run_path.iterdir()):
             run_path.rmdir()
@@ -279,10 +309,17 @@ def _remove_empty_run(run_path: Path) -> None:
         pass
 
 
+def _write_record_quietly(run: "_Run", **updates) -> None:
+    try:
+        run.write_record(**updates)
+    except DisComKDError:
+        pass  # the disk is full or read-only: the returned event still says what happened
+
+
 def _end_failed(run: _Run, reason: str) -> RunEnded:
     bundle = run.run_dir / runs.BUNDLE_FILE
     if run.record:
-        run.write_record(status="failed", reason=reason)
+        _write_record_quietly(run, status="failed", reason=reason)
     event = RunEnded("failed", reason, str(run.run_dir), str(bundle) if bundle.exists() else None,
                      int(run.record.get("epochs_done", 0)))
     run.emit(event)
@@ -342,7 +379,10 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
     if resume_from is not None:
         checkpoint_path = run.run_dir / runs.CHECKPOINT_FILE
         if not checkpoint_path.exists():
-            raise TrainingError("This run has no checkpoint to continue from (it stopped before its first epoch ended).")
+            saved = (" Its model file from the epochs it did train can still be used for prediction."
+                     if (run.run_dir / runs.BUNDLE_FILE).exists() else "")
+            raise TrainingError("This run has no checkpoint to continue from (it was stopped or interrupted before "
+                                f"the end of its first epoch was saved).{saved} Start a new training instead.")
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -483,11 +523,12 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
                         "train_samples_per_s": steps_this_epoch * config.batch_size / max(step_time, 1e-9),
                         "data_share": data_time / max(step_time, 1e-9)})
         runs.write_history(run.run_dir, history)
-        if improved:
-            save_bundle(bundle_path, metadata(), best_states)
+        # Checkpoint before bundle: a kill between the two leaves a run that can still be continued.
         checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                       "best": best, "best_states": best_states, "generator": generator.get_state()}
         atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
+        if improved:
+            save_bundle(bundle_path, metadata(), best_states)
         run.write_record(epochs_done=epoch, best=best)
         val_text = ", ".join(f"{n} acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in val_metrics.items())
         run.log(f"epoch {epoch}/{target_epochs}: total loss {train_losses['total']:.4f}; val {val_text or 'n/a'}")

@@ -224,7 +224,7 @@ class MainWindow(QMainWindow):
             self.show_page("Data")
             return None
         try:
-            config = self.configure_page.config([(e.name, e.folder) for e in ready])
+            config = self.configure_page.config([(e.name, e.folder, dict(e.overrides)) for e in ready])
         except ConfigError as exc:
             self.show_error(str(exc))
             self.show_page("Configure")
@@ -319,7 +319,8 @@ class MainWindow(QMainWindow):
         s.setValue("config", json.dumps(self.configure_page.values()))
         s.setValue("last_data_folder", self.data_page.last_folder)
         s.setValue("last_predict_folder", self.predict_page.last_folder)
-        s.setValue("modalities", json.dumps([{"name": e.name, "folder": e.folder} for e in self.data_page.ready_entries()]))
+        s.setValue("modalities", json.dumps([{"name": e.name, "folder": e.folder, "overrides": e.overrides}
+                                             for e in self.data_page.ready_entries()]))
         s.sync()
 
     def restore_settings(self) -> None:
@@ -344,7 +345,8 @@ class MainWindow(QMainWindow):
             return
         for m in saved:
             if isinstance(m, dict) and Path(m.get("folder", "")).is_dir():
-                self.data_page.add_folder(m["folder"], m.get("name"))
+                overrides = m.get("overrides") if isinstance(m.get("overrides"), dict) else {}
+                self.data_page.add_folder(m["folder"], m.get("name"), {k: v for k, v in overrides.items() if k == "kind"})
 
     # ----- closing ----------------------------------------------------------------------------
     def confirm_stop_on_close(self) -> bool:

@@ -378,13 +378,16 @@ class ConfigurePage(QWidget):
                 combo = self.augment_combos[name]
                 combo.setCurrentIndex(max(0, combo.findData(choice)))
 
-    def config(self, sources: list[tuple[str, str]]) -> TrainingConfig:
-        """A validated configuration for the given (name, folder) modalities; raises ConfigError."""
+    def config(self, sources: list[tuple]) -> TrainingConfig:
+        """A validated configuration for the given (name, folder[, overrides]) modalities; raises ConfigError.
+
+        ``overrides`` are the Data page's choices for the folder (its kind); this page adds augmentation."""
         if not self.learning_rate.hasAcceptableInput():
             raise ConfigError("The learning rate must be a positive number such as 0.001 or 1e-4.")
         values = {k: v for k, v in self.values().items() if k != "augmentation"}
         values["modalities"] = [
-            {"name": name, "folder": folder, "overrides": self.overrides_for(name)} for name, folder in sources
+            {"name": name, "folder": folder, "overrides": {**(extra[0] if extra else {}), **self.overrides_for(name)}}
+            for name, folder, *extra in sources
         ]
         config = TrainingConfig.from_dict(values)
         return config.validate()

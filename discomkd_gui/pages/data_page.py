@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -31,6 +32,7 @@ from ..widgets.thumbnails import thumbnail_pixmap
 from .common import page_header, read_only_table, table_item
 
 MAX_THUMBNAILS = 10
+KIND_TEXT = {"image": "image", "audio": "audio (spectrogram)", "signal": "signal (C × L, 1-D network)"}
 
 
 @dataclass
@@ -49,13 +51,16 @@ class ModalityEntry:
     message: str = ""
     result: ScanResult | None = None
     job: Job | None = None
+    overrides: dict = field(default_factory=dict)  # the user's choices for this folder (e.g. its kind)
+    kind_options: tuple[str, ...] = ()  # from the last successful scan, so a failed choice can be undone
+    kind_guess: str = ""
 
     @property
     def data(self):
         return self.result.data if self.result else None
 
 
-def scan_modality(state: TaskState, folder: str, name: str) -> ScanResult | None:
+def scan_modality(state: TaskState, folder: str, name: str, overrides: dict | None = None) -> ScanResult | None:
     """Job: decode (and cache) one modality folder, then make a thumbnail per class."""
     import numpy as np
 
@@ -67,7 +72,7 @@ def scan_modality(state: TaskState, folder: str, name: str) -> ScanResult | None
         state.set_progress(done / max(1, total), f"Reading '{name}': {done} of {total} files")
 
     try:
-        data = load_modality(folder, name, {}, progress, state.stop.is_set)
+        data = load_modality(folder, name, dict(overrides or {}), progress, state.stop.is_set)
     except Cancelled:
         return None
     thumbs = []
@@ -76,7 +81,8 @@ def scan_modality(state: TaskState, folder: str, name: str) -> ScanResult | None
         if where.size == 0:
             continue
         try:
-            thumbs.append((cls, thumbnail(Path(data.folder) / data.files[int(where[0])], data.spec.spectrogram, data.spec.bands)))
+            thumbs.append((cls, thumbnail(Path(data.folder) / data.files[int(where[0])], data.spec.spectrogram,
+                                          data.spec.bands, data.spec.kind)))
         except DataError:
             continue
     slim = replace(data, x=np.empty((0,), dtype=np.float32))  # the page needs counts, not tensors
@@ -149,11 +155,23 @@ class DataPage(QWidget):
         self.folder_label = QLabel()
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.folder_label.setWordWrap(True)
+        self.kind_combo = QComboBox()
+        self.kind_combo.setObjectName("kindChooser")
+        self.kind_combo.setToolTip(
+            "How the files are read. A 2-D .npy array can be a single-channel image (H × W) or a "
+            "multichannel signal (C channels × L samples, e.g. motion capture or EEG); the guess comes from "
+            "all sampled files. Changing it reads the folder again.")
+        self.kind_combo.activated.connect(self._kind_chosen)
         self.kind_label = QLabel()
+        self.kind_label.setWordWrap(True)
+        kind_row = QHBoxLayout()
+        kind_row.setContentsMargins(0, 0, 0, 0)
+        kind_row.addWidget(self.kind_combo)
+        kind_row.addWidget(self.kind_label, 1)
         self.files_label = QLabel()
         form.addRow("Name", self.name_edit)
         form.addRow("Folder", self.folder_label)
-        form.addRow("Kind", self.kind_label)
+        form.addRow("Kind", kind_row)
         form.addRow("Files", self.files_label)
         form_row.addLayout(form, 1)
         right_layout.addWidget(details)
@@ -219,21 +237,32 @@ class DataPage(QWidget):
             n += 1
         return f"{name}-{n}"
 
-    def add_folder(self, folder: str, name: str | None = None) -> ModalityEntry | None:
+    def add_folder(self, folder: str, name: str | None = None, overrides: dict | None = None) -> ModalityEntry | None:
+        from discomkd.paths import printable_name
+
         if self._locked:
             return None
         folder = str(Path(folder))
         if any(Path(e.folder) == Path(folder) for e in self.entries):
-            self.error.emit(f"'{folder}' is already a modality.", "")
+            self.error.emit(f"'{printable_name(folder)}' is already a modality.", "")
             return None
         self.last_folder = str(Path(folder).parent)
-        entry = ModalityEntry(self._unique_name(name or Path(folder).name or "modality"), folder)
+        default_name = printable_name(Path(folder).name) or "modality"
+        entry = ModalityEntry(self._unique_name(name or default_name), folder, overrides=dict(overrides or {}))
         self.entries.append(entry)
         item = QListWidgetItem()
         self.list.addItem(item)
-        self._refresh_item(entry)
         self.list.setCurrentRow(len(self.entries) - 1)
-        job = Job(lambda state, f=folder, n=entry.name: scan_modality(state, f, n), "scan", self)
+        self._scan(entry)
+        return entry
+
+    def _scan(self, entry: ModalityEntry) -> None:
+        """Read (or read again, after a change of kind) one modality folder in the background."""
+        entry.status, entry.message = "scanning", ""
+        self._refresh_item(entry)
+        self._show_details(self.list.currentRow())
+        job = Job(lambda state, f=entry.folder, n=entry.name, o=dict(entry.overrides): scan_modality(state, f, n, o),
+                  "scan", self)
         entry.job = job
         job.progress.connect(self._on_progress)
         job.succeeded.connect(lambda result, e=entry: self._on_scanned(e, result))
@@ -244,7 +273,22 @@ class DataPage(QWidget):
         self.progress.setValue(0)
         self.busy_changed.emit(True)
         self.modalities_changed.emit()
-        return entry
+
+    def set_kind(self, name: str, kind: str | None) -> None:
+        """Read a modality as another kind (None: as detected); its folder is read again."""
+        entry = self.entry(name)
+        if entry is None or self._locked or (entry.job is not None and entry.job.is_running()):
+            return
+        if kind and kind != entry.kind_guess:
+            entry.overrides["kind"] = kind
+        else:
+            entry.overrides.pop("kind", None)
+        self._scan(entry)
+
+    def _kind_chosen(self, index: int) -> None:
+        row = self.list.currentRow()
+        if 0 <= row < len(self.entries):
+            self.set_kind(self.entries[row].name, self.kind_combo.itemData(index))
 
     def remove_current(self) -> None:
         row = self.list.currentRow()
@@ -279,6 +323,7 @@ class DataPage(QWidget):
             entry.status, entry.message = "failed", "Scan cancelled."
         else:
             entry.status, entry.result = "ready", result
+            entry.kind_options, entry.kind_guess = result.data.kind_options, result.data.kind_guess
         self._after_scan(entry)
 
     def _on_scan_failed(self, entry: ModalityEntry, message: str, details: str) -> None:
@@ -315,6 +360,7 @@ class DataPage(QWidget):
         self._locked = locked
         for w in (self.add_button, self.demo_button, self.name_edit, self.drop_zone):
             w.setEnabled(not locked)
+        self._fill_kind_chooser(self.entries[self.list.currentRow()] if 0 <= self.list.currentRow() < len(self.entries) else None)
         self.remove_button.setEnabled(not locked and self.list.currentRow() >= 0)
 
     # ----- display -------------------------------------------------------------------------
@@ -327,8 +373,10 @@ class DataPage(QWidget):
         else:
             d = entry.data
             text = f"{entry.name}\n{d.spec.kind} · {len(d.files)} files · {len(d.classes)} classes"
+        from discomkd.paths import printable_name
+
         item.setText(text)
-        item.setToolTip(entry.folder if entry.status != "failed" else entry.message)
+        item.setToolTip(printable_name(entry.folder) if entry.status != "failed" else entry.message)
 
     def _update_summary(self) -> None:
         ready = self.ready_entries()
@@ -390,22 +438,32 @@ class DataPage(QWidget):
         entry = self.entries[row] if 0 <= row < len(self.entries) else None
         self.remove_button.setEnabled(entry is not None and not self._locked)
         self.name_edit.setEnabled(entry is not None and not self._locked)
+        from discomkd.paths import printable_name
+
         self.name_edit.setText(entry.name if entry else "")
-        self.folder_label.setText(entry.folder if entry else "—")
+        self.folder_label.setText(printable_name(entry.folder) if entry else "—")
+        self._fill_kind_chooser(entry)
         while self.thumb_row.count() > 1:
             w = self.thumb_row.takeAt(0).widget()
             if w:
                 w.deleteLater()
         self.skipped_table.setRowCount(0)
         if entry is None or entry.status != "ready":
-            self.kind_label.setText("reading…" if entry and entry.status == "scanning" else (entry.message if entry else "—"))
+            self.kind_label.setText("reading…" if entry and entry.status == "scanning" else (entry.message if entry else ""))
             self.files_label.setText("—")
             self.tabs.setTabText(1, "Skipped files")
             return
         d = entry.data
         spec = d.spec
-        self.kind_label.setText(spec.describe() + (f" · default augmentation: {spec.augmentation}"))
+        how = spec.describe() + f" · default augmentation: {spec.augmentation}"
+        if d.kind_reason and spec.kind == d.kind_guess:
+            how += f"\nDetected from the files: {d.kind_reason}."
+        elif spec.kind != d.kind_guess:
+            how += f"\nYour choice (detected: {d.kind_guess})."
+        self.kind_label.setText(how)
         cached = " (read from the cache)" if getattr(d, "from_cache", False) else ""
+        if d.cache_note:
+            cached += f" — {d.cache_note}"
         self.files_label.setText(f"{len(d.files)} usable files in {len(d.classes)} classes, {len(d.skipped)} skipped{cached}")
         for cls, thumb in entry.result.thumbnails:
             cell = QWidget()
@@ -424,9 +482,25 @@ class DataPage(QWidget):
             self.thumb_row.insertWidget(self.thumb_row.count() - 1, cell)
         self.skipped_table.setRowCount(len(d.skipped))
         for r, s in enumerate(d.skipped):
-            self.skipped_table.setItem(r, 0, table_item(s.path))
+            self.skipped_table.setItem(r, 0, table_item(printable_name(s.path)))
             self.skipped_table.setItem(r, 1, table_item(s.reason))
         self.tabs.setTabText(1, f"Skipped files ({len(d.skipped)})")
+
+    def _fill_kind_chooser(self, entry: ModalityEntry | None) -> None:
+        """The kinds this folder's files can be read as; the current one selected, the detected one marked."""
+        combo = self.kind_combo
+        combo.blockSignals(True)
+        combo.clear()
+        current = entry.overrides.get("kind") or entry.kind_guess if entry else ""
+        for kind in (entry.kind_options if entry else ()):
+            combo.addItem(KIND_TEXT[kind] + (" — detected" if kind == entry.kind_guess else ""), kind)
+        if entry is not None and current and combo.findData(current) < 0:
+            combo.addItem(KIND_TEXT.get(current, current), current)
+        combo.setCurrentIndex(max(0, combo.findData(current)))
+        combo.blockSignals(False)
+        busy = entry is None or entry.status == "scanning"
+        combo.setEnabled(not busy and not self._locked)
+        combo.setVisible(combo.count() > 1)  # a choice only where the files allow one (2-D .npy arrays)
 
     def _rename_current(self) -> None:
         row = self.list.currentRow()

@@ -26,6 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from discomkd.paths import printable_name  # no torch: safe at start-up
+
 from ..jobs import Job, TaskState
 from ..widgets.drop_zone import DropZone
 from ..widgets.probability_bars import ProbabilityBars
@@ -56,8 +58,7 @@ def load_predictor(state: TaskState, path: str):
 
 def predict_paths(state: TaskState, predictor, paths: list[str], modality: str | None) -> list[PredictedFile]:
     """Job: expand folders, predict each file, make thumbnails; a bad file is a row, never an error."""
-    from discomkd.errors import DataError, PredictionError
-    from discomkd.predict import PredictionFailure, expand_paths
+    from discomkd.predict import Prediction, PredictionFailure, expand_paths
     from discomkd.preview import thumbnail
 
     files = expand_paths(paths)
@@ -65,14 +66,15 @@ def predict_paths(state: TaskState, predictor, paths: list[str], modality: str |
     for i, path in enumerate(files):
         if state.is_interrupted:
             break
-        state.set_progress(i / max(1, len(files)), f"Predicting {path.name} ({i + 1}/{len(files)})")
-        result = predictor.predict_files([path], modality)[0]
+        state.set_progress(i / max(1, len(files)), f"Predicting {printable_name(path.name)} ({i + 1}/{len(files)})")
+        result = predictor.predict_files([path], modality)[0]  # a bad file is a failure entry, never an exception
         thumb = None
-        try:
-            spec = predictor.specs.get(getattr(result, "modality", None) or "")
-            thumb = thumbnail(path, spec.spectrogram if spec else None, spec.bands if spec else None)
-        except (DataError, PredictionError, OSError, ValueError):
-            thumb = None
+        if isinstance(result, Prediction):  # a file that could not be predicted gets no (costly) preview
+            try:
+                spec = predictor.specs[result.modality]
+                thumb = thumbnail(path, spec.spectrogram, spec.bands, spec.kind)
+            except Exception:  # noqa: BLE001 - a preview is cosmetic: never lose the prediction over it
+                thumb = None
         if isinstance(result, PredictionFailure) and not result.message:
             result.message = f"'{path.name}' could not be predicted."
         out.append(PredictedFile(result, thumb))
@@ -96,9 +98,9 @@ class ResultCard(QFrame):
             pic.setText("no preview")
         row.addWidget(pic)
         col = QVBoxLayout()
-        name = QLabel(Path(item.result.path).name)
+        name = QLabel(printable_name(Path(item.result.path).name))
         name.setObjectName("cardTitle")
-        name.setToolTip(item.result.path)
+        name.setToolTip(printable_name(item.result.path))
         col.addWidget(name)
         if item.ok:
             r = item.result
@@ -279,7 +281,7 @@ class PredictPage(QWidget):
 
     def _ask_modality(self, ambiguous: list[PredictedFile]) -> None:
         candidates = ambiguous[0].result.candidates
-        names = ", ".join(Path(i.result.path).name for i in ambiguous[:3]) + ("…" if len(ambiguous) > 3 else "")
+        names = ", ".join(printable_name(Path(i.result.path).name) for i in ambiguous[:3]) + ("…" if len(ambiguous) > 3 else "")
         choice, ok = QInputDialog.getItem(
             self, "Which modality?",
             f"{len(ambiguous)} file(s) ({names}) fit several modalities of this model.\nWhich sensor recorded them?",
@@ -319,12 +321,12 @@ class PredictPage(QWidget):
         self.table.setRowCount(len(self.items))
         for r, item in enumerate(self.items):
             res = item.result
-            cells = [Path(res.path).name, getattr(res, "modality", "—"), getattr(res, "label", "—"),
+            cells = [printable_name(Path(res.path).name), getattr(res, "modality", "—"), getattr(res, "label", "—"),
                      round(res.confidence, 4) if item.ok else "—", "" if item.ok else res.message]
             for c, v in enumerate(cells):
                 cell = table_item(v)
                 if c == 0:
-                    cell.setToolTip(res.path)
+                    cell.setToolTip(printable_name(res.path))
                 self.table.setItem(r, c, cell)
         self.table.setSortingEnabled(True)
         many = len(self.items) > GALLERY_LIMIT

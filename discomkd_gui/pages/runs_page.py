@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
 
 from .common import page_header, read_only_table, table_item
 
-STATUS_TEXT = {"finished": "✓ finished", "stopped": "■ stopped", "failed": "✗ failed", "running": "● running"}
+STATUS_TEXT = {"finished": "✓ finished", "stopped": "■ stopped", "failed": "✗ failed", "running": "● running",
+               "interrupted": "⚠ interrupted"}
 
 
 class RunsPage(QWidget):
@@ -85,9 +86,12 @@ class RunsPage(QWidget):
             acc = ", ".join(f"{m} {v['accuracy']:.3f}" for m, v in info.test_metrics.items()) or "—"
             cells = [info.name, info.created.replace("T", " "), STATUS_TEXT.get(info.status, info.status),
                      ", ".join(info.modalities), len(info.classes), info.epochs_done, acc]
+            reason = runs.read_run_record(info.run_dir).get("reason", "") if info.status == "interrupted" else ""
             for c, v in enumerate(cells):
                 item = table_item(v)
                 item.setData(Qt.ItemDataRole.UserRole, str(info.run_dir))
+                if reason:
+                    item.setToolTip(reason)
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
         self._selection_changed()
@@ -139,7 +143,7 @@ class RunsPage(QWidget):
         if ok:
             try:
                 runs.rename_run(Path(run), name)
-            except DataError as exc:
+            except (DataError, OSError) as exc:  # OSError: the disk is full or the folder read-only
                 self.error.emit(str(exc), "")
             self.refresh()
             self.select_run(run)
@@ -163,7 +167,7 @@ class RunsPage(QWidget):
 
     def _delete(self) -> None:
         from discomkd import runs
-        from discomkd.errors import DataError
+        from discomkd.errors import DisComKDError
 
         run = self.selected_run()
         if not run:
@@ -173,6 +177,6 @@ class RunsPage(QWidget):
         if answer == QMessageBox.StandardButton.Yes:
             try:
                 runs.delete_run(Path(run))
-            except (DataError, OSError) as exc:
+            except (DisComKDError, OSError) as exc:  # e.g. a training (in another window) writes to it
                 self.error.emit(str(exc), "")
             self.refresh()

@@ -1,0 +1,500 @@
+"""Nothing lost, no traceback: run-folder safety, hostile files, forged bundles, many-channel signals.
+
+Every input is made here at test time and is tiny (12 px images, 8 files per class), so a
+training takes about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hostile import (
+    NON_UTF8_NAME,
+    make_image_modality,
+    make_signal_modality,
+    mutants,
+    write_png_header_only,
+    write_wav,
+)
+from discomkd import runs
+from discomkd.atomic import atomic_write
+from discomkd.bundle import _digest, load_bundle
+from discomkd.cli import main
+from discomkd.config import ModalitySource, TrainingConfig
+from discomkd.data import load_modality
+from discomkd.errors import BundleError, DataError, RunFolderError, StorageError
+from discomkd.predict import Prediction, PredictionFailure, Predictor
+from discomkd.trainer import continue_run, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(folders: dict[str, Path], **changes) -> TrainingConfig:
+    settings = dict(embed_dim=8, batch_size=8, epochs=1, learning_rate=3e-3, device="cpu", seed=0)
+    settings.update(changes)
+    modalities = [ModalitySource(n, str(f), o) for n, (f, o) in
+                  ((n, f if isinstance(f, tuple) else (f, {})) for n, f in folders.items())]
+    return TrainingConfig(modalities=modalities, **settings)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("small")
+    return {"image": make_image_modality(root / "image"),
+            "motion": make_signal_modality(root / "motion", 6, (40, 48, 56), seed=1)}
+
+
+@pytest.fixture(scope="module")
+def small_bundle(small_data, tmp_path_factory) -> Path:
+    result = train(_config(small_data, epochs=2), run_dir=tmp_path_factory.mktemp("run") / "run")
+    assert result.status == "finished", result.reason
+    return Path(result.bundle_path)
+
+
+# ----- run folders: never overwritten, locked while written, recovered after a kill -------------
+
+def test_a_folder_holding_a_run_is_refused_and_the_run_is_kept(small_data, tmp_path):
+    out = tmp_path / "run"
+    assert train(_config(small_data), run_dir=out).status == "finished"
+    before = {name: (out / name).read_bytes() for name in runs.RUN_FILES}
+    second = train(_config(small_data, seed=5), run_dir=out)
+    assert second.status == "failed"
+    assert "already holds a run" in second.reason and "discomkd continue" in second.reason
+    assert {name: (out / name).read_bytes() for name in runs.RUN_FILES} == before
+    assert not (out / runs.LOCK_FILE).exists()
+
+
+def test_a_second_training_into_a_locked_folder_is_refused(small_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = runs.RunLock(out).acquire()  # as if a training in this process were writing there
+    try:
+        result = train(_config(small_data), run_dir=out)
+        assert result.status == "failed" and "Another training is writing" in result.reason
+        assert f"process {os.getpid()}" in result.reason
+        (out / runs.RUN_FILE).write_text("{}")
+        with pytest.raises(RunFolderError, match="Stop it before deleting"):
+            runs.delete_run(out)
+    finally:
+        lock.release()
+    (out / runs.RUN_FILE).unlink()
+    assert train(_config(small_data), run_dir=out).status == "finished"  # released: usable again
+
+
+def test_two_cli_trainings_into_one_folder_one_is_refused(small_data, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "discomkd", "train", "--modality", f"image={small_data['image']}",
+            "--modality", f"motion={small_data['motion']}", "--out", str(out), "--epochs", "3",
+            "--embed-dim", "8", "--batch-size", "8", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outputs
+    refused = next(err for (_, err), p in zip(outputs, procs) if p.returncode == 1)
+    assert "Traceback" not in refused
+    assert "Another training is writing" in refused or "already holds a run" in refused
+    assert runs.read_run_record(out)["status"] == "finished"
+    assert "start: epochs 1..3" in (out / runs.LOG_FILE).read_text()
+    assert (out / runs.LOG_FILE).read_text().count("start:") == 1  # the refused one wrote nothing there
+
+
+def test_stale_lock_of_a_killed_training_is_taken_over(small_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / runs.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    assert train(_config(small_data), run_dir=out).status == "finished"
+
+
+def test_killed_run_shows_as_interrupted_temp_files_go_and_it_continues(small_data, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "discomkd", "train", "--modality", f"image={small_data['image']}",
+            "--modality", f"motion={small_data['motion']}", "--out", str(out), "--epochs", "500",
+            "--embed-dim", "8", "--batch-size", "8", "--device", "cpu"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.monotonic() + 120
+    while len(runs.read_history(out)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.kill()  # kill -9: no clean-up code runs
+    proc.wait()
+    assert runs.read_run_record(out)["status"] == "running"  # what the killed process left
+    (out / ".checkpoint.pt-abc123.tmp").write_bytes(b"half a checkpoint")  # a write the kill interrupted
+
+    info = {i.run_dir: i for i in runs.list_runs(tmp_path)}[out]
+    assert info.status == "interrupted"
+    assert "interrupted" in runs.read_run_record(out)["reason"]
+    assert not list(out.glob(".*.tmp"))
+    load_bundle(out / runs.BUNDLE_FILE)  # the model of the epochs before the kill is whole
+    saved_epoch = int(torch.load(out / runs.CHECKPOINT_FILE, weights_only=True)["epoch"])
+    assert saved_epoch in (info.epochs_done, info.epochs_done + 1)  # the kill may fall between the two writes
+    result = continue_run(out, 1)
+    assert result.status == "finished", result.reason
+    assert result.epochs_done == saved_epoch + 1
+
+
+def test_kills_at_random_moments_leave_only_whole_files(small_data, tmp_path):
+    import random
+
+    moments = random.Random(3)
+    for k in range(3):
+        out = tmp_path / f"run{k}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "discomkd", "train", "--modality", f"image={small_data['image']}",
+             "--modality", f"motion={small_data['motion']}", "--out", str(out), "--epochs", "500",
+             "--embed-dim", "8", "--batch-size", "8", "--device", "cpu"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        deadline = time.monotonic() + 120
+        while not (out / runs.RUN_FILE).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(moments.uniform(0.0, 1.5))  # reading data, mid-epoch, or mid-write
+        proc.kill()
+        proc.wait()
+        info = runs.run_info(out)
+        assert info.status == "interrupted", info
+        history = runs.read_history(out)
+        assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+        if (out / runs.BUNDLE_FILE).exists():
+            load_bundle(out / runs.BUNDLE_FILE)
+        if (out / runs.CHECKPOINT_FILE).exists():
+            torch.load(out / runs.CHECKPOINT_FILE, weights_only=True)
+        assert not list(out.glob(".*.tmp"))
+
+
+def test_killed_before_the_first_checkpoint_says_what_is_left(small_data, tmp_path):
+    out = tmp_path / "run"
+    assert train(_config(small_data), run_dir=out).status == "finished"
+    (out / runs.CHECKPOINT_FILE).unlink()
+    result = continue_run(out, 1)
+    assert result.status == "failed"
+    assert "no checkpoint" in result.reason and "model file" in result.reason and "new training" in result.reason
+
+
+def test_a_damaged_run_record_cannot_be_continued_and_says_so(small_data, tmp_path):
+    out = tmp_path / "run"
+    assert train(_config(small_data), run_dir=out).status == "finished"
+    record = runs.read_run_record(out)
+    record["config"]["modalities"] = [{"name": "image"}]  # an edit that lost the folder
+    runs.write_run_record(out, record)
+    result = continue_run(out, 1)
+    assert result.status == "failed" and "is damaged" in result.reason and "Start a new training" in result.reason
+
+
+def test_out_that_is_a_file_gives_a_message(small_data, tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    result = train(_config(small_data), run_dir=target)
+    assert result.status == "failed" and "is a file, not a folder" in result.reason
+    assert target.read_text() == "mine"
+
+
+def test_unwritable_out_gives_a_message(small_data, tmp_path, monkeypatch):
+    import errno
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).startswith(str(tmp_path / "ro")) and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(os, "open", read_only)
+    result = train(_config(small_data), run_dir=tmp_path / "ro")
+    assert result.status == "failed"
+    assert "cannot be written" in result.reason and "Choose a folder you can write to" in result.reason
+
+
+def test_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    import discomkd.atomic as atomic
+
+    monkeypatch.setattr(atomic, "_free_bytes", lambda path: 2 * 2**20)
+    (tmp_path / "model.bin").write_bytes(b"previous")
+
+    def torch_write(fh):  # what torch.save raises when the disk fills up under it
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 40704 vs 598")
+
+    with pytest.raises(StorageError, match="is full .2.0 MB left.*Free some space"):
+        atomic_write(tmp_path / "model.bin", torch_write)
+    assert (tmp_path / "model.bin").read_bytes() == b"previous"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_full_disk_during_training_ends_with_a_message(small_data, tmp_path, monkeypatch):
+    import discomkd.atomic as atomic
+    import discomkd.trainer as trainer
+
+    def full(obj, fh):
+        raise RuntimeError("unexpected pos 123 vs 456")
+
+    monkeypatch.setattr(atomic, "_free_bytes", lambda path: 0.0)
+    monkeypatch.setattr(trainer.torch, "save", full)
+    result = train(_config(small_data), run_dir=tmp_path / "run")
+    assert result.status == "failed" and "is full" in result.reason and "Free some space" in result.reason
+
+
+# ----- hostile data files ------------------------------------------------------------------------
+
+def test_damaged_cache_is_detected_removed_and_rebuilt(small_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISCOMKD_CACHE_DIR", str(tmp_path / "cache"))
+    first = load_modality(small_data["image"], "image")
+    [cache] = (tmp_path / "cache" / "decoded").glob("*.npz")
+    data = cache.read_bytes()
+    for damage in (data[: len(data) // 2], data[:600] + bytes([data[600] ^ 0xFF]) + data[601:]):
+        cache.write_bytes(damage)
+        again = load_modality(small_data["image"], "image")
+        assert not again.from_cache and "damaged cache" in again.cache_note
+        np.testing.assert_array_equal(again.x, first.x)
+        assert load_modality(small_data["image"], "image").from_cache  # rebuilt
+
+
+def test_huge_png_non_utf8_name_and_odd_files_are_skipped_with_reasons(tmp_path):
+    folder = make_image_modality(tmp_path / "image")
+    write_png_header_only(folder / "a" / "huge.png", 20000, 20000)
+    write_png_header_only(folder / "b" / "wide.png", 12000, 9000)
+    (folder / "b" / NON_UTF8_NAME).write_bytes(b"not a png")
+    good_copy = folder / "c" / os.fsdecode(b"\xff\xfegood.png")
+    good_copy.write_bytes((folder / "c" / "000.png").read_bytes())
+    np.save(folder / "c" / "cube.npy", np.zeros((2, 3, 4, 5), np.float32))
+    data = load_modality(folder, "image")
+    reasons = {s.path: s.reason for s in data.skipped}
+    assert "too large to decode safely (400 megapixels" in reasons["a/huge.png"]
+    assert "too large" in reasons["b/wide.png"]
+    assert "unreadable image" in reasons[f"b/{NON_UTF8_NAME}"]
+    assert "4 dimensions" in reasons["c/cube.npy"]
+    assert f"c/{good_copy.name}" in data.files  # a non-UTF-8 name is no reason to skip a good file
+
+
+def test_damaged_files_of_every_type_are_skipped_or_read_never_a_crash(tmp_path):
+    import tifffile
+    from PIL import Image
+
+    from discomkd.decoding import read_raw
+    from discomkd.preview import thumbnail
+
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    Image.fromarray(np.arange(144, dtype=np.uint8).reshape(12, 12)).save(originals / "x.png")
+    Image.fromarray(np.arange(144, dtype=np.uint8).reshape(12, 12)).save(originals / "x.jpg")
+    tifffile.imwrite(originals / "x.tif", np.arange(13 * 8 * 8, dtype=np.uint16).reshape(13, 8, 8))
+    np.save(originals / "x.npy", np.ones((6, 50), np.float32))
+    write_wav(originals / "x.wav")
+    outcomes = {"read": 0, "skipped": 0}
+    for original in sorted(originals.iterdir()):
+        for k, data in enumerate(mutants(original.read_bytes(), 40, seed=len(original.suffix))):
+            path = tmp_path / f"m{k}{original.suffix}"
+            path.write_bytes(data)
+            try:
+                kind, array = read_raw(path)
+                thumbnail(path)
+            except DataError as exc:
+                assert str(exc), path  # a reason for the list of skipped files
+                outcomes["skipped"] += 1
+            else:
+                assert np.all(np.isfinite(array)) and array.ndim in (2, 3)
+                outcomes["read"] += 1
+            path.unlink()
+    assert outcomes["skipped"] > 50 and outcomes["read"] > 10, outcomes  # measured: 134 skipped, 66 read
+
+
+def test_cli_train_and_evaluate_print_skipped_files_and_missing_classes(small_data, tmp_path):
+    image = make_image_modality(tmp_path / "image", classes=("a", "b", "c"))
+    motion = make_signal_modality(tmp_path / "motion", 6, (40, 48), classes=("a", "b"))
+    write_png_header_only(image / "a" / "huge.png", 20000, 20000)
+    (image / "b" / NON_UTF8_NAME).write_bytes(b"broken")
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
+    common = ["--embed-dim", "8", "--batch-size", "8", "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-m", "discomkd", "train", "--modality", f"image.v2={image}",
+                           "--modality", f"motion={motion}", "--out", str(out), "--epochs", "1", *common],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "image.v2: skipped 2 file(s):" in proc.stdout
+    assert "a/huge.png: the image is too large to decode safely" in proc.stdout
+    assert "b/caf\\xe9.png: unreadable image" in proc.stdout  # escaped, not a UnicodeEncodeError
+    assert "motion has no files for class(es): c" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "discomkd", "evaluate", str(out / runs.BUNDLE_FILE),
+                           "--modality", f"image.v2={image}"], capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "skipped 2 file(s)" in proc.stdout and "caf\\xe9.png" in proc.stdout
+
+
+def test_a_modality_named_like_a_dotted_folder_trains_and_predicts(small_data, tmp_path):
+    config = _config({"rgb.v2": small_data["image"], "training": small_data["motion"]})
+    result = train(config, run_dir=tmp_path / "run")
+    assert result.status == "finished", result.reason
+    assert [i.modalities for i in runs.list_runs(tmp_path)] == [["rgb.v2", "training"]]
+    predictor = Predictor.from_path(result.bundle_path)
+    png = sorted((small_data["image"] / "a").iterdir())[0]
+    assert predictor.predict_file(png).modality == "rgb.v2"
+    assert continue_run(tmp_path / "run", 1).status == "finished"  # the checkpoint's keys load back
+
+
+def test_compare_accepts_a_dotted_modality_name(small_data, tmp_path, capsys):
+    code = main(["compare", "--modality", f"rgb.v2={small_data['image']}", "--modality", f"motion={small_data['motion']}",
+                 "--seeds", "1", "--epochs", "1", "--embed-dim", "8", "--batch-size", "8", "--device", "cpu",
+                 "--out", str(tmp_path / "cmp")])
+    assert code == 0, capsys.readouterr().err
+    assert "| rgb.v2 |" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_one_huge_file_among_good_ones_keeps_every_good_prediction(small_bundle, small_data, tmp_path):
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    goods = [p for cls in ("a", "b", "c") for p in sorted((small_data["image"] / cls).iterdir())]
+    for i in range(25):
+        (folder / f"{i:02d}.png").write_bytes(goods[i % len(goods)].read_bytes())
+    write_png_header_only(folder / "huge.png", 20000, 20000)
+    results = Predictor.from_path(small_bundle).predict_files([folder])
+    assert len(results) == 26 and sum(isinstance(r, Prediction) for r in results) == 25
+    failure = next(r for r in results if isinstance(r, PredictionFailure))
+    assert failure.path.endswith("huge.png") and "'huge.png'" in failure.message and "too large" in failure.message
+
+
+def test_unexpected_decoder_error_is_one_failure_not_a_lost_batch(small_bundle, small_data, monkeypatch):
+    import discomkd.predict as predict
+
+    real = predict.read_raw
+
+    def flaky(path, *args, **kwargs):
+        if Path(path).name == "001.png":
+            raise ZeroDivisionError("decoder bug")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "read_raw", flaky)
+    files = sorted((small_data["image"] / "a").iterdir())[:3]
+    results = Predictor.from_path(small_bundle).predict_files(files)
+    assert [type(r).__name__ for r in results] == ["Prediction", "PredictionFailure", "Prediction"]
+    assert "001.png" in results[1].message and "ZeroDivisionError" in results[1].message
+
+
+# ----- forged bundles ----------------------------------------------------------------------------
+
+def _forge(bundle_path: Path, out: Path, edit) -> Path:
+    """Edit a bundle's metadata and recompute its digest, as someone who read our source could."""
+    payload = torch.load(bundle_path, weights_only=True)
+    metadata = json.loads(payload["metadata"])
+    edit(metadata)
+    payload["metadata"] = json.dumps(metadata)
+    payload["digest"] = _digest(payload["metadata"], payload["weights"])
+    torch.save(payload, out)
+    return out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda md: md.update(classes=5), "'classes' must be a list"),
+    (lambda md: md.pop("embed_dim"), "'embed_dim' must be a whole number"),
+    (lambda md: md["modalities"]["image"].update(backbone="vgg19"), "unknown backbone 'vgg19'"),
+    (lambda md: md["modalities"]["image"]["spec"].update(size=[100000, 100000]), "invalid size"),
+    (lambda md: md["modalities"]["motion"]["spec"].update(length=10**9), "invalid length"),
+    (lambda md: md["modalities"]["image"]["spec"].update(kind="video"), "unknown kind 'video'"),
+    (lambda md: md["modalities"]["image"]["spec"].update(channels=3), "has 3 channels but reads 1"),
+    (lambda md: md["modalities"]["image"]["spec"].update(colour="red"), "unknown settings"),
+    (lambda md: md["test_metrics"]["image"].update(accuracy="high"), "test accuracy of 'image' is not a number"),
+    (lambda md: md["modalities"].pop("motion"), "modalities and the stored weights do not match"),
+])
+def test_forged_metadata_with_a_recomputed_digest_is_refused_with_a_reason(small_bundle, tmp_path, edit, message):
+    forged = _forge(small_bundle, tmp_path / "forged.discomkd", edit)
+    with pytest.raises(BundleError, match=message) as caught:
+        load_bundle(forged)
+    assert "forged.discomkd" in str(caught.value) and "Use the model file from the training run" in str(caught.value)
+    assert main(["info", str(forged)]) == 1
+
+
+def test_damaged_bundles_are_refused_or_unchanged_never_a_crash(small_bundle, tmp_path):
+    original = load_bundle(small_bundle)
+    refused = 0
+    for k, data in enumerate(mutants(small_bundle.read_bytes(), 60, seed=7)):
+        path = tmp_path / f"m{k}.discomkd"
+        path.write_bytes(data)
+        try:
+            bundle = load_bundle(path)
+        except BundleError as exc:
+            assert f"'m{k}.discomkd'" in str(exc)
+            refused += 1
+        else:  # the damage hit bytes outside the digest (zip padding, timestamps): the model is intact
+            assert bundle.metadata == original.metadata
+            assert all(torch.equal(bundle.weights[m][key], t) for m, w in original.weights.items() for key, t in w.items())
+    assert refused >= 40  # measured on 300 mutants: 264 refused, 36 intact
+
+
+def test_zip_bomb_bundle_is_refused_quickly_and_for_the_right_reason(tmp_path):
+    bomb = tmp_path / "bomb.discomkd"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr("archive/data.pkl", b"\0" * 50_000_000)  # 50 kB on disk, 50 MB expanded
+        z.writestr("archive/version", b"3\n")
+    assert bomb.stat().st_size < 1_000_000
+    start = time.perf_counter()
+    with pytest.raises(BundleError, match="compressed entries"):
+        load_bundle(bomb)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_real_bundles_pass_the_checks(small_bundle):
+    bundle = load_bundle(small_bundle)
+    assert bundle.modality_names == ["image", "motion"]
+    with zipfile.ZipFile(small_bundle) as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+
+
+# ----- many-channel signals ----------------------------------------------------------------------
+
+def test_many_channel_signals_of_varying_length_are_signals_and_train_with_the_1d_cnn(small_data, tmp_path):
+    mocap = make_signal_modality(tmp_path / "mocap", 60, (90, 100, 110, 120, 130), per_class=16, seed=2)
+    data = load_modality(mocap, "mocap")
+    assert data.spec.kind == "signal" and data.kind_guess == "signal"
+    assert data.spec.channels == 60 and data.spec.length == 110 and data.x.shape == (48, 60, 110)
+    assert data.kind_options == ("image", "signal") and not data.skipped
+    result = train(_config({"image": small_data["image"], "mocap": mocap}, epochs=6), run_dir=tmp_path / "run")
+    assert result.status == "finished", result.reason
+    record = runs.read_run_record(tmp_path / "run")
+    assert record["backbones"]["mocap"] == "cnn1d"
+    assert result.test_metrics["mocap"]["accuracy"] > 0.5  # 3 classes: chance is 1/3
+    predictor = Predictor.from_path(result.bundle_path)
+    sample = sorted((mocap / "b").iterdir())[0]
+    assert predictor.predict_file(sample).modality == "mocap"
+
+
+def test_kind_overrides_a_2d_array_both_ways(tmp_path):
+    fixed = make_signal_modality(tmp_path / "eeg", 64, (100,))  # fixed size: looks like a 64x100 image
+    assert load_modality(fixed, "eeg").spec.kind == "image"
+    as_signal = load_modality(fixed, "eeg", {"kind": "signal"})
+    assert as_signal.spec.kind == "signal" and as_signal.x.shape == (24, 64, 100) and not as_signal.skipped
+    assert as_signal.kind_guess == "image"
+    imu = make_signal_modality(tmp_path / "imu", 6, (90, 100))
+    assert load_modality(imu, "imu").spec.kind == "signal"
+    as_image = load_modality(imu, "imu", {"kind": "image"})
+    assert as_image.spec.kind == "image" and as_image.x.shape[1] == 1
+
+
+def test_a_kind_that_does_not_fit_the_files_is_a_clear_error(small_data):
+    with pytest.raises(DataError, match="cannot be read as signal: its files can only be image data"):
+        load_modality(small_data["image"], "image", {"kind": "signal"})
+    with pytest.raises(SystemExit):
+        main(["train", "--modality", f"a={small_data['image']}:kind=video"])
+
+
+def test_cli_kind_option_trains_a_fixed_size_signal(small_data, tmp_path, capsys):
+    eeg = make_signal_modality(tmp_path / "eeg", 64, (100,), seed=3)
+    code = main(["train", "--modality", f"image={small_data['image']}", "--modality", f"eeg={eeg}:kind=signal",
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--embed-dim", "8", "--batch-size", "8",
+                 "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert "eeg cnn1d" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "finished, 1 of 1 epochs" in out and "eeg: signal, 64 channels, length 100" in out
