@@ -57,12 +57,17 @@ DATASETS = {
 STRONG_LOSS_LIMIT = 0.005  # the strong sensor may lose at most 0.5 F1 points on average
 
 
-def data_root(data: Path, name: str) -> Path:
-    """The built data sets (av-digits is used straight from ../shared/data)."""
+def data_root(data: Path, name: str, weak_noise: float | None = None) -> Path:
+    """The built data sets (av-digits is used straight from ../shared/data); a weak-sensor noise other
+    than the builder's default gets a folder of its own."""
     if name == "av-digits":
         return REPO.parent / "shared" / "data"
+    command = [sys.executable, str(REPO / "scripts" / "make_benchmark_data.py")]
+    if weak_noise is not None:
+        data = data / f"weak-noise-{weak_noise:g}"
+        command += ["--weak-noise", str(weak_noise)]
     if not (data / name).is_dir():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "make_benchmark_data.py"), str(data)], check=True)
+        subprocess.run(command + [str(data)], check=True)
     return data
 
 
@@ -90,7 +95,7 @@ def run_part(args: argparse.Namespace, methods: list[str], out: Path) -> None:
     from discomkd.compare import run_comparison
 
     torch.set_num_threads(1)
-    config = make_config(args.dataset, data_root(args.data, args.dataset), args.epochs, args.first_seed,
+    config = make_config(args.dataset, data_root(args.data, args.dataset, args.weak_noise), args.epochs, args.first_seed,
                          json.loads(args.config))
 
     def show(p) -> None:  # one line per finished run: the jobs share the terminal
@@ -176,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         '\'{"weights": {"aux": 1.0}, "term_ramp": 0.0}\' (default: the engine\'s defaults)')
     parser.add_argument("--jobs", type=int, default=2, help="processes, one torch thread each (default 2)")
     parser.add_argument("--data", type=Path, default=REPO / "build" / "benchmark-data")
+    parser.add_argument("--weak-noise", type=float, default=None,
+                        help="paired-digits: the weak sensor's noise in grey levels (default: the builder's)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--part", type=Path, default=None, help=argparse.SUPPRESS)  # internal: one job's share
     args = parser.parse_args(argv)
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         run_part(args, methods, args.part)
         return 0
     out = args.out or REPO / "docs" / "comparison" / args.dataset
-    data_root(args.data, args.dataset)  # build the data once, before the jobs start
+    data_root(args.data, args.dataset, args.weak_noise)  # build the data once, before the jobs start
     t0 = time.perf_counter()
     shares = [methods[k::args.jobs] for k in range(max(1, args.jobs)) if methods[k::args.jobs]]
     parts = [out / f".part{k}" for k in range(len(shares))]
@@ -192,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = [subprocess.Popen([sys.executable, __file__, args.dataset, "--seeds", str(args.seeds),
                                "--first-seed", str(args.first_seed), "--epochs", str(args.epochs),
                                "--methods", ",".join(share), "--data", str(args.data), "--config", args.config,
+                               *(["--weak-noise", str(args.weak_noise)] if args.weak_noise is not None else []),
                                "--part", str(part)], env=env)
              for share, part in zip(shares, parts)]
     if any(p.wait() != 0 for p in procs):

@@ -35,14 +35,14 @@ RGB_BANDS = (3, 2, 1)  # B4, B3, B2 (0-based indices into the 13 Sentinel-2 band
 IR_BANDS = (7, 8, 11, 12)  # B8, B8A, B11, B12
 
 
-def weak_view(image: Image.Image, seed: int) -> Image.Image:
+def weak_view(image: Image.Image, seed: int, noise_std: float = WEAK_NOISE) -> Image.Image:
     """The digit as a blurred, low-resolution, noisy sensor would record it."""
     small = image.convert("L").filter(ImageFilter.GaussianBlur(WEAK_BLUR)).resize((WEAK_SIZE, WEAK_SIZE), Image.BOX)
-    noise = np.random.default_rng(seed).normal(0.0, WEAK_NOISE, (WEAK_SIZE, WEAK_SIZE))
+    noise = np.random.default_rng(seed).normal(0.0, noise_std, (WEAK_SIZE, WEAK_SIZE))
     return Image.fromarray(np.clip(np.asarray(small, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
 
 
-def make_paired_digits(source: Path, out: Path, per_class: int | None) -> int:
+def make_paired_digits(source: Path, out: Path, per_class: int | None, noise_std: float = WEAK_NOISE) -> int:
     count = 0
     for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
         files = sorted(class_dir.glob("*.png"))[:per_class]
@@ -53,7 +53,7 @@ def make_paired_digits(source: Path, out: Path, per_class: int | None) -> int:
                 image.load()
                 image.save(out / "strong" / class_dir.name / f.name)
                 seed = zlib.crc32(f"{class_dir.name}/{f.stem}".encode())
-                weak_view(image, seed).save(out / "weak" / class_dir.name / f.name)
+                weak_view(image, seed, noise_std).save(out / "weak" / class_dir.name / f.name)
             count += 1
     return count
 
@@ -80,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="folder to write paired-digits/ and eurosat-split/ into")
     parser.add_argument("--per-class", type=int, default=None, help="digits per class (default: all 500)")
     parser.add_argument("--shared", type=Path, default=SHARED, help=f"the shared data folder (default {SHARED})")
+    parser.add_argument("--weak-noise", type=float, default=WEAK_NOISE,
+                        help=f"sensor noise of the weak digits, in grey levels (default {WEAK_NOISE:g})")
     args = parser.parse_args(argv)
-    n_digits = make_paired_digits(args.shared / "av-digits" / "image", args.out / "paired-digits", args.per_class)
+    n_digits = make_paired_digits(args.shared / "av-digits" / "image", args.out / "paired-digits", args.per_class,
+                                  args.weak_noise)
     n_patches = make_eurosat_split(args.shared / "eurosat-ms", args.out / "eurosat-split")
     print(f"paired-digits: {n_digits} pairs; eurosat-split: {n_patches} pairs; in {args.out.resolve()}")
     return 0
