@@ -200,7 +200,8 @@ def _run_training(fn, *args) -> int:
     if result.status == "failed":
         print(f"error: {result.reason}", file=sys.stderr)
         return EXIT_ERROR
-    print(result.reason)
+    if result.reason:
+        print(result.reason)
     _print_test_metrics(result)
     if result.bundle_path:
         print(f"model: {result.bundle_path}")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import runs
+from . import distributed, runs
 from .atomic import atomic_write
 from .augment import augment_batch
 from .bundle import load_bundle, make_metadata, save_bundle
@@ -149,19 +149,23 @@ def _evaluate(branch, x: torch.Tensor, y: torch.Tensor, classes: list[str], devi
 class _Run:
     """State of one training session (new or continued)."""
 
-    def __init__(self, config: TrainingConfig, run_dir: Path, emit: EventCallback, stop: StopToken) -> None:
+    def __init__(self, config: TrainingConfig, run_dir: Path, emit: EventCallback, stop: StopToken,
+                 dist: distributed.DistributedContext | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.emit = emit
         self.stop = stop
         self.record: dict = {}
+        self.dist = dist or distributed.DistributedContext()
 
     def log(self, line: str) -> None:
-        runs.append_log(self.run_dir, line)
+        if self.dist.is_writer:
+            runs.append_log(self.run_dir, line)
 
     def write_record(self, **updates) -> None:
         self.record.update(updates)
-        runs.write_run_record(self.run_dir, self.record)
+        if self.dist.is_writer:
+            runs.write_run_record(self.run_dir, self.record)
 
 
 def train(
@@ -192,12 +196,17 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
     emit = on_event or (lambda event: None)
     stop = stop or StopToken()
     created_here = False
+    dist_ctx = distributed.DistributedContext()  # one process unless torchrun started several
     try:
         config.validate()
         if len(config.modalities) < 2 and dataset is None:
             raise ConfigError("DisCoM-KD needs at least two modalities. Add another modality folder.")
-        device = select_device(config.device)
-        if resume_from is not None:
+        dist_ctx = distributed.from_environment(select_device(config.device))
+        device = dist_ctx.device
+        if not dist_ctx.is_writer:
+            emit = lambda event: None  # noqa: E731 - rank 0 reports for all
+            run_path = None
+        elif resume_from is not None:
             run_path = Path(resume_from)
         elif run_dir is not None:
             run_path = Path(run_dir)
@@ -206,20 +215,24 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
         else:
             run_path = runs.new_run_dir(label=run_name or "+".join(m.name for m in config.modalities))
             created_here = True
+        run_path = Path(dist_ctx.broadcast(str(run_path)))
         if dataset is None:
-            dataset = load_dataset(config, emit, stop)
+            with dist_ctx.leader_first():  # the cache is decoded once per machine
+                dataset = load_dataset(config, emit, stop)
         if stop.is_set():
             raise Cancelled()
     except Cancelled:
         if created_here:
             _remove_empty_run(run_path)
+        dist_ctx.close()
         return RunEnded("stopped", "Stopped while reading the data; nothing was trained.", "", None, 0)
     except DisComKDError as exc:
         if created_here:
             _remove_empty_run(run_path)
+        dist_ctx.close()
         return RunEnded("failed", str(exc), "", None, 0)
 
-    run = _Run(config, run_path, emit, stop)
+    run = _Run(config, run_path, emit, stop, dist_ctx)
     try:
         return _train_loop(run, dataset, device, run_name, resume_from, extra_epochs)
     except DisComKDError as exc:
@@ -235,6 +248,8 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
         else:
             reason = f"Training failed unexpectedly: {type(exc).__name__}: {exc}. Details are in {run.run_dir / runs.LOG_FILE}."
         return _end_failed(run, reason)
+    finally:
+        dist_ctx.close()
 
 
 def _remove_empty_run(run_path: Path) -> None:
@@ -315,7 +330,10 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         train_x[n] = x
     train_y = {n: prepared[n].y["train"].to(device) for n in names}
     train_sizes = {n: int(prepared[n].y["train"].shape[0]) for n in names}
-    steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / config.batch_size))
+    # Under torchrun each of the world_size processes takes batch_size samples per modality per step.
+    world_size = run.dist.world_size
+    steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / (config.batch_size * world_size)))
+    train_model = run.dist.wrap(model)  # DistributedDataParallel under torchrun, else the model itself
 
     if not run.record:
         run.record = {
@@ -329,6 +347,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         specs={n: specs[n].to_dict() for n in names},
         backbones=backbones,
         device=str(device),
+        world_size=world_size,
         epochs_target=target_epochs,
         epochs_done=start_epoch,
         best=best,
@@ -359,14 +378,15 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         t_epoch = time.perf_counter()
         order = {}
         for n in names:
-            needed = steps_per_epoch * config.batch_size
+            needed = steps_per_epoch * config.batch_size * world_size
             repeats = math.ceil(needed / train_sizes[n])
-            order[n] = torch.cat([torch.randperm(train_sizes[n], generator=generator) for _ in range(repeats)])[:needed]
+            order[n] = run.dist.shard(
+                torch.cat([torch.randperm(train_sizes[n], generator=generator) for _ in range(repeats)])[:needed])
         sums = {k: 0.0 for k in (*LossWeights.TERMS, "total")}
         steps_this_epoch = 0
         data_time = step_time = 0.0
         for step in range(1, steps_per_epoch + 1):
-            if stop.is_set():
+            if run.dist.any_rank(stop.is_set()):  # a stop on one rank stops all at the same step
                 stopped = True
                 break
             t_step = time.perf_counter()
@@ -383,7 +403,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(config, progress_in_run)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                outputs = model(inputs, grl_factor=factor)
+                outputs = train_model(inputs, grl_factor=factor)
             terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)
             total = weighted_total(terms, config.weights)
             if not torch.isfinite(total):
@@ -433,12 +453,13 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
                         # throughput of the training steps alone (validation excluded), per modality
                         "train_samples_per_s": steps_this_epoch * config.batch_size / max(step_time, 1e-9),
                         "data_share": data_time / max(step_time, 1e-9)})
-        runs.write_history(run.run_dir, history)
-        if improved:
-            save_bundle(bundle_path, metadata(), best_states)
-        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                      "best": best, "best_states": best_states, "generator": generator.get_state()}
-        atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
+        if run.dist.is_writer:
+            runs.write_history(run.run_dir, history)
+            if improved:
+                save_bundle(bundle_path, metadata(), best_states)
+            checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                          "best": best, "best_states": best_states, "generator": generator.get_state()}
+            atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
         run.write_record(epochs_done=epoch, best=best)
         val_text = ", ".join(f"{n} acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in val_metrics.items())
         run.log(f"epoch {epoch}/{target_epochs}: total loss {train_losses['total']:.4f}; val {val_text or 'n/a'}")
@@ -450,6 +471,8 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
             emit(BestModelSaved(epoch, improved, str(bundle_path)))
 
     status = "stopped" if stopped else "finished"
+    if not run.dist.is_writer:  # rank 0 evaluates on the test split and writes the results
+        return RunEnded(status, "", str(run.run_dir), None, epoch)
     if not best_states:
         reason = "Stopped before the first epoch ended; no model was saved."
         run.write_record(status=status, reason=reason)
