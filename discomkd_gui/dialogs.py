@@ -115,7 +115,12 @@ class ExportDialog(QDialog):
         if missing:  # say what to install rather than fail after the dialog
             self.format.model().item(0).setEnabled(False)
             self.format.setCurrentIndex(1)
-            note = QLabel(f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}")
+            if getattr(sys, "frozen", False):  # pip is no help inside the built application
+                text = ("This application was built without onnxruntime, so it exports TorchScript. For ONNX, use "
+                        f"the command line: {INSTALL_HINT}, then discomkd export MODEL --modality NAME.")
+            else:
+                text = f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}"
+            note = QLabel(text)
             note.setObjectName("hint")
             note.setWordWrap(True)
             layout.addWidget(note)
