@@ -2,9 +2,8 @@
 
     python benchmarks/distributed_scaling.py --demo --epochs 4 --batch-size 64 --nproc 2
 
-Both runs see the same global batch per step: one process takes --batch-size samples per modality,
-each of the N processes takes --batch-size / N, so the runs do the same number of steps over the same
-data. One process uses all --threads intra-op threads (and, for scale, threads / N), each of the N
+Both runs train the same way: --batch-size samples per modality per step, which one process takes
+whole and each of the N processes takes 1/N of, so the runs do the same steps over the same data. One process uses all --threads intra-op threads (and, for scale, threads / N), each of the N
 uses threads / N.
 Prints wall time, mean epoch time (epochs after the first) and test accuracy for each; a script,
 not a test.
@@ -27,7 +26,7 @@ from discomkd.paths import demo_modalities
 
 def run(nproc: int, modalities: list[str], args, threads: int, out: Path) -> dict:
     train = ["-m", "discomkd", "train", *sum((["--modality", m] for m in modalities), []), "--out", str(out),
-             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size // nproc), "--device", "cpu",
+             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", "cpu",
              "--seed", "0"]
     command = [sys.executable, *train] if nproc == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *train]

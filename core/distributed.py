@@ -8,11 +8,14 @@ so the trainer has one code path.
 
 What the trainer gets from here:
 
-- the data: the cache is decoded by local rank 0 while the others wait (:meth:`leader_first`),
-  and each rank takes every ``world_size``-th index of the shared, identically shuffled order
-  of every modality (:meth:`shard`), as DistributedSampler does;
+- the data: the cache is decoded by local rank 0 while the others wait (:meth:`leader_first`);
+  every rank draws the same shuffled order (same seed) and takes every ``world_size``-th sample
+  of each step's batch of every modality (:meth:`shard`), as DistributedSampler does for an
+  epoch. ``--batch-size`` stays the batch per modality per step over all processes, so N
+  processes train with the same steps and batches as one;
 - the model: wrapped in DistributedDataParallel, which averages the gradients over the ranks in
-  backward; BatchNorm layers become SyncBatchNorm on CUDA;
+  backward (the mean loss over the whole batch, for equal parts); BatchNorm layers become
+  SyncBatchNorm on CUDA, so they normalise with the whole batch's statistics as one process would;
 - control: a stop requested on any rank stops every rank at the same step (:meth:`any_rank`);
   only rank 0 (:attr:`is_writer`) writes the run folder and reports events.
 """
@@ -53,14 +56,19 @@ class DistributedContext:
         """Only rank 0 writes the run folder, logs, checkpoints and the bundle."""
         return self.rank == 0
 
-    def shard(self, order: torch.Tensor) -> torch.Tensor:
-        """This rank's part of an order that every rank drew identically (the same seed)."""
-        return order[self.rank :: self.world_size] if self.enabled else order
+    def shard(self, indices: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a batch's indices that every rank drew identically (the same seed)."""
+        return indices[self.rank :: self.world_size] if self.enabled else indices
 
-    def wrap(self, model: nn.Module) -> nn.Module:
+    def wrap(self, model: nn.Module, batch_size: int) -> nn.Module:
         """The module to call for training steps; ``model`` itself keeps its state dict keys."""
         if not self.enabled:
             return model
+        if batch_size % self.world_size or batch_size < 2 * self.world_size:
+            raise ConfigError(
+                f"The batch size {batch_size} is split over {self.world_size} processes; choose a multiple of "
+                f"{self.world_size} (at least {2 * self.world_size}: BatchNorm needs two samples per process)."
+            )
         from torch.nn.parallel import DistributedDataParallel
 
         if self.device.type == "cuda":

@@ -330,10 +330,9 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         train_x[n] = x
     train_y = {n: prepared[n].y["train"].to(device) for n in names}
     train_sizes = {n: int(prepared[n].y["train"].shape[0]) for n in names}
-    # Under torchrun each of the world_size processes takes batch_size samples per modality per step.
-    world_size = run.dist.world_size
-    steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / (config.batch_size * world_size)))
-    train_model = run.dist.wrap(model)  # DistributedDataParallel under torchrun, else the model itself
+    steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / config.batch_size))
+    # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
+    train_model = run.dist.wrap(model, config.batch_size)
 
     if not run.record:
         run.record = {
@@ -347,7 +346,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         specs={n: specs[n].to_dict() for n in names},
         backbones=backbones,
         device=str(device),
-        world_size=world_size,
+        world_size=run.dist.world_size,
         epochs_target=target_epochs,
         epochs_done=start_epoch,
         best=best,
@@ -378,10 +377,9 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         t_epoch = time.perf_counter()
         order = {}
         for n in names:
-            needed = steps_per_epoch * config.batch_size * world_size
+            needed = steps_per_epoch * config.batch_size
             repeats = math.ceil(needed / train_sizes[n])
-            order[n] = run.dist.shard(
-                torch.cat([torch.randperm(train_sizes[n], generator=generator) for _ in range(repeats)])[:needed])
+            order[n] = torch.cat([torch.randperm(train_sizes[n], generator=generator) for _ in range(repeats)])[:needed]
         sums = {k: 0.0 for k in (*LossWeights.TERMS, "total")}
         steps_this_epoch = 0
         data_time = step_time = 0.0
@@ -393,6 +391,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
             inputs, labels = {}, {}
             for n in names:
                 idx = order[n][(step - 1) * config.batch_size : step * config.batch_size]
+                idx = run.dist.shard(idx)  # under torchrun: this process's part of the step's batch
                 # Inputs live on the GPU under CUDA and on the CPU otherwise; .to() is a no-op when in place.
                 xb = train_x[n].index_select(0, idx.to(train_x[n].device)).to(device)
                 inputs[n] = augment_batch(xb, specs[n].augmentation, generator)

@@ -53,7 +53,7 @@ loss_of(alone, shard).backward()
 local = torch.cat([p.grad.reshape(-1) for p in alone.parameters()])
 expected = torch.stack(gathered(local)).mean(0)
 
-ddp = ctx.wrap(model)
+ddp = ctx.wrap(model, batch_size=12)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 loss_of(ddp, shard).backward()
 got = torch.cat([p.grad.reshape(-1) for p in model.parameters()])

@@ -60,9 +60,13 @@ def test_export_gives_the_model_probabilities_on_real_files(three_kind_run, tmp_
         session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         logits, probs = session.run(["logits", "probabilities"], {"input": x})
     else:
+        import warnings
+
         import torch
 
-        module = torch.jit.load(str(out))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still what devices load
+            module = torch.jit.load(str(out))
         logits, probs = (t.detach().numpy() for t in module(torch.from_numpy(x)))
     expected = np.asarray([[p.probabilities[c] for c in predictor.classes]
                            for p in (predictor.predict_file(f, modality) for f in files)])
