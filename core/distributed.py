@@ -122,11 +122,21 @@ class DistributedContext:
             if self.local_rank == 0:
                 dist.barrier()
 
-    def close(self) -> None:
+    def close(self, wait_for_others: bool = True) -> None:
+        """Leave the process group (once the DDP module is gone). After a normal end, wait until every
+        rank is here; after a failure, do not (the others may be stuck in a collective, and torchrun
+        ends them when this process exits)."""
         if self.owns_group:
+            import gc
+
             import torch.distributed as dist
 
+            # A DDP reducer still alive (held by its parameters' hooks, freed only by the collector) or
+            # a rank still in a collective when the group goes would abort the process at exit.
+            gc.collect()
             if dist.is_initialized():
+                if wait_for_others:
+                    dist.barrier()
                 dist.destroy_process_group()
             self.owns_group = False
 

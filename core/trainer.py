@@ -224,17 +224,19 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
     except Cancelled:
         if created_here:
             _remove_empty_run(run_path)
-        dist_ctx.close()
+        dist_ctx.close(wait_for_others=False)
         return RunEnded("stopped", "Stopped while reading the data; nothing was trained.", "", None, 0)
     except DisComKDError as exc:
         if created_here:
             _remove_empty_run(run_path)
-        dist_ctx.close()
+        dist_ctx.close(wait_for_others=False)
         return RunEnded("failed", str(exc), "", None, 0)
 
     run = _Run(config, run_path, emit, stop, dist_ctx)
     try:
-        return _train_loop(run, dataset, device, run_name, resume_from, extra_epochs)
+        ended = _train_loop(run, dataset, device, run_name, resume_from, extra_epochs)
+        dist_ctx.close()  # every rank ended normally: leave the group together
+        return ended
     except DisComKDError as exc:
         run.log(f"failed: {exc}")
         return _end_failed(run, str(exc))
@@ -249,7 +251,7 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
             reason = f"Training failed unexpectedly: {type(exc).__name__}: {exc}. Details are in {run.run_dir / runs.LOG_FILE}."
         return _end_failed(run, reason)
     finally:
-        dist_ctx.close()
+        dist_ctx.close(wait_for_others=False)  # after a failure (a no-op when already closed)
 
 
 def _remove_empty_run(run_path: Path) -> None:

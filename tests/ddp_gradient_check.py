@@ -74,4 +74,5 @@ assert ctx.any_rank(ctx.rank == 0) is True  # a stop requested on rank 0 only
 assert ctx.any_rank(False) is False
 if ctx.is_writer:
     print(f"DDP CHECK PASSED: gradient max diff {grad_diff:.1e}, parameter max diff across ranks {param_diff}")
+del ddp, optimizer, model, alone  # DDP must go before its process group, or the process may abort at exit
 ctx.close()
