@@ -9,9 +9,9 @@ so the trainer has one code path.
 What the trainer gets from here:
 
 - the data: the cache is decoded by local rank 0 while the others wait (:meth:`leader_first`);
-  every rank draws the same shuffled order (same seed) and takes every ``world_size``-th sample
-  of each step's batch of every modality (:meth:`shard`), as DistributedSampler does for an
-  epoch. ``--batch-size`` stays the batch per modality per step over all processes, so N
+  every rank draws and augments the same batches (same seed) and keeps every ``world_size``-th
+  sample of each step's batch of every modality (:meth:`shard`), as DistributedSampler does for
+  an epoch. ``--batch-size`` stays the batch per modality per step over all processes, so N
   processes train with the same steps and batches as one;
 - the model: wrapped in DistributedDataParallel, which averages the gradients over the ranks in
   backward (the mean loss over the whole batch, for equal parts); BatchNorm layers become
@@ -56,9 +56,9 @@ class DistributedContext:
         """Only rank 0 writes the run folder, logs, checkpoints and the bundle."""
         return self.rank == 0
 
-    def shard(self, indices: torch.Tensor) -> torch.Tensor:
-        """This rank's part of a batch's indices that every rank drew identically (the same seed)."""
-        return indices[self.rank :: self.world_size] if self.enabled else indices
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's part (every world_size-th row) of a batch every rank drew identically (same seed)."""
+        return batch[self.rank :: self.world_size] if self.enabled else batch
 
     def wrap(self, model: nn.Module, batch_size: int) -> nn.Module:
         """The module to call for training steps; ``model`` itself keeps its state dict keys."""

@@ -393,11 +393,13 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
             inputs, labels = {}, {}
             for n in names:
                 idx = order[n][(step - 1) * config.batch_size : step * config.batch_size]
-                idx = run.dist.shard(idx)  # under torchrun: this process's part of the step's batch
                 # Inputs live on the GPU under CUDA and on the CPU otherwise; .to() is a no-op when in place.
                 xb = train_x[n].index_select(0, idx.to(train_x[n].device)).to(device)
                 inputs[n] = augment_batch(xb, specs[n].augmentation, generator)
                 labels[n] = train_y[n].index_select(0, idx.to(device))
+                # Under torchrun this process keeps its part of the batch, augmented as a whole first so
+                # that N processes see exactly the samples and augmentations one process would.
+                inputs[n], labels[n] = run.dist.shard(inputs[n]), run.dist.shard(labels[n])
             data_time += time.perf_counter() - t_step
             progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
             factor = grl_factor(config.grl_schedule, config.grl_lambda, progress_in_run)
