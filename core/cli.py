@@ -5,6 +5,7 @@
     discomkd predict BUNDLE FILE_OR_DIR... [--modality NAME] [--csv OUT]
     discomkd evaluate BUNDLE --modality NAME=DIR
     discomkd info BUNDLE
+    discomkd export BUNDLE --modality NAME --format onnx|torchscript [--out FILE]
     discomkd demo
 """
 
@@ -237,7 +238,8 @@ def _run_training(fn, *args) -> int:
     if result.status == "failed":
         print(f"error: {result.reason}", file=sys.stderr)
         return EXIT_ERROR
-    print(result.reason)
+    if result.reason:
+        print(result.reason)
     _print_test_metrics(result)
     if result.bundle_path:
         print(f"model: {result.bundle_path}")
@@ -338,6 +340,16 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def cmd_export(args) -> int:
+    from .export import export_modality
+
+    result = export_modality(args.bundle, args.modality, args.format, args.out, args.check or None)
+    print(f"wrote {result.model_path} ({result.format}; input 'input', outputs 'logits' and 'probabilities')")
+    print(f"wrote {result.sidecar_path} (how to preprocess a raw file, classes)")
+    print(f"check: probabilities match the model within {result.max_abs_diff:.1e} on {result.checked_on}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -383,6 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="a .discomkd model file, or a run folder")
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", help="export one modality's classifier to ONNX or TorchScript, with a JSON "
+                                      "sidecar that says how to preprocess a raw file")
+    p.add_argument("bundle")
+    p.add_argument("--modality", required=True, help="the modality whose classifier to export")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx needs the export extra: pip install 'discomkd-studio[export]'")
+    p.add_argument("--out", help="the network's file (default: beside the bundle, BUNDLE-MODALITY.onnx or .pt); "
+                                 "the sidecar is the same name plus .json")
+    p.add_argument("--check", nargs="*", default=[], metavar="FILE_OR_DIR",
+                   help="files to check the export on (default: files of the training folder, when present)")
+    p.set_defaults(func=cmd_export)
 
     try:
         from . import compare

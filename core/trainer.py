@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import runs
+from . import distributed, runs
 from .atomic import atomic_write
 from .augment import augment_batch
 from .bundle import load_bundle, make_metadata, save_bundle
@@ -183,14 +183,18 @@ def _evaluate(branch, x: torch.Tensor, y: torch.Tensor, classes: list[str], devi
 class _Run:
     """State of one training session (new or continued)."""
 
-    def __init__(self, config: TrainingConfig, run_dir: Path, emit: EventCallback, stop: StopToken) -> None:
+    def __init__(self, config: TrainingConfig, run_dir: Path, emit: EventCallback, stop: StopToken,
+                 dist: distributed.DistributedContext | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.emit = emit
         self.stop = stop
         self.record: dict = {}
+        self.dist = dist or distributed.DistributedContext()
 
     def log(self, line: str) -> None:
+        if not self.dist.is_writer:
+            return
         try:
             runs.append_log(self.run_dir, line)
         except DisComKDError:
@@ -198,7 +202,8 @@ class _Run:
 
     def write_record(self, **updates) -> None:
         self.record.update(updates)
-        runs.write_run_record(self.run_dir, self.record)
+        if self.dist.is_writer:
+            runs.write_run_record(self.run_dir, self.record)
 
 
 def train(
@@ -233,15 +238,20 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
     emit = on_event or (lambda event: None)
     stop = stop or StopToken()
     created_here = False
+    dist_ctx = distributed.DistributedContext()  # one process unless torchrun started several
     lock: runs.RunLock | None = None
     run: _Run | None = None
     try:
         config.validate()
         if len(config.modalities) < 2 and dataset is None:
             raise ConfigError("DisCoM-KD needs at least two modalities. Add another modality folder.")
-        device = select_device(config.device)
-        # Claim the folder first: a run is never overwritten and two trainings never share a folder.
-        if resume_from is not None:
+        dist_ctx = distributed.from_environment(select_device(config.device))
+        device = dist_ctx.device
+        # Rank 0 claims the folder first: a run is never overwritten and two trainings never share a folder.
+        if not dist_ctx.is_writer:
+            emit = lambda event: None  # noqa: E731 - rank 0 reports for all
+            run_path = None
+        elif resume_from is not None:
             run_path = Path(resume_from)
             lock = runs.claim_run_dir(run_path, existing=True)
         elif run_dir is not None:
@@ -252,13 +262,15 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
             run_path = runs.new_run_dir(label=run_name or "+".join(m.name for m in config.modalities))
             created_here = True
             lock = runs.claim_run_dir(run_path)
-        run = _Run(config, run_path, emit, stop)
+        run_path = Path(dist_ctx.broadcast(str(run_path)))
+        run = _Run(config, run_path, emit, stop, dist_ctx)
         if resume_from is None:  # visible (and later "interrupted" if killed) from the first moment
             run.write_record(name=run_name or "+".join(m.name for m in config.modalities),
                              created=time.strftime("%Y-%m-%dT%H:%M:%S"), status="running", epochs_done=0,
                              config=config.to_dict())
         if dataset is None:
-            dataset = load_dataset(config, emit, stop)
+            with dist_ctx.leader_first():  # the cache is decoded once per machine
+                dataset = load_dataset(config, emit, stop)
         if stop.is_set():
             raise Cancelled()
     except (Cancelled, DisComKDError) as exc:
@@ -272,10 +284,13 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
                 _write_record_quietly(run, status="stopped" if stopped else "failed", reason=reason)
         if lock is not None:
             lock.release()
+        dist_ctx.close(wait_for_others=False)
         return RunEnded("stopped" if stopped else "failed", reason, "", None, 0)
 
     try:
-        return _train_loop(run, dataset, device, run_name, resume_from, extra_epochs)
+        ended = _train_loop(run, dataset, device, run_name, resume_from, extra_epochs)
+        dist_ctx.close()  # every rank ended normally: leave the group together
+        return ended
     except DisComKDError as exc:
         run.log(f"failed: {exc}")
         return _end_failed(run, str(exc))
@@ -290,7 +305,9 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
             reason = f"Training failed unexpectedly: {type(exc).__name__}: {exc}. Details are in {run.run_dir / runs.LOG_FILE}."
         return _end_failed(run, reason)
     finally:
-        lock.release()
+        dist_ctx.close(wait_for_others=False)  # after a failure (a no-op when already closed)
+        if lock is not None:  # rank 0 only
+            lock.release()
 
 
 def _discard_new_run(run_path: Path, lock: runs.RunLock | None) -> None:
@@ -408,6 +425,8 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
     # every modality, which the agreement term compares sample by sample.
     paired = dataset.report.pairing.status == "paired"
     steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / config.batch_size))
+    # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
+    train_model = run.dist.wrap(model, config.batch_size)
 
     if not run.record:
         run.record = {
@@ -421,6 +440,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         specs={n: specs[n].to_dict() for n in names},
         backbones=backbones,
         device=str(device),
+        world_size=run.dist.world_size,
         epochs_target=target_epochs,
         epochs_done=start_epoch,
         best=best,
@@ -454,7 +474,7 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
         steps_this_epoch = 0
         data_time = step_time = 0.0
         for step in range(1, steps_per_epoch + 1):
-            if stop.is_set():
+            if run.dist.any_rank(stop.is_set()):  # a stop on one rank stops all at the same step
                 stopped = True
                 break
             t_step = time.perf_counter()
@@ -465,13 +485,16 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
                 xb = train_x[n].index_select(0, idx.to(train_x[n].device)).to(device)
                 inputs[n] = augment_batch(xb, specs[n].augmentation, generator)
                 labels[n] = train_y[n].index_select(0, idx.to(device))
+                # Under torchrun this process keeps its part of the batch, augmented as a whole first so
+                # that N processes see exactly the samples and augmentations one process would.
+                inputs[n], labels[n] = run.dist.shard(inputs[n]), run.dist.shard(labels[n])
             data_time += time.perf_counter() - t_step
             progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
             factor = grl_factor(config.grl_schedule, config.grl_lambda, progress_in_run)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(config, progress_in_run)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                outputs = model(inputs, grl_factor=factor)
+                outputs = train_model(inputs, grl_factor=factor)
             terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)
             terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, paired, len(classes))
             total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
@@ -522,13 +545,14 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
                         # throughput of the training steps alone (validation excluded), per modality
                         "train_samples_per_s": steps_this_epoch * config.batch_size / max(step_time, 1e-9),
                         "data_share": data_time / max(step_time, 1e-9)})
-        runs.write_history(run.run_dir, history)
-        # Checkpoint before bundle: a kill between the two leaves a run that can still be continued.
-        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                      "best": best, "best_states": best_states, "generator": generator.get_state()}
-        atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
-        if improved:
-            save_bundle(bundle_path, metadata(), best_states)
+        if run.dist.is_writer:
+            runs.write_history(run.run_dir, history)
+            # Checkpoint before bundle: a kill between the two leaves a run that can still be continued.
+            checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                          "best": best, "best_states": best_states, "generator": generator.get_state()}
+            atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
+            if improved:
+                save_bundle(bundle_path, metadata(), best_states)
         run.write_record(epochs_done=epoch, best=best)
         val_text = ", ".join(f"{n} acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in val_metrics.items())
         run.log(f"epoch {epoch}/{target_epochs}: total loss {train_losses['total']:.4f}; val {val_text or 'n/a'}")
@@ -540,6 +564,8 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
             emit(BestModelSaved(epoch, improved, str(bundle_path)))
 
     status = "stopped" if stopped else "finished"
+    if not run.dist.is_writer:  # rank 0 evaluates on the test split and writes the results
+        return RunEnded(status, "", str(run.run_dir), None, epoch)
     if not best_states:
         reason = "Stopped before the first epoch ended; no model was saved."
         run.write_record(status=status, reason=reason)

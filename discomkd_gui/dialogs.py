@@ -5,8 +5,24 @@ from __future__ import annotations
 import platform
 import sys
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QMessageBox, QTextBrowser, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .resources import demo_licences_text
 
@@ -69,3 +85,75 @@ class AboutDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+
+
+class ExportDialog(QDialog):
+    """Choose a modality, a format (ONNX or TorchScript) and a file for a device export."""
+
+    def __init__(self, bundle_path: str, modalities: list[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from discomkd.export import INSTALL_HINT, default_output_path, missing_onnx_packages
+
+        self.bundle_path = bundle_path
+        self._default_path = default_output_path
+        self.setWindowTitle("Export a classifier for a device")
+        layout = QVBoxLayout(self)
+        intro = QLabel(
+            "Writes one modality's classifier as a network file (input: the preprocessed tensor; outputs: "
+            "logits and probabilities) and a .json file beside it that says how to preprocess a raw file. "
+            "The export is checked against the model before it is written."
+        )
+        intro.setWordWrap(True)
+        layout.addWidget(intro)
+        form = QFormLayout()
+        self.modality = QComboBox()
+        self.modality.addItems(modalities)
+        self.format = QComboBox()
+        self.format.addItem("ONNX (onnxruntime, most runtimes)", "onnx")
+        self.format.addItem("TorchScript (PyTorch C++ / mobile)", "torchscript")
+        missing = missing_onnx_packages()
+        if missing:  # say what to install rather than fail after the dialog
+            self.format.model().item(0).setEnabled(False)
+            self.format.setCurrentIndex(1)
+            if getattr(sys, "frozen", False):  # pip is no help inside the built application
+                text = ("This application was built without onnxruntime, so it exports TorchScript. For ONNX, use "
+                        f"the command line: {INSTALL_HINT}, then discomkd export MODEL --modality NAME.")
+            else:
+                text = f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}"
+            note = QLabel(text)
+            note.setObjectName("hint")
+            note.setWordWrap(True)
+            layout.addWidget(note)
+        self.path = QLineEdit()
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        form.addRow("Modality", self.modality)
+        form.addRow("Format", self.format)
+        form.addRow("File", row)
+        layout.addLayout(form)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.modality.currentTextChanged.connect(self._suggest_path)
+        self.format.currentIndexChanged.connect(self._suggest_path)
+        self._suggest_path()
+
+    def _suggest_path(self) -> None:
+        if self.modality.currentText():
+            self.path.setText(str(self._default_path(self.bundle_path, self.modality.currentText(), self.choice()[1])))
+
+    def _browse(self) -> None:
+        fmt = self.choice()[1]
+        pattern = "ONNX model (*.onnx)" if fmt == "onnx" else "TorchScript model (*.pt)"
+        path, _ = QFileDialog.getSaveFileName(self, "Export to", self.path.text(), pattern)
+        if path:
+            self.path.setText(path)
+
+    def choice(self) -> tuple[str, str, str]:
+        """(modality, format, output file)."""
+        return self.modality.currentText(), self.format.currentData(), str(Path(self.path.text()).expanduser())

@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
         self._close_when_stopped = False
         self._device_job: Job | None = None
         self.error_boxes: list = []
+        self.export_boxes: list = []
 
         self.data_page = DataPage()
         self.configure_page = ConfigurePage()
@@ -164,6 +165,8 @@ class MainWindow(QMainWindow):
         self.predict_page.open_model_requested.connect(self.choose_model)
         self.runs_page.open_run.connect(self.open_run)
         self.runs_page.continue_run.connect(self.continue_run)
+        self.runs_page.export_for_device.connect(self.export_for_device)
+        self.results_page.export_for_device.connect(self.export_for_device)
         self.compare_page.start_requested.connect(self.start_comparison)
 
     # ----- pages ------------------------------------------------------------------------------
@@ -310,6 +313,43 @@ class MainWindow(QMainWindow):
         job.succeeded.connect(lambda predictor: self.results_page.show_bundle(predictor.bundle))
         self.show_page("Predict")
         return job
+
+    def export_for_device(self, bundle_path: str) -> Job | None:
+        """Ask for modality, format and file, then export in the background."""
+        from discomkd.bundle import load_bundle
+        from discomkd.errors import BundleError
+
+        from .dialogs import ExportDialog
+
+        try:
+            modalities = load_bundle(bundle_path).modality_names
+        except BundleError as exc:
+            self.show_error(str(exc))
+            return None
+        dialog = ExportDialog(bundle_path, modalities, self)
+        if dialog.exec() != ExportDialog.DialogCode.Accepted:
+            return None
+        return self.run_export(bundle_path, *dialog.choice())
+
+    def run_export(self, bundle_path: str, modality: str, fmt: str, out: str) -> Job:
+        from discomkd.export import export_modality
+
+        def done(result) -> None:
+            message = (f"Exported the {result.modality} classifier to {result.model_path} and its preprocessing to "
+                       f"{result.sidecar_path.name}. Checked: probabilities match the model within "
+                       f"{result.max_abs_diff:.1e} on {result.checked_on}.")
+            self.statusBar().showMessage(message, 15000)
+            box = QMessageBox(QMessageBox.Icon.Information, "Export done", message, QMessageBox.StandardButton.Ok, self)
+            box.setObjectName("exportDone")
+            box.open()
+            self.export_boxes.append(box)
+            box.finished.connect(lambda *_: self.export_boxes.remove(box) if box in self.export_boxes else None)
+
+        job = Job(lambda state: export_modality(bundle_path, modality, fmt, out), "export", self)
+        job.succeeded.connect(done)
+        job.failed.connect(self.show_error)
+        self.statusBar().showMessage(f"Exporting the {modality} classifier ({fmt})…")
+        return job.start()
 
     # ----- settings ---------------------------------------------------------------------------
     def save_settings(self) -> None:

@@ -289,6 +289,15 @@ def _train_and_predict(report: _Report, scratch: Path) -> None:
 
         report.step(f"predict one {name} file", do_predict)
 
+    def do_export() -> str:
+        from discomkd.export import export_modality
+
+        # TorchScript needs nothing beyond torch; the export checks itself against the model on real files.
+        result = export_modality(bundle_path, "audio", "torchscript", scratch / "export" / "audio.pt")
+        return f"audio -> {result.model_path.name} + {result.sidecar_path.name}, max diff {result.max_abs_diff:.0e}"
+
+    report.step("export the audio classifier", do_export)
+
 
 def _first_file(folder: Path) -> Path:
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):

@@ -57,5 +57,6 @@ step "Self-test of the frozen application"
 
 built=$(date +%s)
 step "Done in $((built - start)) s"
-du -sh "$ROOT/dist/DisCoM-KD Studio"* 2>/dev/null || true
+if [[ "$(uname -s)" == Darwin ]]; then APP_DIR="$ROOT/dist/DisCoM-KD Studio.app"; else APP_DIR="$ROOT/dist/DisCoM-KD Studio"; fi
+"$VPY" "$ROOT/scripts/app_size_report.py" "$APP_DIR"
 echo "Start it with: \"$APP\""

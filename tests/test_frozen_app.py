@@ -103,3 +103,20 @@ def test_frozen_app_leaves_out_cuda_tkinter_and_unused_qt(frozen_app: Path) -> N
         assert not cuda, f"CUDA libraries in a CPU-only build: {cuda[:10]}"
     assert not [n for n in names if n.startswith(("_tkinter", "libtk", "libtcl"))]
     assert not [n for n in names if re.match(r"(lib)?Qt6(Quick|Qml|WebEngine|3D|Multimedia|Charts|Designer)", n)]
+
+
+def test_frozen_cpu_app_is_at_most_700_mb_and_torch_libraries_have_no_symbol_tables(frozen_app: Path) -> None:
+    import shutil
+
+    import torch
+
+    if not sys.platform.startswith("linux") or torch.version.cuda is not None or shutil.which("strip") is None:
+        pytest.skip("the 700 MB target is for a CPU-only Linux build (stripping needs binutils' strip)")
+    app_folder = frozen_app.parent
+    total = sum(p.stat().st_size for p in app_folder.rglob("*") if p.is_file() and not p.is_symlink())
+    assert total <= 700e6, f"the application folder is {total / 1e6:.0f} MB"
+    libtorch = next(app_folder.rglob("libtorch_cpu.so"))
+    sections = subprocess.run(["readelf", "-S", "-W", str(libtorch)], capture_output=True, text=True).stdout
+    if sections:  # readelf comes with strip (binutils)
+        assert ".symtab" not in sections and ".dynsym" in sections
+    assert not list(app_folder.rglob("translations/qt*.qm"))

@@ -3,11 +3,14 @@ projection of z_inv and z_inf that shows whether the disentanglement worked."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QPushButton,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -28,8 +31,13 @@ CLASS_COLOURS = (
 
 
 class ResultsPage(QWidget):
+    """Signal: ``export_for_device(bundle_path)`` for the model shown."""
+
+    export_for_device = Signal(str)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.bundle_path: str | None = None
         self.metrics: dict[str, dict] = {}
         self.classes: list[str] = []
         self.embeddings: dict | None = None
@@ -39,6 +47,11 @@ class ResultsPage(QWidget):
             "Results",
             "Each modality's classifier on its own test split, with the best epoch chosen on validation.",
         )
+        self.export_button = QPushButton("Export for a device…")
+        self.export_button.setToolTip("One modality's classifier as ONNX or TorchScript, with its preprocessing")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(lambda: self.bundle_path and self.export_for_device.emit(self.bundle_path))
+        buttons.addWidget(self.export_button)
         self.title = QLabel("No results yet: train a model, or open a run on the Runs page.")
         self.title.setObjectName("banner")
         self.title.setWordWrap(True)
@@ -125,14 +138,21 @@ class ResultsPage(QWidget):
             embeddings = runs.load_embeddings(run_dir)
         except (OSError, ValueError):
             embeddings = None
+        bundle = Path(run_dir) / runs.BUNDLE_FILE
+        self._set_bundle(str(bundle) if bundle.exists() else None)
         name = record.get("name", run_dir)
         status = record.get("status", "?")
         self.show_metrics(record.get("test_metrics", {}), record.get("classes", []), embeddings,
                           f"Run “{name}” — {status}, {record.get('epochs_done', 0)} epoch(s). {record.get('reason', '')}")
 
     def show_bundle(self, bundle) -> None:
+        self._set_bundle(bundle.path)
         name = bundle.metadata.get("run_name") or bundle.path
         self.show_metrics(bundle.test_metrics, bundle.classes, None, f"Model “{name}” (opened from a file; no embeddings stored)")
+
+    def _set_bundle(self, path: str | None) -> None:
+        self.bundle_path = path
+        self.export_button.setEnabled(path is not None)
 
     def show_metrics(self, metrics: dict, classes: list[str], embeddings: dict | None, title: str) -> None:
         self.metrics = metrics or {}

@@ -23,10 +23,12 @@ STATUS_TEXT = {"finished": "✓ finished", "stopped": "■ stopped", "failed": "
 
 
 class RunsPage(QWidget):
-    """Signals: ``open_run(run_dir)``, ``continue_run(run_dir, extra_epochs)``, ``error``."""
+    """Signals: ``open_run(run_dir)``, ``continue_run(run_dir, extra_epochs)``,
+    ``export_for_device(bundle_path)``, ``error``."""
 
     open_run = Signal(str)
     continue_run = Signal(str, int)
+    export_for_device = Signal(str)
     error = Signal(str, str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -61,9 +63,12 @@ class RunsPage(QWidget):
         self.continue_button = QPushButton("Continue training…")
         self.rename_button = QPushButton("Rename…")
         self.export_button = QPushButton("Export model…")
+        self.device_export_button = QPushButton("Export for a device…")
+        self.device_export_button.setToolTip("One modality's classifier as ONNX or TorchScript, with its preprocessing")
         self.delete_button = QPushButton("Delete…")
         self.delete_button.setObjectName("danger")
-        for b in (self.open_button, self.continue_button, self.rename_button, self.export_button, self.delete_button):
+        for b in (self.open_button, self.continue_button, self.rename_button, self.export_button,
+                  self.device_export_button, self.delete_button):
             actions.addWidget(b)
             b.setEnabled(False)
         actions.addStretch(1)
@@ -72,6 +77,7 @@ class RunsPage(QWidget):
         self.continue_button.clicked.connect(self._continue)
         self.rename_button.clicked.connect(self._rename)
         self.export_button.clicked.connect(self._export)
+        self.device_export_button.clicked.connect(self._export_for_device)
         self.delete_button.clicked.connect(self._delete)
 
     def refresh(self) -> None:
@@ -116,6 +122,7 @@ class RunsPage(QWidget):
         self.rename_button.setEnabled(run is not None)
         self.delete_button.setEnabled(run is not None and not busy)
         self.export_button.setEnabled(has_model)
+        self.device_export_button.setEnabled(has_model)
         self.continue_button.setEnabled(run is not None and not busy and (Path(run) / "checkpoint.pt").exists())
 
     def _open(self) -> None:
@@ -164,6 +171,11 @@ class RunsPage(QWidget):
                 runs.export_bundle(Path(run), Path(dest))
             except (DataError, OSError) as exc:
                 self.error.emit(str(exc), "")
+
+    def _export_for_device(self) -> None:
+        run = self.selected_run()
+        if run:
+            self.export_for_device.emit(str(Path(run) / "model.discomkd"))
 
     def _delete(self) -> None:
         from discomkd import runs

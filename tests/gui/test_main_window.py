@@ -309,3 +309,27 @@ def test_compare_page_runs_methods_fills_table_and_chart_and_saves(window, tiny_
     page.table.setRowCount(0)
     page.saved_combo.activated.emit(0)
     assert page.table.rowCount() == 4 and page.chart.bar_heights() == pytest.approx(heights)
+
+
+def test_results_page_exports_a_classifier_for_a_device(window, trained_bundle, qtbot, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    from discomkd_gui.dialogs import ExportDialog
+
+    out = tmp_path / "device" / "audio.onnx"
+
+    def choose(dialog):  # what the user picks in the dialog
+        assert dialog.path.text().endswith("model-image.onnx")  # suggested: beside the model
+        dialog.modality.setCurrentText("audio")
+        dialog.format.setCurrentIndex(dialog.format.findData("onnx"))
+        dialog.path.setText(str(out))
+        return ExportDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(ExportDialog, "exec", choose)
+    window.open_run(str(trained_bundle.parent))
+    assert window.current_page() == "Results"
+    assert window.results_page.export_button.isEnabled()
+    qtbot.mouseClick(window.results_page.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(window.export_boxes or window.error_boxes), timeout=60000)
+    assert not window.error_boxes, window.error_boxes[0].text()
+    assert "probabilities match the model" in window.export_boxes[0].text()
+    assert out.exists() and out.with_name("audio.onnx.json").exists()

@@ -1,0 +1,55 @@
+"""torchrun with two gloo processes on the CPU: gradients are averaged, parameters stay identical,
+one run folder is written by rank 0 only, and its model predicts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from discomkd import runs
+from discomkd.predict import Predictor, expand_paths
+
+HERE = Path(__file__).resolve().parent
+
+
+def _torchrun(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"  # two processes on a small machine: no oversubscription
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_ddp_gradient_is_the_mean_of_the_ranks_and_parameters_stay_identical(tmp_path):
+    result = _torchrun([str(HERE / "ddp_gradient_check.py")], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "DDP CHECK PASSED" in result.stdout
+
+
+def test_torchrun_two_gloo_processes_train_one_run_folder_and_the_model_predicts(tiny_demo, tmp_path):
+    run_dir = tmp_path / "run"
+    result = _torchrun(["-m", "discomkd", "train", "--modality", f"image={tiny_demo['image']}",
+                        "--modality", f"audio={tiny_demo['audio']}", "--out", str(run_dir), "--epochs", "2",
+                        "--embed-dim", "8", "--batch-size", "16", "--device", "cpu"], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    # Rank 0 alone reports: one start line, one line per epoch, one summary.
+    assert result.stdout.count("Training on cpu") == 1
+    assert result.stdout.count("epoch 2/2") == 1 and result.stdout.count("Finished 2 epochs.") == 1
+
+    record = runs.read_run_record(run_dir)
+    assert record["world_size"] == 2 and record["status"] == "finished" and record["epochs_done"] == 2
+    assert [h["epoch"] for h in runs.read_history(run_dir)] == [1, 2]
+    log = (run_dir / runs.LOG_FILE).read_text()
+    assert log.count("start:") == 1 and log.count("epoch 2/2") == 1  # rank 1 wrote nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no second run folder
+    assert not (Path(os.environ["DISCOMKD_DATA_DIR"]) / "runs").exists() or not any(
+        (Path(os.environ["DISCOMKD_DATA_DIR"]) / "runs").iterdir())
+
+    predictor = Predictor.from_path(run_dir / runs.BUNDLE_FILE)
+    wav = expand_paths([tiny_demo["audio"] / "2"])[0]
+    prediction = predictor.predict_file(wav)
+    assert prediction.modality == "audio" and prediction.label in predictor.classes
+    assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
