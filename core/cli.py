@@ -102,6 +102,8 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
     w.add_argument("--grl-schedule", choices=GRL_SCHEDULES, default=d.grl_schedule)
     w.add_argument("--orthogonality", choices=ORTHOGONALITY, default=d.orthogonality,
                    help="abs |cos| (default), square cos^2, signed cos (authors' code)")
+    w.add_argument("--agree-temperature", type=float, default=d.agree_temperature,
+                   help="temperature of the agreement term: softens both predictions (Hinton's KD; 1 = none)")
     w.add_argument("--term-ramp", type=float, default=d.term_ramp,
                    help="fraction of training over which L_aux, L_adv, L_mod and L_perp ramp in from 0 "
                         "(paper: 0, full weight from the first step)")
@@ -118,6 +120,7 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
         grl_schedule=args.grl_schedule,
         orthogonality=args.orthogonality,
         term_ramp=args.term_ramp,
+        agree_temperature=args.agree_temperature,
         backbone=args.backbone,
         embed_dim=args.embed_dim,
         optimizer=args.optimizer,

@@ -86,6 +86,7 @@ class TrainingConfig:
     grl_lambda: float = 1.0
     grl_schedule: str = "constant"  # or "dann": lambda * (2 / (1 + exp(-10 p)) - 1)
     orthogonality: str = "abs"  # |cos|; the authors' code uses the signed cosine
+    agree_temperature: float = 1.0  # softens both sides of L_agree (Hinton's KD temperature)
     term_ramp: float = DEFAULT_TERM_RAMP  # share of training over which L_aux, L_adv, L_mod, L_perp ramp in (paper: 0)
     backbone: str = "auto"  # compact CNN on CPU, ResNet-18 on a GPU; signals always use the 1-D CNN
     embed_dim: int = 64  # size of z_inv, z_inf and z_irr; encoders output 2 * embed_dim (paper: 256)
@@ -117,6 +118,8 @@ class TrainingConfig:
             bad(f"Unknown GRL schedule '{self.grl_schedule}'; choose 'constant' or 'dann'.")
         if self.device not in DEVICES:
             bad(f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
+        if not self.agree_temperature > 0:
+            bad(f"The agreement temperature must be positive (got {self.agree_temperature}).")
         if not 0.0 <= self.term_ramp <= 1.0:
             bad(f"The ramp of the extra terms is a fraction of training between 0 and 1 (got {self.term_ramp}).")
         if not self.grl_lambda >= 0:
@@ -150,6 +153,7 @@ class TrainingConfig:
         # Runs saved before the agreement term and the ramp existed trained without them.
         d["weights"] = LossWeights(**{"agree": 0.0, **d.get("weights", {})})
         d.setdefault("term_ramp", 0.0)
+        d.setdefault("agree_temperature", 1.0)
         if "split" in d:
             d["split"] = tuple(float(v) for v in d["split"])
         return cls(**d)

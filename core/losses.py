@@ -101,7 +101,8 @@ def class_conditional_targets(
 
 
 def agreement_loss(
-    logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], paired: bool, n_classes: int
+    logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], paired: bool, n_classes: int,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Mean over modalities and peers of the mimicry of each classifier towards a peer's prediction.
 
@@ -109,21 +110,27 @@ def agreement_loss(
     that very sample; otherwise the peer's mean prediction over its batch samples of the same class.
     Only predictions the peer gets right teach (its arg-max is the label): a strong sensor then
     teaches a weak one almost everywhere, while the weak one's mistakes do not pull the strong one.
+    Both sides are softened by ``temperature`` and the term scaled by its square (Hinton et al. 2015):
+    on training samples a peer is soon nearly certain, and at temperature 1 its prediction says
+    little more than the label.
     """
     names = list(logits)
+    t = float(temperature)
     parts = []
     for n in names:
+        student = logits[n].float() / t
         for peer in names:
             if peer == n:
                 continue
             peer_logits = logits[peer].float().detach()
             correct = peer_logits.argmax(dim=1) == labels[peer]
             if paired:
-                parts.append(mimicry(logits[n], F.softmax(peer_logits, dim=1), correct))
+                parts.append(mimicry(student, F.softmax(peer_logits / t, dim=1), correct))
             else:
-                target, mask = class_conditional_targets(peer_logits[correct], labels[peer][correct], labels[n], n_classes)
-                parts.append(mimicry(logits[n], target, mask))
-    return torch.stack(parts).mean()
+                target, mask = class_conditional_targets(peer_logits[correct] / t, labels[peer][correct], labels[n],
+                                                         n_classes)
+                parts.append(mimicry(student, target, mask))
+    return torch.stack(parts).mean() * t * t
 
 
 def ramp_factor(progress: float, ramp_fraction: float) -> float:

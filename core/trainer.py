@@ -496,7 +496,8 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = train_model(inputs, grl_factor=factor)
             terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)
-            terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, paired, len(classes))
+            terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, paired, len(classes),
+                                            config.agree_temperature)
             total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
             if not torch.isfinite(total):
                 raise TrainingError(

@@ -142,6 +142,14 @@ class ConfigurePage(QWidget):
         lg.addWidget(QLabel("Ramp"), row + 2, 0)
         lg.addWidget(self.term_ramp, row + 2, 1)
         lg.addWidget(ramp_hint, row + 2, 2)
+        self.agree_temperature = _spin(0.1, 20.0, 0.5, 1, "Temperature of L_agree: above 1 softens both "
+                                                          "predictions so that a confident peer still teaches "
+                                                          "which classes look alike (Hinton's KD).")
+        temperature_hint = QLabel("temperature of L_agree (1: none)")
+        temperature_hint.setObjectName("hint")
+        lg.addWidget(QLabel("Agreement T"), row + 3, 0)
+        lg.addWidget(self.agree_temperature, row + 3, 1)
+        lg.addWidget(temperature_hint, row + 3, 2)
         self.orthogonality = QComboBox()
         for o in ORTHOGONALITY:
             self.orthogonality.addItem({"abs": "|cos| (default)", "square": "cos²", "signed": "signed cos (authors' code)"}[o], o)
@@ -325,6 +333,7 @@ class ConfigurePage(QWidget):
             "grl_schedule": self.grl_schedule.currentData(),
             "orthogonality": self.orthogonality.currentData(),
             "term_ramp": self.term_ramp.value(),
+            "agree_temperature": self.agree_temperature.value(),
             "backbone": self.backbone.currentData(),
             "embed_dim": self.embed_dim.value(),
             "optimizer": self.optimizer.currentText(),
@@ -354,6 +363,7 @@ class ConfigurePage(QWidget):
         self.term_ramp.blockSignals(True)
         self.term_ramp.setValue(config.term_ramp)
         self.term_ramp.blockSignals(False)
+        self.agree_temperature.setValue(config.agree_temperature)
         self._weights_edited()
         self.grl_lambda.setValue(config.grl_lambda)
         self.grl_schedule.setCurrentIndex(max(0, self.grl_schedule.findData(config.grl_schedule)))
