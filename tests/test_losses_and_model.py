@@ -181,3 +181,15 @@ def test_extra_terms_ramp_in_and_the_paper_objective_does_not_ramp():
     w = LossWeights(cl=1.0, aux=2.0, adv=3.0, mod=4.0, perp=5.0, agree=6.0)
     assert float(weighted_total(terms, w, ramp=0.0)) == pytest.approx(1.0 + 6.0)  # cl and agree never ramp
     assert float(weighted_total(terms, w, ramp=0.5)) == pytest.approx(7.0 + 0.5 * 14.0)
+
+
+def test_agreement_temperature_softens_both_sides_and_scales_by_its_square():
+    from discomkd.losses import agreement_loss, mimicry
+
+    labels = {"a": torch.tensor([0, 1]), "b": torch.tensor([0, 1])}
+    a = torch.tensor([[4.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[6.0, 1.0], [1.0, 3.0]])
+    t = 3.0
+    expected = 0.5 * t * t * (mimicry(a / t, torch.softmax(b / t, 1)) + mimicry(b / t, torch.softmax(a / t, 1)))
+    assert float(agreement_loss({"a": a, "b": b}, labels, True, 2, temperature=t)) == pytest.approx(float(expected))
+    assert float(agreement_loss({"a": a, "b": b}, labels, True, 2, temperature=1.0)) < float(expected)
