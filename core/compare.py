@@ -11,8 +11,13 @@ method, so all methods see the same train/validation/test samples on a given see
 seed by seed (every method on seed 0, then on seed 1, ...), so a stopped comparison still holds
 complete seeds. Runs cut short by a stop are left out of the table and listed in ``per_run``.
 
+Because the splits are shared, every method is compared with the student alone seed by seed: the
+rows carry the paired difference of test weighted F1 (mean, 95% t-interval, Wilcoxon p) and a
+verdict (helps / no evidence / hurts, see significance.py), and the result lists the runs whose
+best epoch fell in the last 20% of the epochs (not converged).
+
 Files written by :meth:`ComparisonResult.write` (each atomically):
-- ``comparison.md``: the table as Markdown (mean ± standard deviation over seeds);
+- ``comparison.md``: the table as Markdown (mean ± standard deviation over seeds, paired differences);
 - ``comparison.csv``: one row per method and modality;
 - ``per_run.json``: ``{"format_version", "settings", "skipped", "runs": [...]}``, one entry per
   method and seed with its status, time and test metrics per modality (and the teacher's).
