@@ -52,6 +52,7 @@ DATASETS = {
         "split": (0.7, 0.1, 0.2), "batch_size": 16,
         "methods": ["student", "discomkd", "discomkd_paper", "dml"],
         "weak": "rgb", "strong": "ir",
+        "smoke_test": True,  # 40 test patches per seed: the targets are printed, not expected to hold
     },
 }
 STRONG_LOSS_LIMIT = 0.005  # the strong sensor may lose at most 0.5 F1 points on average
@@ -136,7 +137,8 @@ def targets(result, name: str) -> list[str]:
                 if p["method"] == method and p["status"] == "finished" and modality in p["metrics"]}
 
     def check(ok: bool, text: str) -> None:
-        lines.append(f"[{'PASS' if ok else 'FAIL'}] {text}")
+        verdict = "PASS" if ok else "FAIL"
+        lines.append(f"[{verdict}, smoke test only] {text}" if spec.get("smoke_test") else f"[{verdict}] {text}")
 
     weak_row, strong_row = rows.get(("discomkd", weak)), rows.get(("discomkd", strong))
     if weak_row and "diff_mean" in weak_row:
