@@ -45,7 +45,7 @@ def tiny_demo_copy(root: Path, per_class: int = 24, classes: tuple[str, ...] = (
 
 def measure_once(window, epochs: int) -> dict[str, float]:
     """Train once with the window's settings; the gaps (in seconds) by phase."""
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer
+    from PySide6.QtCore import QCoreApplication, QElapsedTimer, QEventLoop, Qt, QTimer
 
     page = window.train_page
     window.configure_page.epochs.setValue(epochs)
@@ -68,11 +68,15 @@ def measure_once(window, epochs: int) -> dict[str, float]:
 
     page.run_finished.connect(finished)
     clock.start()
-    window.start_training()
+    if window.start_training() is None:
+        raise SystemExit("the window refused to start a training (see its error message)")
     timer.start()
     loop.exec()
     timer.stop()
     page.run_finished.disconnect(finished)
+    while page.is_training():  # run_finished comes just before the job's thread ends
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
     result = done[0]
     if result.status != "finished":
         raise SystemExit(f"training did not finish: {result.reason}")
