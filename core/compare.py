@@ -384,7 +384,7 @@ def _finish(result: ComparisonResult, modalities: list[str], out_dir, t0: float,
 
 def _modality_type(text: str) -> ModalitySource:
     """argparse type: the same NAME=DIR[:bands=...] syntax as ``discomkd train``."""
-    from .cli import parse_modality_arg
+    from .options import parse_modality_arg
 
     return parse_modality_arg(text)
 
@@ -392,7 +392,7 @@ def _modality_type(text: str) -> ModalitySource:
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``compare`` to an argparse sub-parser set; ``run_compare_command`` runs it.
 
-    The training options are the ones ``discomkd train`` takes (``cli.add_training_options``),
+    The training options are the ones ``discomkd train`` takes (``options.add_training_options``),
     so a comparison runs DisCoM-KD exactly as a training would.
     """
     p = subparsers.add_parser(
@@ -408,7 +408,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="number of random splits (default 3)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method ids (default: all)")
     p.add_argument("--out", required=True, help="folder for comparison.md, comparison.csv and per_run.json")
-    from .cli import add_training_options  # cli imports this module lazily, so no cycle
+    from .options import add_training_options
 
     add_training_options(p)
     p.set_defaults(func=run_compare_command)
@@ -416,7 +416,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainingConfig:
-    from .cli import config_from_args
+    from .options import config_from_args
 
     return config_from_args(args, list(args.modality))
 

@@ -133,7 +133,7 @@ def _check_main_window() -> str:
     """Build the real window once (its settings go to the scratch folder), then close it."""
     from PySide6.QtWidgets import QApplication
 
-    from discomkd_gui.app import create_application, create_main_window
+    from discomkd_gui.startup import create_application, create_main_window
     from discomkd_gui.resources import style_sheet
 
     if not style_sheet():

@@ -1,8 +1,11 @@
 """Train page: Start/Stop, progress with ETA, live loss and validation curves, and a log.
 
 The training runs in a :class:`~discomkd_gui.jobs.Job`; engine events arrive here as Qt signals.
-Event slots only append numbers to arrays; a 15 Hz timer pushes them to the curves, so plotting
-never slows the training down however fast batches end.
+Event slots only append numbers to arrays; a timer pushes them to the curves, so plotting never
+slows the training down however fast batches end. The window must never stall either (every
+repaint competes with the training thread for the GIL): each timer tick redraws at most one plot,
+nothing is redrawn while the page is hidden, and the epoch axis is fixed for the run, so a new
+point never re-lays out the axes (benchmarks/gui_stall.py measures the largest stall).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ TERM_COLOURS = {
     "total": "#222222",
 }
 MODALITY_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-PLOT_HZ = 10
+PLOT_HZ = 10  # timer ticks per second; the two plots take turns, so each redraws at most 5 times a second
 SMOOTHING = 0.9  # exponential moving average of per-batch losses
 
 
@@ -113,7 +116,8 @@ class TrainPage(QWidget):
         self.run_dir: str | None = None
         self.batch_events = 0
         self.epoch_events = 0
-        self._dirty = False
+        self._dirty: set[str] = set()  # the plots ("loss", "val") with points not yet pushed
+        self._last_pushed = ""
         self._epochs_target = 0
         self._ema: dict[str, float] = {}
         self._modality_colours: dict[str, str] = {}
@@ -197,7 +201,7 @@ class TrainPage(QWidget):
 
         self.timer = QTimer(self)
         self.timer.setInterval(int(1000 / PLOT_HZ))
-        self.timer.timeout.connect(self.flush_plots)
+        self.timer.timeout.connect(self._flush_one_plot)
 
         self.start_button.clicked.connect(self.start_requested)
         self.stop_button.clicked.connect(self.stop)
@@ -258,7 +262,8 @@ class TrainPage(QWidget):
         self.run_dir = None
         self.progress.setValue(0)
         self.log.clear()
-        self._dirty = True
+        self._set_epoch_axis(1)
+        self._dirty = {"loss", "val"}
         self.flush_plots()
 
     def _val_curve(self, modality: str, metric: str) -> Series:
@@ -269,22 +274,45 @@ class TrainPage(QWidget):
             colour = self._modality_colours[modality]
             style = Qt.PenStyle.SolidLine if metric == "accuracy" else Qt.PenStyle.DashLine
             label = f"{modality} {'accuracy' if metric == 'accuracy' else 'weighted F1'}"
-            self.val_curves[key] = self.val_plot.plot(
-                pen=pg.mkPen(colour, width=2, style=style), name=label,
-                symbol="o" if metric == "accuracy" else "t", symbolSize=6, symbolBrush=colour, symbolPen=None)
+            # No symbols: they doubled the cost of a redraw; the solid and dashed lines tell the metrics apart.
+            self.val_curves[key] = self.val_plot.plot(pen=pg.mkPen(colour, width=2, style=style), name=label)
             self.val_series[key] = Series()
         return self.val_series[key]
 
-    def flush_plots(self) -> None:
-        """Push buffered points to the curves (called by the timer; cheap when nothing changed)."""
-        if not self._dirty:
+    def _set_epoch_axis(self, epochs: int) -> None:
+        """Fix the epoch axis to the whole run: an auto-ranged axis re-lays out both plots on every new point."""
+        for plot in (self.loss_plot, self.val_plot):
+            plot.enableAutoRange(x=False)
+            plot.setXRange(0, max(1, epochs), padding=0.02)
+
+    def _push(self, plot: str) -> None:
+        self._dirty.discard(plot)
+        if plot == "loss":
+            for term in TERMS:
+                self.loss_series[term].push_to(self.loss_curves[term])
+                self.epoch_series[term].push_to(self.epoch_curves[term])
+        else:
+            for key, curve in self.val_curves.items():
+                self.val_series[key].push_to(curve)
+
+    def _flush_one_plot(self) -> None:
+        """Timer tick: push one plot with new points (so one event-loop turn repaints at most one plot);
+        nothing while the page is hidden (showEvent catches up)."""
+        if not self._dirty or not self.isVisible():
             return
-        self._dirty = False
-        for term in TERMS:
-            self.loss_series[term].push_to(self.loss_curves[term])
-            self.epoch_series[term].push_to(self.epoch_curves[term])
-        for key, curve in self.val_curves.items():
-            self.val_series[key].push_to(curve)
+        # Take turns: new batches mark the loss plot at every tick, which must not starve the other.
+        plot = "val" if self._last_pushed == "loss" and "val" in self._dirty else min(self._dirty)
+        self._last_pushed = plot
+        self._push(plot)
+
+    def flush_plots(self) -> None:
+        """Push every buffered point to the curves now (cheap when nothing changed)."""
+        for plot in tuple(self._dirty):
+            self._push(plot)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.flush_plots()
 
     def show_history(self, history: list[dict], title: str = "") -> None:
         """Draw a finished run's per-epoch curves (runs reopened from the Runs page)."""
@@ -301,7 +329,8 @@ class TrainPage(QWidget):
             for modality, metrics in row.get("val", {}).items():
                 self._val_curve(modality, "accuracy").append(epoch, metrics["accuracy"])
                 self._val_curve(modality, "weighted_f1").append(epoch, metrics["weighted_f1"])
-        self._dirty = True
+        self._set_epoch_axis(max((int(row["epoch"]) for row in history), default=1))
+        self._dirty = {"loss", "val"}
         self.flush_plots()
         n = len(history)
         self.progress.setValue(1000 if n else 0)
@@ -322,7 +351,7 @@ class TrainPage(QWidget):
                 smooth = value if prev is None else SMOOTHING * prev + (1 - SMOOTHING) * value
                 self._ema[term] = smooth
                 self.loss_series[term].append(x, smooth)
-            self._dirty = True
+            self._dirty.add("loss")
             self.progress.setValue(int(event.progress * 1000))
             self.progress.setFormat(
                 f"Epoch {event.epoch}/{self._epochs_target or '?'} · step {event.step}/{event.steps_per_epoch} · "
@@ -336,7 +365,7 @@ class TrainPage(QWidget):
             for modality, metrics in event.val_metrics.items():
                 self._val_curve(modality, "accuracy").append(float(event.epoch), metrics["accuracy"])
                 self._val_curve(modality, "weighted_f1").append(float(event.epoch), metrics["weighted_f1"])
-            self._dirty = True
+            self._dirty.update(("loss", "val"))
             val = ", ".join(f"{m} acc {v['accuracy']:.3f} / wF1 {v['weighted_f1']:.3f}" for m, v in event.val_metrics.items())
             self.append_log(f"Epoch {event.epoch}/{event.epochs}: loss {event.train_losses.get('total', 0):.4f} · "
                             f"validation {val or 'n/a'} · {event.epoch_time_s:.1f} s")
@@ -349,6 +378,7 @@ class TrainPage(QWidget):
                 self._val_curve(modality, "accuracy")
                 self._val_curve(modality, "weighted_f1")
             self._epochs_target = event.epochs
+            self._set_epoch_axis(event.epochs)
             sizes = ", ".join(f"{m} {n}" for m, n in event.train_sizes.items())
             backbones = ", ".join(f"{m}: {b}" for m, b in event.backbones.items())
             self.append_log(f"Run folder: {event.run_dir}")
@@ -362,7 +392,6 @@ class TrainPage(QWidget):
 
     def _on_succeeded(self, result) -> None:
         self.last_result = result
-        self._dirty = True
         self.flush_plots()
         self.append_log(result.reason)
         for modality, m in (result.test_metrics or {}).items():
