@@ -298,7 +298,13 @@ class ComparePage(QWidget):
         self.verdict.setText("\n".join(result.verdict_lines()) or "Add 'Student alone' to see whether "
                              "DisCoM-KD helps each modality (paired difference over the seeds).")
         lines = [f"{METHODS.get(m, m)} skipped: {why}" for m, why in result.skipped.items()]
-        lines += result.warnings
+        warnings = result.warnings
+        if len(warnings) > 1:  # one line here, the list in the tooltip, so the table keeps its room
+            lines.append(f"Convergence: {len(warnings)} rows had a best epoch in the last 20% of the epochs on "
+                         "some seed (hover for the list); train longer before trusting them.")
+        else:
+            lines += warnings
+        self.skipped.setToolTip("\n".join(warnings))
         if result.stopped:
             lines.append("Stopped early: runs cut short are not in the table.")
         self.skipped.setText("\n".join(lines))

@@ -83,8 +83,9 @@ class ConfigurePage(QWidget):
         outer = QVBoxLayout(self)
         header, _ = page_header(
             "Configure",
-            "Recommended: the DisCoM-KD terms ramped in plus cross-modal agreement, which measured best; "
-            "the presets also hold the paper's objective and one-term ablations. Hover over any field for an explanation.",
+            "Recommended: the DisCoM-KD terms ramped in plus cross-modal agreement (README: what it trains and "
+            "what it measured); the presets also hold the paper's objective and one-term ablations. "
+            "Hover over any field for an explanation.",
         )
         outer.addWidget(header)
         scroll = QScrollArea()
