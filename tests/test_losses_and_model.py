@@ -150,7 +150,7 @@ def test_agreement_teaches_only_with_predictions_the_peer_gets_right():
     # weak mimics strong on both samples; strong mimics weak on sample 1 only (weak is right there)
     expected = 0.5 * (mimicry(weak, torch.softmax(strong, 1))
                       + mimicry(strong, torch.softmax(weak.detach(), 1), torch.tensor([False, True])))
-    assert float(loss) == pytest.approx(float(expected.detach()), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     loss.backward()
     assert weak.grad.abs().sum() > 0  # the weak classifier is pulled towards the strong one
 
