@@ -300,6 +300,14 @@ def test_paired_differences_to_the_student_and_verdicts():
     assert "| DisCoM-KD | weak | 0.575 ± 0.018 | 0.000 ± 0.000 | +2.9 (+2.0 to +3.8; p 0.062) | helps | 5 |" in md
 
 
+def test_methods_contract():
+    assert list(METHODS) == ["discomkd", "student", "classifiers_only", "discomkd_paper", "kd", "dkd", "dml",
+                             "discomkd_no_aux", "discomkd_no_adv", "discomkd_no_mod", "discomkd_no_perp",
+                             "discomkd_no_agree"]
+    with pytest.raises(ConfigError):
+        run_comparison(TrainingConfig(), ["nonsense"], seeds=1)
+
+
 def test_modality_argument_bands_are_one_based_in_text():
     import argparse
 
