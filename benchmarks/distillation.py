@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result = merge(parts, methods, out)
     lines = targets(result, args.dataset)
-    command = "python benchmarks/distillation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/distillation.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     report = (f"{result.to_markdown()}\nTargets:\n" + "\n".join(f"- {line}" for line in lines)
               + f"\n\nReproduce: `{command}` ({time.perf_counter() - t0:.0f} s wall here)\n")
     (out / "benchmark.md").write_text(report, encoding="utf-8")
