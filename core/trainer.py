@@ -51,7 +51,8 @@ from .events import (
     StopToken,
     TrainingEvent,
 )
-from .losses import agreement_loss, discomkd_loss_terms, grl_factor, ramp_factor, weighted_total
+from .losses import (agreement_loss, better_validated, discomkd_loss_terms, grl_factor, mix_paired_batch,
+                     mixed_pair_distillation, paired_alignment, ramp_factor, weighted_total)
 from .metrics import classification_metrics, pca_2d
 from .models import DisCoMKD, resolve_backbone
 
@@ -424,6 +425,10 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
     # Paired files come aligned row by row: one shared order keeps each batch the same samples in
     # every modality, which the agreement term compares sample by sample.
     paired = dataset.report.pairing.status == "paired"
+    # Mixed-pair distillation and alignment need paired rows, and a validation score to tell who
+    # teaches whom.
+    teaching = (paired and (config.weights.mix > 0 or config.weights.align > 0)
+                and any(prepared[n].y["val"].numel() for n in names))
     steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / config.batch_size))
     # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
     train_model = run.dist.wrap(model, config.batch_size)
@@ -485,9 +490,15 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
                 xb = train_x[n].index_select(0, idx.to(train_x[n].device)).to(device)
                 inputs[n] = augment_batch(xb, specs[n].augmentation, generator)
                 labels[n] = train_y[n].index_select(0, idx.to(device))
+            teachers = better_validated({n: best[n]["val_weighted_f1"] for n in names}) if teaching else {}
+            # Blends of the batch's pairs ride along in the same forward pass, after the clean rows.
+            mixed = mix_paired_batch(inputs, generator) if config.weights.mix > 0 and any(teachers.values()) else None
+            for n in names:
                 # Under torchrun this process keeps its part of the batch, augmented as a whole first so
                 # that N processes see exactly the samples and augmentations one process would.
                 inputs[n], labels[n] = run.dist.shard(inputs[n]), run.dist.shard(labels[n])
+                if mixed is not None:
+                    inputs[n] = torch.cat([inputs[n], run.dist.shard(mixed[n])])
             data_time += time.perf_counter() - t_step
             progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
             factor = grl_factor(config.grl_schedule, config.grl_lambda, progress_in_run)
@@ -495,9 +506,17 @@ def _train_loop(run: _Run, dataset: MultiModalDataset, device: torch.device, run
                 group["lr"] = learning_rate_at(config, progress_in_run)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = train_model(inputs, grl_factor=factor)
+            mixed_logits = {}
+            if mixed is not None:
+                clean = {n: labels[n].shape[0] for n in names}
+                mixed_logits = {n: outputs[n]["logits"][clean[n]:] for n in names}
+                outputs = {n: {k: v[: clean[n]] for k, v in outputs[n].items()} for n in names}
             terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)
             terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, paired, len(classes),
                                             config.agree_temperature)
+            terms["mix"] = (mixed_pair_distillation(mixed_logits, teachers, config.agree_temperature) if mixed_logits
+                            else terms["cl"].detach() * 0.0)
+            terms["align"] = paired_alignment({n: outputs[n]["z_inv"] for n in names}, teachers)
             total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
             if not torch.isfinite(total):
                 raise TrainingError(

@@ -193,3 +193,47 @@ def test_agreement_temperature_softens_both_sides_and_scales_by_its_square():
     expected = 0.5 * t * t * (mimicry(a / t, torch.softmax(b / t, 1)) + mimicry(b / t, torch.softmax(a / t, 1)))
     assert float(agreement_loss({"a": a, "b": b}, labels, True, 2, temperature=t)) == pytest.approx(float(expected))
     assert float(agreement_loss({"a": a, "b": b}, labels, True, 2, temperature=1.0)) < float(expected)
+
+
+def test_mixed_pairs_blend_the_same_partner_with_the_same_share_in_every_modality():
+    from discomkd.losses import mix_paired_batch
+
+    a = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2).clone()
+    b = 10 * torch.arange(4.0).view(4, 1, 1)  # another modality, another shape
+    mixed = mix_paired_batch({"a": a, "b": b}, torch.Generator().manual_seed(3))
+    assert mixed["a"].shape == a.shape and mixed["b"].shape == b.shape
+    # a row i of 'a' is s*i + (1-s)*j; of 'b' 10 times that: the same pair, the same share
+    assert torch.allclose(mixed["b"].view(4), 10 * mixed["a"][:, 0, 0, 0])
+    assert torch.all(mixed["a"] >= 0) and torch.all(mixed["a"] <= 3)
+
+
+def test_only_the_better_validated_modality_teaches():
+    from discomkd.losses import better_validated
+
+    assert better_validated({"strong": 0.9, "weak": 0.5}) == {"strong": [], "weak": ["strong"]}
+    assert better_validated({"a": 0.5, "b": 0.5}) == {"a": [], "b": []}  # a tie: nobody teaches
+    assert better_validated({"a": 0.9, "b": 0.7, "c": 0.8}) == {"a": [], "b": ["a", "c"], "c": ["a"]}
+
+
+def test_mixed_pair_distillation_pulls_the_student_only():
+    from discomkd.losses import mimicry, mixed_pair_distillation
+
+    strong = torch.tensor([[2.0, 0.5], [0.1, 0.3]], requires_grad=True)
+    weak = torch.tensor([[0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    loss = mixed_pair_distillation({"strong": strong, "weak": weak}, {"strong": [], "weak": ["strong"]})
+    assert float(loss) == pytest.approx(float(mimicry(weak, torch.softmax(strong, 1))))
+    loss.backward()
+    assert strong.grad is None and weak.grad.abs().sum() > 0
+    none = mixed_pair_distillation({"strong": strong, "weak": weak}, {"strong": [], "weak": []})
+    assert float(none) == 0.0
+
+
+def test_paired_alignment_is_one_minus_cosine_to_the_teacher():
+    from discomkd.losses import paired_alignment
+
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
+    student = torch.tensor([[1.0, 0.0], [3.0, 0.0]], requires_grad=True)  # cos 1, then cos 0
+    loss = paired_alignment({"t": teacher, "s": student}, {"t": [], "s": ["t"]})
+    assert float(loss) == pytest.approx(0.5)
+    loss.backward()
+    assert teacher.grad is None and student.grad.abs().sum() > 0
