@@ -6,7 +6,7 @@
 
 Each data set is built from ``../shared/data`` by ``scripts/make_benchmark_data.py`` (into
 ``--data``, default ``build/benchmark-data``) on first use. The methods run through the same
-engine as ``discomkd compare`` (:func:`discomkd.compare.run_comparison`): every method sees the
+engine as ``discomkd compare`` (:func:`discomkd.training.compare.run_comparison`): every method sees the
 same split on a given seed. ``--jobs N`` runs the methods in N processes with one torch thread each
 (on a 2-core machine torch's own threads oversubscribe the CPU), then merges their runs.
 
@@ -94,7 +94,7 @@ def run_part(args: argparse.Namespace, methods: list[str], out: Path) -> None:
     """One process's share: the given methods on every seed, written to ``out``."""
     import torch
 
-    from discomkd.compare import run_comparison
+    from discomkd.training.compare import run_comparison
 
     torch.set_num_threads(1)
     config = make_config(args.dataset, data_root(args.data, args.dataset, args.weak_noise), args.epochs, args.first_seed,
@@ -109,7 +109,7 @@ def run_part(args: argparse.Namespace, methods: list[str], out: Path) -> None:
 
 def merge(parts: list[Path], methods: list[str], out: Path):
     """One ComparisonResult from the parts' runs, methods in the benchmark's order."""
-    from discomkd.compare import ComparisonResult, read_comparison, summarise
+    from discomkd.training.compare import ComparisonResult, read_comparison, summarise
 
     results = [read_comparison(p) for p in parts]
     per_run = sorted((r for res in results for r in res.per_run), key=lambda r: (r["seed"], methods.index(r["method"])))
@@ -126,7 +126,7 @@ def merge(parts: list[Path], methods: list[str], out: Path):
 
 def targets(result, name: str) -> list[str]:
     """The benchmark's pass/fail lines, read from the paired differences."""
-    from discomkd.significance import paired_difference
+    from discomkd.training.significance import paired_difference
 
     spec = DATASETS[name]
     rows = {(r["method"], r["modality"]): r for r in result.rows}
@@ -168,7 +168,7 @@ def targets(result, name: str) -> list[str]:
 
 
 def difference_text_points(row: dict) -> str:
-    from discomkd.compare import difference_text
+    from discomkd.training.compare import difference_text
 
     return difference_text(row) + " points"
 

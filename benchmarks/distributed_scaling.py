@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from discomkd.paths import demo_modalities
+from discomkd.storage.paths import demo_modalities
 
 
 def run(nproc: int, modalities: list[str], args, threads: int, out: Path) -> dict:

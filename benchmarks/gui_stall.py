@@ -30,7 +30,7 @@ EPOCH_END_WINDOW_S = 0.5  # the epoch-end repaint follows the event within one o
 
 def tiny_demo_copy(root: Path, per_class: int = 24, classes: tuple[str, ...] = ("0", "1", "2")) -> dict[str, Path]:
     """A few files per class of the demo (the GUI test's data set), for a quick run."""
-    from discomkd.paths import demo_modalities
+    from discomkd.storage.paths import demo_modalities
 
     out = {}
     for modality, source in demo_modalities().items():

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from discomkd.predict import Predictor
+from discomkd.inference.predict import Predictor
 
 
 def main() -> int:

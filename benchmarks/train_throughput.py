@@ -20,10 +20,10 @@ import torch
 
 from discomkd.cli import add_training_options, config_from_args, parse_modality_arg
 from discomkd.config import ModalitySource
-from discomkd.events import EpochEnded
-from discomkd.paths import demo_modalities
-from discomkd.runs import read_history
-from discomkd.trainer import train
+from discomkd.storage.paths import demo_modalities
+from discomkd.storage.runs import read_history
+from discomkd.training.events import EpochEnded
+from discomkd.training.trainer import train
 
 
 def main() -> int:

@@ -43,7 +43,7 @@ class ConsoleReporter:
             self.err.flush()
 
     def __call__(self, event) -> None:
-        from .events import BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted
+        from .training.events import BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted
 
         if isinstance(event, DataProgress):
             self._bar(f"{event.stage}: {event.done}/{event.total} files")
@@ -78,8 +78,8 @@ class ConsoleReporter:
 
     def _print_data_problems(self, run_dir: str, limit: int = 10) -> None:
         """Skipped files and missing classes, which the user must see before waiting for a training."""
-        from . import runs
         from .errors import DataError
+        from .storage import runs
 
         try:
             data = runs.read_run_record(Path(run_dir)).get("data", {})
@@ -112,7 +112,7 @@ def _print_test_metrics(result) -> None:
 
 def _run_training(fn, *args) -> int:
     """Run a training call with Ctrl-C mapped to a clean stop (a second Ctrl-C aborts)."""
-    from .events import StopToken
+    from .training.events import StopToken
 
     stop = StopToken()
     previous = signal.getsignal(signal.SIGINT)
@@ -141,7 +141,7 @@ def _run_training(fn, *args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .trainer import train
+    from .training.trainer import train
 
     if len(args.modality) < 2:
         print("error: DisCoM-KD needs at least two modalities; give --modality NAME=DIR twice or more.", file=sys.stderr)
@@ -151,14 +151,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_continue(args) -> int:
-    from .trainer import continue_run
+    from .training.trainer import continue_run
 
     return _run_training(lambda **kw: continue_run(args.run_dir, args.epochs, **kw))
 
 
 def cmd_demo(args) -> int:
-    from .paths import demo_modalities
-    from .trainer import train
+    from .storage.paths import demo_modalities
+    from .training.trainer import train
 
     modalities = [ModalitySource(name, str(folder)) for name, folder in demo_modalities().items()]
     config = config_from_args(args, modalities)
@@ -167,7 +167,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import Prediction, Predictor, write_predictions_csv
+    from .inference.predict import Prediction, Predictor, write_predictions_csv
 
     predictor = Predictor.from_path(args.bundle)
     results = predictor.predict_files(args.files, args.modality)
@@ -189,7 +189,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .trainer import evaluate_bundle_on_folder
+    from .training.trainer import evaluate_bundle_on_folder
 
     source = args.modality
     metrics = evaluate_bundle_on_folder(args.bundle, source.name, source.folder)
@@ -206,15 +206,15 @@ def cmd_evaluate(args) -> int:
     if metrics["unknown_classes"]:
         print(f"classes not known to the model (left out): {', '.join(metrics['unknown_classes'])}")
     if args.json:
-        from .atomic import atomic_write
+        from .storage.atomic import atomic_write
 
         atomic_write(args.json, lambda fh: fh.write(json.dumps(metrics, indent=2)), text=True)
     return EXIT_OK
 
 
 def cmd_info(args) -> int:
-    from . import runs
-    from .bundle import load_bundle
+    from .model.bundle import load_bundle
+    from .storage import runs
 
     target = Path(args.bundle)
     if target.is_dir():  # a run folder: its status (a killed run shows as interrupted), then its model
@@ -235,7 +235,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_modality
+    from .inference.export import export_modality
 
     result = export_modality(args.bundle, args.modality, args.format, args.out, args.check or None)
     print(f"wrote {result.model_path} ({result.format}; input 'input', outputs 'logits' and 'probabilities')")
@@ -302,19 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="files to check the export on (default: files of the training folder, when present)")
     p.set_defaults(func=cmd_export)
 
-    try:
-        from . import compare
-    except ImportError:
-        compare = None
-    if compare is not None and hasattr(compare, "add_compare_parser"):
-        compare.add_compare_parser(sub)
+    from .compare_command import add_compare_parser
+
+    add_compare_parser(sub)
     return parser
 
 
 def _escape_file_name_bytes(exc: UnicodeError):
     if not isinstance(exc, UnicodeEncodeError):
         raise exc
-    from .paths import printable_name
+    from .storage.paths import printable_name
 
     text = printable_name(exc.object[exc.start:exc.end])
     return text.encode("ascii", "backslashreplace").decode("ascii"), exc.end

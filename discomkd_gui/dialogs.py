@@ -92,7 +92,7 @@ class ExportDialog(QDialog):
 
     def __init__(self, bundle_path: str, modalities: list[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from discomkd.export import INSTALL_HINT, default_output_path, missing_onnx_packages
+        from discomkd.inference.export import INSTALL_HINT, default_output_path, missing_onnx_packages
 
         self.bundle_path = bundle_path
         self._default_path = default_output_path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable
 
-from discomkd.events import StopToken  # threading only: no torch at start-up
+from discomkd.training.events import StopToken
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 

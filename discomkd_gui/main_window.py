@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -37,16 +38,16 @@ SETTINGS_VERSION = 1
 
 def open_settings() -> QSettings:
     """Settings live beside the runs (``DISCOMKD_DATA_DIR`` moves both), in an INI file."""
-    from discomkd.paths import user_data_dir
+    from discomkd.storage.paths import user_data_dir
 
     return QSettings(str(user_data_dir() / "settings.ini"), QSettings.Format.IniFormat)
 
 
 def probe_devices(state) -> list[str]:
     """Job at start-up: import the heavy engine once (off the GUI thread) and list devices."""
-    import torch._dynamo  # noqa: F401  the optimisers import it on first use (~3 s holding the GIL): not mid-start
+    importlib.import_module("torch._dynamo")  # the optimisers import it on first use (~3 s holding the GIL): not mid-start
 
-    from discomkd.trainer import available_devices
+    from discomkd.training.trainer import available_devices
 
     return available_devices()
 
@@ -285,8 +286,8 @@ class MainWindow(QMainWindow):
 
     # ----- runs and models --------------------------------------------------------------------
     def open_run(self, run_dir: str) -> None:
-        from discomkd import runs
         from discomkd.errors import DataError
+        from discomkd.storage import runs
 
         try:
             record = runs.read_run_record(Path(run_dir))
@@ -316,8 +317,8 @@ class MainWindow(QMainWindow):
 
     def export_for_device(self, bundle_path: str) -> Job | None:
         """Ask for modality, format and file, then export in the background."""
-        from discomkd.bundle import load_bundle
         from discomkd.errors import BundleError
+        from discomkd.model.bundle import load_bundle
 
         from .dialogs import ExportDialog
 
@@ -332,7 +333,7 @@ class MainWindow(QMainWindow):
         return self.run_export(bundle_path, *dialog.choice())
 
     def run_export(self, bundle_path: str, modality: str, fmt: str, out: str) -> Job:
-        from discomkd.export import export_modality
+        from discomkd.inference.export import export_modality
 
         def done(result) -> None:
             message = (f"Exported the {result.modality} classifier to {result.model_path} and its preprocessing to "

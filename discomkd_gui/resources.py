@@ -8,7 +8,7 @@ from PySide6.QtGui import QIcon
 
 
 def app_icon() -> QIcon:
-    from discomkd.paths import resources_dir
+    from discomkd.storage.paths import resources_dir
 
     return QIcon(str(resources_dir() / "icons" / "app.png"))
 
@@ -19,7 +19,7 @@ def style_sheet() -> str:
 
 
 def demo_licences_text() -> str:
-    from discomkd.paths import demo_data_dir
+    from discomkd.storage.paths import demo_data_dir
 
     parts = []
     for name in ("README.md", "LICENSES.md"):

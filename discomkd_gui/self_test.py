@@ -94,7 +94,7 @@ def _check_qt() -> str:
     import PySide6
     import pyqtgraph as pg
 
-    from discomkd.paths import resources_dir
+    from discomkd.storage.paths import resources_dir
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["discomkd-self-test"])
     icon = QtGui.QIcon(str(resources_dir() / "icons" / "app.png"))
@@ -149,7 +149,7 @@ def _check_main_window() -> str:
 
 
 def _check_resources(app_folder: Path | None) -> str:
-    from discomkd.paths import demo_data_dir, demo_modalities, resources_dir
+    from discomkd.storage.paths import demo_data_dir, demo_modalities, resources_dir
 
     root = resources_dir()
     needed = [root / "icons" / "app.png", demo_data_dir() / "LICENSES.md", *demo_modalities().values()]
@@ -170,7 +170,7 @@ def run_self_test(report: _Report, keep: bool = False) -> None:
     report.line(f"  python {platform.python_version()} on {platform.platform()}; "
                 f"{'frozen app in ' + str(app_folder) if app_folder else 'running from source/site-packages'}")
 
-    from discomkd.paths import user_data_dir
+    from discomkd.storage.paths import user_data_dir
 
     # Where the app would write for this user: must never be the app's own folder.
     real_data_dir = user_data_dir()
@@ -221,7 +221,8 @@ def _small_demo_dataset(modalities: dict[str, Path]):
 
     import numpy as np
 
-    from discomkd.data import combine_modalities, load_modality
+    from discomkd.data.dataset import combine_modalities
+    from discomkd.data.load import load_modality
 
     parts = []
     for name, folder in modalities.items():
@@ -233,10 +234,10 @@ def _small_demo_dataset(modalities: dict[str, Path]):
 
 def _train_and_predict(report: _Report, scratch: Path) -> None:
     from discomkd.config import ModalitySource, TrainingConfig
-    from discomkd.paths import demo_modalities
-    from discomkd.predict import Predictor
-    from discomkd.runs import new_run_dir, runs_dir
-    from discomkd.trainer import train
+    from discomkd.inference.predict import Predictor
+    from discomkd.storage.paths import demo_modalities
+    from discomkd.storage.runs import new_run_dir, runs_dir
+    from discomkd.training.trainer import train
 
     modalities = demo_modalities()
     config = TrainingConfig(
@@ -290,7 +291,7 @@ def _train_and_predict(report: _Report, scratch: Path) -> None:
         report.step(f"predict one {name} file", do_predict)
 
     def do_export() -> str:
-        from discomkd.export import export_modality
+        from discomkd.inference.export import export_modality
 
         # TorchScript needs nothing beyond torch; the export checks itself against the model on real files.
         result = export_modality(bundle_path, "audio", "torchscript", scratch / "export" / "audio.pt")

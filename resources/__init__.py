@@ -1,1 +1,1 @@
-"""Shipped resources (icons, demo data with licences); located via discomkd.paths.resources_dir()."""
+"""Shipped resources (icons, demo data with licences); located via discomkd.storage.paths.resources_dir()."""

@@ -44,7 +44,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from discomkd.paths import demo_modalities
+    from discomkd.storage.paths import demo_modalities
 
     # A subset of the demo keeps this quick on a laptop CPU; all ten classes are kept.
     demo = work / "demo"

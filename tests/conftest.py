@@ -42,7 +42,7 @@ def tiny_demo(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def trained_run(tiny_demo, tmp_path_factory):
     """One tiny DisCoM-KD training on real digits, shared by bundle, prediction and CLI tests."""
-    from discomkd.trainer import train
+    from discomkd.training.trainer import train
 
     run_dir = tmp_path_factory.mktemp("trained-run")
     result = train(tiny_config(tiny_demo, epochs=10, batch_size=16), run_dir=run_dir)

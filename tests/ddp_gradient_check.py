@@ -15,10 +15,10 @@ import copy
 import torch
 import torch.distributed as dist
 
-from discomkd.distributed import from_environment
-from discomkd.losses import discomkd_loss_terms, weighted_total
 from discomkd.config import LossWeights
-from discomkd.models import DisCoMKD
+from discomkd.model.losses import discomkd_loss_terms, weighted_total
+from discomkd.model.networks import DisCoMKD
+from discomkd.training.distributed import from_environment
 
 torch.set_num_threads(1)
 ctx = from_environment(torch.device("cpu"))

@@ -12,15 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from discomkd.baselines import (
-    BaselineSettings,
-    dkd_loss,
-    dkd_terms,
-    kd_divergence,
-    kd_loss,
-    run_method,
-)
-from discomkd.compare import (
+from discomkd.config import ModalitySource, TrainingConfig
+from discomkd.errors import ConfigError
+from discomkd.model.losses import class_conditional_targets, mimicry
+from discomkd.training.baselines import BaselineSettings, dkd_loss, dkd_terms, kd_divergence, kd_loss, run_method
+from discomkd.training.compare import (
     METHODS,
     ComparisonResult,
     CompareProgress,
@@ -28,11 +24,8 @@ from discomkd.compare import (
     run_comparison,
     summarise,
 )
-from discomkd.config import ModalitySource, TrainingConfig
-from discomkd.errors import ConfigError
-from discomkd.losses import class_conditional_targets, mimicry
-from discomkd.events import StopToken
-from discomkd.trainer import load_dataset
+from discomkd.training.events import StopToken
+from discomkd.training.trainer import load_dataset
 
 N_CLASSES = 3
 
@@ -180,8 +173,8 @@ def test_each_method_trains_above_chance_on_paired_data(paired_setup, method):
 
 def test_mixed_pairs_and_alignment_teach_the_weaker_modality_from_the_second_epoch(tmp_path):
     from discomkd.config import LossWeights
-    from discomkd.runs import read_history
-    from discomkd.trainer import train
+    from discomkd.storage.runs import read_history
+    from discomkd.training.trainer import train
 
     stems = [f"s{i}" for i in range(30)]
     _write_modality(tmp_path / "strong", 1, stems, 1)

@@ -38,8 +38,8 @@ def test_builder_pairs_a_weak_sensor_with_the_strong_one(tmp_path):
 
 
 def test_tiny_paired_comparison_reports_differences_and_verdicts(tmp_path):
-    from discomkd.compare import read_comparison, run_comparison
     from discomkd.config import ModalitySource, TrainingConfig
+    from discomkd.training.compare import read_comparison, run_comparison
 
     _builder().main([str(tmp_path / "data"), "--per-class", "8", "--shared", str(shared_data())])
     root = tmp_path / "data" / "paired-digits"

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from discomkd.bundle import load_bundle, save_bundle
 from discomkd.errors import BundleError, PredictionError
-from discomkd.predict import Prediction, PredictionFailure, Predictor, write_predictions_csv
+from discomkd.inference.predict import Prediction, PredictionFailure, Predictor, write_predictions_csv
+from discomkd.model.bundle import load_bundle, save_bundle
 
 
 def _files(folder: Path, n: int = 5) -> list[Path]:

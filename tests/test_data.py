@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from support import copy_subset, shared_data
-from discomkd.data import combine_modalities, load_modality, split_dataset, stratified_split
+from discomkd.data.dataset import combine_modalities
+from discomkd.data.load import load_modality
+from discomkd.data.split import split_dataset, stratified_split
 from discomkd.errors import DataError
 
 
@@ -163,7 +165,7 @@ def test_paired_modalities_are_detected_and_split_together(tmp_path):
 
 
 def test_data_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
-    import discomkd.data as data_module
+    import discomkd.data.load as data_module
 
     folder = copy_subset(shared_data("av-digits", "image"), tmp_path / "image", 3, ["0", "1"])
     monkeypatch.setattr(data_module, "_available_memory", lambda: 10_000)

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from discomkd import runs
-from discomkd.predict import Predictor, expand_paths
+from discomkd.inference.predict import Predictor, expand_paths
+from discomkd.storage import runs
 
 HERE = Path(__file__).resolve().parent
 

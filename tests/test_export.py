@@ -14,9 +14,9 @@ import pytest
 
 from support import REPO, tiny_config
 from discomkd.cli import main
-from discomkd.export import PARITY_TOLERANCE, ExportError, export_modality
-from discomkd.predict import Predictor, expand_paths
-from discomkd.trainer import train
+from discomkd.inference.export import PARITY_TOLERANCE, ExportError, export_modality
+from discomkd.inference.predict import Predictor, expand_paths
+from discomkd.training.trainer import train
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
 
@@ -111,7 +111,7 @@ def test_cli_exports_and_reports_the_check(three_kind_run, tmp_path, capsys):
 
 
 def test_cli_says_what_to_install_when_onnx_is_missing(three_kind_run, tmp_path, capsys, monkeypatch):
-    import discomkd.export as export
+    import discomkd.inference.export as export
 
     result, _ = three_kind_run
     monkeypatch.setattr(export, "missing_onnx_packages", lambda: ["onnxruntime"])
@@ -134,7 +134,7 @@ def test_without_the_training_folder_the_check_uses_random_inputs(three_kind_run
     result, _ = three_kind_run
     bundle = tmp_path / "copied.discomkd"
     shutil.copyfile(result.bundle_path, bundle)
-    from discomkd.bundle import load_bundle, save_bundle
+    from discomkd.model.bundle import load_bundle, save_bundle
 
     loaded = load_bundle(bundle)
     for m in loaded.metadata["training"]["modalities"]:

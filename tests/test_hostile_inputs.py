@@ -27,15 +27,15 @@ from hostile import (
     write_png_header_only,
     write_wav,
 )
-from discomkd import runs
-from discomkd.atomic import atomic_write
-from discomkd.bundle import _digest, load_bundle
 from discomkd.cli import main
 from discomkd.config import ModalitySource, TrainingConfig
-from discomkd.data import load_modality
+from discomkd.data.load import load_modality
 from discomkd.errors import BundleError, DataError, RunFolderError, StorageError
-from discomkd.predict import Prediction, PredictionFailure, Predictor
-from discomkd.trainer import continue_run, train
+from discomkd.inference.predict import Prediction, PredictionFailure, Predictor
+from discomkd.model.bundle import _digest, load_bundle
+from discomkd.storage import runs
+from discomkd.storage.atomic import atomic_write
+from discomkd.training.trainer import continue_run, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -219,7 +219,7 @@ def test_unwritable_out_gives_a_message(small_data, tmp_path, monkeypatch):
 
 
 def test_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
-    import discomkd.atomic as atomic
+    import discomkd.storage.atomic as atomic
 
     monkeypatch.setattr(atomic, "_free_bytes", lambda path: 2 * 2**20)
     (tmp_path / "model.bin").write_bytes(b"previous")
@@ -234,8 +234,8 @@ def test_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
 
 
 def test_full_disk_during_training_ends_with_a_message(small_data, tmp_path, monkeypatch):
-    import discomkd.atomic as atomic
-    import discomkd.trainer as trainer
+    import discomkd.storage.atomic as atomic
+    import discomkd.training.trainer as trainer
 
     def full(obj, fh):
         raise RuntimeError("unexpected pos 123 vs 456")
@@ -282,8 +282,8 @@ def test_damaged_files_of_every_type_are_skipped_or_read_never_a_crash(tmp_path)
     import tifffile
     from PIL import Image
 
-    from discomkd.decoding import read_raw
-    from discomkd.preview import thumbnail
+    from discomkd.data.decoding import read_raw
+    from discomkd.data.preview import thumbnail
 
     originals = tmp_path / "originals"
     originals.mkdir()
@@ -366,7 +366,7 @@ def test_one_huge_file_among_good_ones_keeps_every_good_prediction(small_bundle,
 
 
 def test_unexpected_decoder_error_is_one_failure_not_a_lost_batch(small_bundle, small_data, monkeypatch):
-    import discomkd.predict as predict
+    import discomkd.inference.predict as predict
 
     real = predict.read_raw
 

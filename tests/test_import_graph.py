@@ -98,8 +98,8 @@ def test_no_module_imports_one_that_imports_it_back():
 
 def test_the_shared_option_parsing_sits_below_both_commands():
     graph = import_graph(PACKAGES)
-    assert "discomkd.options" in graph["discomkd.cli"] and "discomkd.options" in graph["discomkd.compare"]
-    assert "discomkd.cli" not in graph["discomkd.compare"]
+    assert "discomkd.options" in graph["discomkd.cli"] and "discomkd.options" in graph["discomkd.compare_command"]
+    assert "discomkd.cli" not in graph["discomkd.compare_command"]
     assert "discomkd_gui.app" not in graph["discomkd_gui.self_test"]
 
 
@@ -116,3 +116,39 @@ def test_circle_finder_sees_a_circle_closed_inside_a_function(tmp_path):
     assert graph["pkg.a"] == {"pkg.sub", "pkg.sub.b"}
     assert graph["pkg.d"] == {"pkg", "pkg.a"}
     assert import_circles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+# The engine's layers from the bottom up (docs/architecture.md); a module imports only from its own
+# layer or the ones below. Training and inference are side by side: neither imports the other.
+ENGINE_LAYERS = [
+    {"discomkd", "discomkd.errors", "discomkd.config"},
+    {"discomkd.storage"},
+    {"discomkd.data"},
+    {"discomkd.model"},
+    {"discomkd.training", "discomkd.inference"},
+    {"discomkd.options", "discomkd.compare_command", "discomkd.cli", "discomkd.__main__"},
+]
+
+
+def engine_layer(module: str) -> tuple[int, str]:
+    """The layer index of an engine module and the name of its layer (package or top-level module)."""
+    parts = module.split(".")
+    for depth in (2, 1):
+        name = ".".join(parts[:depth])
+        for index, layer in enumerate(ENGINE_LAYERS):
+            if name in layer:
+                return index, name
+    raise AssertionError(f"{module} belongs to no layer: add it to ENGINE_LAYERS and docs/architecture.md")
+
+
+def test_engine_layers_import_only_downward():
+    graph = import_graph({"discomkd": PACKAGES["discomkd"]})
+    upward = []
+    for module, targets in graph.items():
+        level, layer = engine_layer(module)
+        for target in targets:
+            target_level, target_layer = engine_layer(target)
+            side_by_side = target_level == level and {layer, target_layer} == {"discomkd.training", "discomkd.inference"}
+            if target_level > level or side_by_side:
+                upward.append(f"{module} -> {target}")
+    assert upward == [], "imports against the layering: " + "; ".join(sorted(upward))

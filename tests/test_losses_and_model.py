@@ -9,8 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from discomkd.config import LossWeights
-from discomkd.losses import discomkd_loss_terms, grl_factor, modality_targets, orthogonality_penalty, weighted_total
-from discomkd.models import DisCoMKD, gradient_reversal
+from discomkd.model.losses import (
+    discomkd_loss_terms,
+    grl_factor,
+    modality_targets,
+    orthogonality_penalty,
+    weighted_total,
+)
+from discomkd.model.networks import DisCoMKD, gradient_reversal
 
 
 def test_orthogonality_penalty_by_hand():
@@ -141,7 +147,7 @@ def test_output_shapes_for_two_and_three_modalities(n_modalities):
 
 
 def test_agreement_teaches_only_with_predictions_the_peer_gets_right():
-    from discomkd.losses import agreement_loss, mimicry
+    from discomkd.model.losses import agreement_loss, mimicry
 
     labels = {"strong": torch.tensor([0, 1]), "weak": torch.tensor([0, 1])}
     strong = torch.tensor([[3.0, 0.0], [0.0, 3.0]])  # right on both samples
@@ -156,7 +162,7 @@ def test_agreement_teaches_only_with_predictions_the_peer_gets_right():
 
 
 def test_unpaired_agreement_uses_class_means_of_correct_peer_predictions():
-    from discomkd.losses import agreement_loss, class_conditional_targets, mimicry
+    from discomkd.model.losses import agreement_loss, class_conditional_targets, mimicry
 
     a = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     b = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])  # sample 1 (label 1) is wrong
@@ -171,7 +177,7 @@ def test_unpaired_agreement_uses_class_means_of_correct_peer_predictions():
 
 def test_extra_terms_ramp_in_and_the_paper_objective_does_not_ramp():
     from discomkd.config import LossWeights
-    from discomkd.losses import ramp_factor
+    from discomkd.model.losses import ramp_factor
 
     assert ramp_factor(0.0, 0.3) == 0.0
     assert 0.0 < ramp_factor(0.1, 0.3) < ramp_factor(0.2, 0.3) < 1.0
@@ -184,7 +190,7 @@ def test_extra_terms_ramp_in_and_the_paper_objective_does_not_ramp():
 
 
 def test_agreement_temperature_softens_both_sides_and_scales_by_its_square():
-    from discomkd.losses import agreement_loss, mimicry
+    from discomkd.model.losses import agreement_loss, mimicry
 
     labels = {"a": torch.tensor([0, 1]), "b": torch.tensor([0, 1])}
     a = torch.tensor([[4.0, 0.0], [0.0, 2.0]])
@@ -196,7 +202,7 @@ def test_agreement_temperature_softens_both_sides_and_scales_by_its_square():
 
 
 def test_mixed_pairs_blend_the_same_partner_with_the_same_share_in_every_modality():
-    from discomkd.losses import mix_paired_batch
+    from discomkd.model.losses import mix_paired_batch
 
     a = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2).clone()
     b = 10 * torch.arange(4.0).view(4, 1, 1)  # another modality, another shape
@@ -208,7 +214,7 @@ def test_mixed_pairs_blend_the_same_partner_with_the_same_share_in_every_modalit
 
 
 def test_only_the_better_validated_modality_teaches():
-    from discomkd.losses import better_validated
+    from discomkd.model.losses import better_validated
 
     assert better_validated({"strong": 0.9, "weak": 0.5}) == {"strong": [], "weak": ["strong"]}
     assert better_validated({"a": 0.5, "b": 0.5}) == {"a": [], "b": []}  # a tie: nobody teaches
@@ -216,7 +222,7 @@ def test_only_the_better_validated_modality_teaches():
 
 
 def test_mixed_pair_distillation_pulls_the_student_only():
-    from discomkd.losses import mimicry, mixed_pair_distillation
+    from discomkd.model.losses import mimicry, mixed_pair_distillation
 
     strong = torch.tensor([[2.0, 0.5], [0.1, 0.3]], requires_grad=True)
     weak = torch.tensor([[0.0, 1.0], [1.0, 0.0]], requires_grad=True)
@@ -229,7 +235,7 @@ def test_mixed_pair_distillation_pulls_the_student_only():
 
 
 def test_paired_alignment_is_one_minus_cosine_to_the_teacher():
-    from discomkd.losses import paired_alignment
+    from discomkd.model.losses import paired_alignment
 
     teacher = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
     student = torch.tensor([[1.0, 0.0], [3.0, 0.0]], requires_grad=True)  # cos 1, then cos 0

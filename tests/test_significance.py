@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scipy import stats
 
-from discomkd.significance import (
+from discomkd.training.significance import (
     HELPS,
     HURTS,
     NO_EVIDENCE,

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from support import tiny_config
-from discomkd import runs
-from discomkd.bundle import load_bundle
 from discomkd.config import ModalitySource
-from discomkd.events import BatchEnded, BestModelSaved, EpochEnded, RunEnded, RunStarted, StopToken
-from discomkd.trainer import continue_run, train
+from discomkd.model.bundle import load_bundle
+from discomkd.storage import runs
+from discomkd.training.events import BatchEnded, BestModelSaved, EpochEnded, RunEnded, RunStarted, StopToken
+from discomkd.training.trainer import continue_run, train
 
 
 def test_tiny_training_beats_chance_clearly(trained_run):
@@ -37,7 +37,9 @@ def test_run_folder_holds_record_history_log_and_embeddings(trained_run):
 
 
 def test_normalisation_statistics_come_from_the_training_split(trained_run, tiny_demo):
-    from discomkd.data import load_modality, split_dataset, combine_modalities
+    from discomkd.data.dataset import combine_modalities
+    from discomkd.data.load import load_modality
+    from discomkd.data.split import split_dataset
 
     record = runs.read_run_record(trained_run.run_dir)
     image = load_modality(tiny_demo["image"], "image")

@@ -32,7 +32,7 @@ DEFAULT_CHOICE = ("discomkd", "student", "classifiers_only", "dml")
 
 def comparisons_dir() -> Path:
     """Where finished comparisons are kept, next to the training runs."""
-    from discomkd.paths import runs_dir
+    from discomkd.storage.paths import runs_dir
 
     return runs_dir() / "comparisons"
 
@@ -58,7 +58,7 @@ def saved_comparisons(parent: Path | None = None) -> list[Path]:
 
 
 def run_comparison_job(state: TaskState, config, methods: list[str], seeds: int):
-    from discomkd.compare import run_comparison
+    from discomkd.training.compare import run_comparison
 
     def progress(p) -> None:
         state.set_progress(p.fraction, p.message)
@@ -192,8 +192,8 @@ class ComparePage(QWidget):
 
     def show_saved(self, folder: Path) -> None:
         """Show a comparison saved earlier (read back by the engine)."""
-        from discomkd.compare import read_comparison
         from discomkd.errors import DisComKDError
+        from discomkd.training.compare import read_comparison
 
         try:
             result = read_comparison(folder)
@@ -207,7 +207,7 @@ class ComparePage(QWidget):
         """Fill the method list on first show (the compare module loads PyTorch)."""
         if self.method_boxes:
             return
-        from discomkd.compare import METHODS
+        from discomkd.training.compare import METHODS
 
         for i, (method, label) in enumerate(METHODS.items()):
             box = QCheckBox(label)
@@ -282,7 +282,7 @@ class ComparePage(QWidget):
 
     def show_result(self, result) -> None:
         """Fill the table, the chart and the notes from a ComparisonResult."""
-        from discomkd.compare import METHODS, difference_text
+        from discomkd.training.compare import METHODS, difference_text
 
         self.result = result
         self.table.setSortingEnabled(False)

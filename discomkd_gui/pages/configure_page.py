@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from discomkd.config import (  # torch-free module
+from discomkd.config import (
     BACKBONES,
     DEFAULT_TERM_RAMP,
     GRL_SCHEDULES,
@@ -33,7 +33,7 @@ from discomkd.config import (  # torch-free module
     LossWeights,
     TrainingConfig,
 )
-from discomkd.data import AUGMENTATIONS
+from discomkd.data.spec import AUGMENTATIONS
 from discomkd.errors import ConfigError
 
 from .common import page_header

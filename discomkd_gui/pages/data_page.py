@@ -39,7 +39,7 @@ KIND_TEXT = {"image": "image", "audio": "audio (spectrogram)", "signal": "signal
 class ScanResult:
     """What the page keeps of a scanned modality: the decoded data without its arrays, and thumbnails."""
 
-    data: object  # discomkd.data.ModalityData with an empty x (the arrays stay in the engine's cache)
+    data: object  # discomkd.data.dataset.ModalityData with an empty x (the arrays stay in the engine's cache)
     thumbnails: list[tuple[str, object]] = field(default_factory=list)  # (class, Thumbnail)
 
 
@@ -64,9 +64,9 @@ def scan_modality(state: TaskState, folder: str, name: str, overrides: dict | No
     """Job: decode (and cache) one modality folder, then make a thumbnail per class."""
     import numpy as np
 
-    from discomkd.data import load_modality
+    from discomkd.data.load import load_modality
+    from discomkd.data.preview import thumbnail
     from discomkd.errors import Cancelled, DataError
-    from discomkd.preview import thumbnail
 
     def progress(done: int, total: int) -> None:
         state.set_progress(done / max(1, total), f"Reading '{name}': {done} of {total} files")
@@ -215,7 +215,7 @@ class DataPage(QWidget):
             self.add_folder(folder)
 
     def add_demo(self) -> None:
-        from discomkd.paths import demo_modalities
+        from discomkd.storage.paths import demo_modalities
 
         for name, folder in demo_modalities().items():
             if not any(Path(e.folder) == Path(folder) for e in self.entries):
@@ -238,7 +238,7 @@ class DataPage(QWidget):
         return f"{name}-{n}"
 
     def add_folder(self, folder: str, name: str | None = None, overrides: dict | None = None) -> ModalityEntry | None:
-        from discomkd.paths import printable_name
+        from discomkd.storage.paths import printable_name
 
         if self._locked:
             return None
@@ -373,7 +373,7 @@ class DataPage(QWidget):
         else:
             d = entry.data
             text = f"{entry.name}\n{d.spec.kind} · {len(d.files)} files · {len(d.classes)} classes"
-        from discomkd.paths import printable_name
+        from discomkd.storage.paths import printable_name
 
         item.setText(text)
         item.setToolTip(printable_name(entry.folder) if entry.status != "failed" else entry.message)
@@ -387,7 +387,7 @@ class DataPage(QWidget):
             self.summary.setText(f"{len(ready)} modality ready. DisCoM-KD needs at least two modalities.")
             self.summary.setProperty("level", "warn")
         else:
-            from discomkd.data import combine_modalities
+            from discomkd.data.dataset import combine_modalities
             from discomkd.errors import DataError
 
             try:
@@ -415,7 +415,7 @@ class DataPage(QWidget):
         classes: list[str] = []
         for e in ready:
             classes.extend(c for c in e.data.classes if c not in classes)
-        from discomkd.data import natural_class_order  # the order the engine uses
+        from discomkd.data.dataset import natural_class_order
 
         classes = natural_class_order(classes)
         table = self.class_table
@@ -438,7 +438,7 @@ class DataPage(QWidget):
         entry = self.entries[row] if 0 <= row < len(self.entries) else None
         self.remove_button.setEnabled(entry is not None and not self._locked)
         self.name_edit.setEnabled(entry is not None and not self._locked)
-        from discomkd.paths import printable_name
+        from discomkd.storage.paths import printable_name
 
         self.name_edit.setText(entry.name if entry else "")
         self.folder_label.setText(printable_name(entry.folder) if entry else "—")

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from discomkd.paths import printable_name  # no torch: safe at start-up
+from discomkd.storage.paths import printable_name
 
 from ..jobs import Job, TaskState
 from ..widgets.drop_zone import DropZone
@@ -50,7 +50,7 @@ class PredictedFile:
 
 
 def load_predictor(state: TaskState, path: str):
-    from discomkd.predict import Predictor
+    from discomkd.inference.predict import Predictor
 
     state.set_progress(0.0, "Loading the model…")
     return Predictor.from_path(path)
@@ -58,8 +58,8 @@ def load_predictor(state: TaskState, path: str):
 
 def predict_paths(state: TaskState, predictor, paths: list[str], modality: str | None) -> list[PredictedFile]:
     """Job: expand folders, predict each file, make thumbnails; a bad file is a row, never an error."""
-    from discomkd.predict import Prediction, PredictionFailure, expand_paths
-    from discomkd.preview import thumbnail
+    from discomkd.data.preview import thumbnail
+    from discomkd.inference.predict import Prediction, PredictionFailure, expand_paths
 
     files = expand_paths(paths)
     out: list[PredictedFile] = []
@@ -353,7 +353,7 @@ class PredictPage(QWidget):
                                                          "CSV files (*.csv)")
         if not destination:
             return None
-        from discomkd.predict import write_predictions_csv
+        from discomkd.inference.predict import write_predictions_csv
 
         try:
             write_predictions_csv([i.result for i in self.items], destination, self.predictor.classes)

@@ -131,7 +131,7 @@ class ResultsPage(QWidget):
     # ----- filling ----------------------------------------------------------------------------
     def show_run(self, run_dir: str) -> None:
         """Results of a run folder: test metrics from its record, projections from its embeddings."""
-        from discomkd import runs
+        from discomkd.storage import runs
 
         record = runs.read_run_record(run_dir)
         try:

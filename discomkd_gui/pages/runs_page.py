@@ -81,8 +81,8 @@ class RunsPage(QWidget):
         self.delete_button.clicked.connect(self._delete)
 
     def refresh(self) -> None:
-        from discomkd import runs
-        from discomkd.paths import runs_dir
+        from discomkd.storage import runs
+        from discomkd.storage.paths import runs_dir
 
         self.location.setText(f"Run folders live in {runs_dir()}")
         self.infos = runs.list_runs()
@@ -139,8 +139,8 @@ class RunsPage(QWidget):
             self.continue_run.emit(run, extra)
 
     def _rename(self) -> None:
-        from discomkd import runs
         from discomkd.errors import DataError
+        from discomkd.storage import runs
 
         run = self.selected_run()
         if not run:
@@ -156,8 +156,8 @@ class RunsPage(QWidget):
             self.select_run(run)
 
     def _export(self) -> None:
-        from discomkd import runs
         from discomkd.errors import DataError
+        from discomkd.storage import runs
 
         run = self.selected_run()
         if not run:
@@ -178,8 +178,8 @@ class RunsPage(QWidget):
             self.export_for_device.emit(str(Path(run) / "model.discomkd"))
 
     def _delete(self) -> None:
-        from discomkd import runs
         from discomkd.errors import DisComKDError
+        from discomkd.storage import runs
 
         run = self.selected_run()
         if not run:

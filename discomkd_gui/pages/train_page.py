@@ -85,7 +85,7 @@ def run_training(state: TaskState, config, run_name: str | None):
 
     import torch
 
-    from discomkd.trainer import train
+    from discomkd.training.trainer import train
 
     # Leave a core to the interface on small machines so the window never stutters.
     cores = os.cpu_count() or 1
@@ -95,7 +95,7 @@ def run_training(state: TaskState, config, run_name: str | None):
 
 
 def run_continue(state: TaskState, run_dir: str, extra_epochs: int):
-    from discomkd.trainer import continue_run
+    from discomkd.training.trainer import continue_run
 
     return continue_run(run_dir, extra_epochs, on_event=state.publish, stop=state.stop)
 

@@ -1,4 +1,4 @@
-"""Turn the engine's :class:`discomkd.preview.Thumbnail` into a QPixmap (images, spectrograms, signals)."""
+"""Turn the engine's :class:`discomkd.data.preview.Thumbnail` into a QPixmap (images, spectrograms, signals)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def private_data_dir(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> dict[str, Path]:
     """A few files per class of the embedded demo (three digits, both modalities)."""
-    from discomkd.paths import demo_modalities
+    from discomkd.storage.paths import demo_modalities
 
     root = tmp_path_factory.mktemp("tiny-demo")
     out = {}
@@ -44,7 +44,7 @@ def tiny_demo(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def held_out_files() -> dict[str, Path]:
     """Demo files that are not in the tiny training copy (one image and one recording of digit 1)."""
-    from discomkd.paths import demo_modalities
+    from discomkd.storage.paths import demo_modalities
 
     demo = demo_modalities()
     return {m: sorted((demo[m] / "1").iterdir())[-1] for m in demo}
@@ -54,7 +54,7 @@ def held_out_files() -> dict[str, Path]:
 def trained_bundle(tiny_demo, tmp_path_factory) -> Path:
     """A small model trained on the tiny demo with the engine (a few epochs; well above chance)."""
     from discomkd.config import ModalitySource, TrainingConfig
-    from discomkd.trainer import train
+    from discomkd.training.trainer import train
 
     config = TrainingConfig(
         modalities=[ModalitySource(m, str(folder)) for m, folder in tiny_demo.items()],

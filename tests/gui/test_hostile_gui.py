@@ -38,7 +38,7 @@ def test_predict_page_keeps_every_good_result_next_to_a_huge_file(window, traine
 def test_a_forged_model_is_refused_when_opened_not_when_used(window, trained_bundle, qtbot, tmp_path):
     import torch
 
-    from discomkd.bundle import _digest
+    from discomkd.model.bundle import _digest
 
     payload = torch.load(trained_bundle, weights_only=True)
     metadata = json.loads(payload["metadata"])
@@ -58,7 +58,7 @@ def test_a_forged_model_is_refused_when_opened_not_when_used(window, trained_bun
 
 
 def test_runs_page_shows_a_killed_run_as_interrupted(window, private_data_dir, qtbot):
-    from discomkd import runs
+    from discomkd.storage import runs
 
     run_dir = private_data_dir / "runs" / "20260101-120000-killed"
     run_dir.mkdir(parents=True)

@@ -141,8 +141,8 @@ def test_one_epoch_training_fills_plots_results_and_runs(window, tiny_demo, qtbo
 
 
 def test_stop_keeps_the_best_model(window, tiny_demo, qtbot):
-    from discomkd.bundle import load_bundle
-    from discomkd.runs import read_run_record
+    from discomkd.model.bundle import load_bundle
+    from discomkd.storage.runs import read_run_record
 
     add_modalities(qtbot, window, tiny_demo)
     tiny_settings(window, epochs=200)
@@ -240,8 +240,8 @@ def test_train_page_redraws_one_plot_per_tick_and_none_while_hidden(window):
 
 
 def test_dropped_png_and_wav_are_classified(window, trained_bundle, held_out_files, qtbot, tmp_path):
-    from discomkd.bundle import load_bundle
-    from discomkd.predict import Predictor
+    from discomkd.inference.predict import Predictor
+    from discomkd.model.bundle import load_bundle
 
     bundle = load_bundle(trained_bundle)
     chance = 1 / len(bundle.classes)

@@ -32,7 +32,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # A rank waits this long for the others (e.g. while local rank 0 decodes a large data set).
 COLLECTIVE_TIMEOUT = timedelta(minutes=60)

@@ -25,22 +25,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import distributed, runs
-from .atomic import atomic_write
-from .augment import augment_batch
-from .bundle import load_bundle, make_metadata, save_bundle
-from .config import LossWeights, TrainingConfig
-from .data import (
-    ModalityData,
-    ModalitySpec,
-    MultiModalDataset,
-    SplitIndices,
-    combine_modalities,
-    load_modality,
-    split_dataset,
-    with_statistics,
+from . import distributed
+from ..config import LossWeights, TrainingConfig
+from ..data.augment import augment_batch
+from ..data.dataset import ModalityData, MultiModalDataset, combine_modalities
+from ..data.load import load_modality
+from ..data.spec import ModalitySpec
+from ..data.split import SplitIndices, split_dataset, with_statistics
+from ..errors import Cancelled, ConfigError, DisComKDError, TrainingError
+from ..model.bundle import load_bundle, make_metadata, save_bundle
+from ..model.losses import (
+    agreement_loss,
+    better_validated,
+    discomkd_loss_terms,
+    grl_factor,
+    mix_paired_batch,
+    mixed_pair_distillation,
+    paired_alignment,
+    ramp_factor,
+    weighted_total,
 )
-from .errors import Cancelled, ConfigError, DisComKDError, TrainingError
+from ..model.networks import DisCoMKD, resolve_backbone
+from ..storage import runs
+from ..storage.atomic import atomic_write
 from .events import (
     BatchEnded,
     BestModelSaved,
@@ -51,10 +58,7 @@ from .events import (
     StopToken,
     TrainingEvent,
 )
-from .losses import (agreement_loss, better_validated, discomkd_loss_terms, grl_factor, mix_paired_batch,
-                     mixed_pair_distillation, paired_alignment, ramp_factor, weighted_total)
 from .metrics import classification_metrics, pca_2d
-from .models import DisCoMKD, resolve_backbone
 
 EventCallback = Callable[[TrainingEvent], None]
 MAX_EMBEDDING_POINTS = 1500  # per modality, for the 2-D projection on the results page

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 from .spectrogram import SpectrogramSettings, log_spectrogram, read_wav
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -149,7 +149,7 @@ def npy_shape(path: str | Path) -> tuple[int, ...]:
 def guess_npy_kind(shape: tuple[int, ...]) -> str:
     """One file on its own: a few rows of many samples is a multichannel signal, otherwise an image.
 
-    A modality decides from all its files (see ``discomkd.data.infer_kind``): a shared first
+    A modality decides from all its files (see ``discomkd.data.scan.infer_kind``): a shared first
     dimension with varying second ones is a signal whatever its channel count.
     """
     if len(shape) == 1:

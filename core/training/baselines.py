@@ -1,9 +1,9 @@
 """Baselines DisCoM-KD is compared against, on the same splits and preprocessing.
 
-Every method here starts from :func:`discomkd.trainer.prepare_modalities` with the same config
+Every method here starts from :func:`discomkd.training.trainer.prepare_modalities` with the same config
 (so a given seed gives identical splits, training-split statistics and augmentation), selects
 each modality's weights at the epoch with its best validation weighted F1, and reports test
-metrics per modality with :func:`discomkd.metrics.classification_metrics`, exactly as the
+metrics per modality with :func:`discomkd.training.metrics.classification_metrics`, exactly as the
 DisCoM-KD trainer does.
 
 Methods
@@ -18,9 +18,9 @@ Methods
   of class y (a sample whose class is absent from B's batch gets no mimicry term from B).
 - ``discomkd`` (as configured), ``discomkd_paper`` (the paper's objective), ``classifiers_only``
   (the trainer with every term but L_cl off: a control that must match ``student``) and the
-  ablations (one loss weight set to 0): :func:`discomkd.trainer.train`.
+  ablations (one loss weight set to 0): :func:`discomkd.training.trainer.train`.
 
-Architecture: every single-modal student is a :class:`discomkd.models.ModalityBranch`, the very
+Architecture: every single-modal student is a :class:`discomkd.model.networks.ModalityBranch`, the very
 network DisCoM-KD uses at prediction time (same backbone, same size), so differences come from
 the training signal and not from capacity. The DisCoM-KD-only heads are simply not trained.
 
@@ -41,14 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import augment_batch
-from .config import LossWeights, TrainingConfig, paper_objective
-from .data import MultiModalDataset
-from .errors import ConfigError, DisComKDError
+from ..config import LossWeights, TrainingConfig, paper_objective
+from ..data.augment import augment_batch
+from ..data.dataset import MultiModalDataset
+from ..errors import ConfigError, DisComKDError
+from ..model.losses import class_conditional_targets, mimicry
+from ..model.networks import ModalityBranch, ModalityModuleDict, build_backbone, resolve_backbone
 from .events import BatchEnded, RunEnded, StopToken
-from .losses import class_conditional_targets, mimicry
 from .metrics import classification_metrics
-from .models import ModalityBranch, ModalityModuleDict, build_backbone, resolve_backbone
 from .trainer import (
     PreparedModality,
     epoch_orders,

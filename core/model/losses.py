@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import LossWeights
+from ..config import LossWeights
 
 
 def orthogonality_penalty(a: torch.Tensor, b: torch.Tensor, mode: str = "abs") -> torch.Tensor:

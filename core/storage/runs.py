@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError, RunFolderError, StorageError
 from .atomic import atomic_write, remove_orphan_temp_files, storage_error
-from .errors import DataError, RunFolderError, StorageError
 from .paths import runs_dir
 
 RUN_FORMAT_VERSION = 1

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_write
-from .bundle import ModelBundle, load_bundle
-from .data import ModalitySpec
-from .decoding import STRAY_NAMES, file_kind, read_raw
-from .errors import AmbiguousModalityError, DataError, PredictionError
-from .paths import printable_name
+from ..data.decoding import STRAY_NAMES, file_kind, read_raw
+from ..data.spec import ModalitySpec
+from ..errors import AmbiguousModalityError, DataError, PredictionError
+from ..model.bundle import ModelBundle, load_bundle
+from ..storage.atomic import atomic_write
+from ..storage.paths import printable_name
 
 
 @dataclass

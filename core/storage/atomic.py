@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import IO, Callable
 
-from .errors import StorageError
+from ..errors import StorageError
 
 TEMP_SUFFIX = ".tmp"
 # Below this much free space a failed write is reported as a full disk (torch's zip writer says

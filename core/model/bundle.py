@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .atomic import atomic_write
-from .data import AUGMENTATIONS, ModalitySpec
-from .decoding import KINDS
-from .errors import BundleError
-from .models import ModalityBranch
-from .spectrogram import SpectrogramSettings
+from .. import __version__
+from ..data.decoding import KINDS
+from ..data.spec import AUGMENTATIONS, ModalitySpec
+from ..data.spectrogram import SpectrogramSettings
+from ..errors import BundleError
+from ..storage.atomic import atomic_write
+from .networks import ModalityBranch
 
 BUNDLE_FORMAT = "discomkd-bundle"
 BUNDLE_VERSION = 1

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_write
-from .bundle import ModelBundle, load_bundle
-from .data import ModalitySpec
-from .decoding import file_kind
-from .errors import DataError, DisComKDError
+from ..data.decoding import file_kind
+from ..data.spec import ModalitySpec
+from ..errors import DataError, DisComKDError
+from ..model.bundle import ModelBundle, load_bundle
+from ..storage.atomic import atomic_write
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}

@@ -25,12 +25,9 @@ Files written by :meth:`ComparisonResult.write` (each atomically):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
-import signal
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,11 +35,11 @@ from typing import Callable
 
 import numpy as np
 
-from . import runs
+from ..config import TrainingConfig
+from ..data.dataset import MultiModalDataset
+from ..errors import Cancelled, ConfigError
+from ..storage import runs
 from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, pairing_skip_reason, run_method
-from .config import ModalitySource, TrainingConfig
-from .data import MultiModalDataset
-from .errors import Cancelled, ConfigError, DisComKDError
 from .events import DataProgress, StopToken
 from .significance import paired_difference
 from .trainer import load_dataset
@@ -377,73 +374,3 @@ def _finish(result: ComparisonResult, modalities: list[str], out_dir, t0: float,
     if out_dir is not None:
         result.write(out_dir)
     return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: `discomkd compare` (wired into discomkd.cli by add_compare_parser)
-
-def _modality_type(text: str) -> ModalitySource:
-    """argparse type: the same NAME=DIR[:bands=...] syntax as ``discomkd train``."""
-    from .options import parse_modality_arg
-
-    return parse_modality_arg(text)
-
-
-def add_compare_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``compare`` to an argparse sub-parser set; ``run_compare_command`` runs it.
-
-    The training options are the ones ``discomkd train`` takes (``options.add_training_options``),
-    so a comparison runs DisCoM-KD exactly as a training would.
-    """
-    p = subparsers.add_parser(
-        "compare", help="compare DisCoM-KD with baselines and ablations over several random splits",
-        description="Runs each chosen method on K random splits (seed k = SEED + k, for the split and the "
-                    "initialisation) and writes comparison.md, comparison.csv and per_run.json. Methods: "
-                    + ", ".join(f"{k} ({v})" for k, v in METHODS.items()),
-    )
-    p.add_argument("--modality", action="append", required=True, type=_modality_type,
-                   metavar="NAME=DIR[:bands=4,3,2]",
-                   help="a modality folder (one sub-folder per class); repeat for each modality; "
-                        "bands are numbered from 1")
-    p.add_argument("--seeds", type=int, default=5, help="number of random splits (default 5; the paired differences need several)")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method ids (default: all)")
-    p.add_argument("--out", required=True, help="folder for comparison.md, comparison.csv and per_run.json")
-    from .options import add_training_options
-
-    add_training_options(p)
-    p.set_defaults(func=run_compare_command)
-    return p
-
-
-def _config_from_args(args: argparse.Namespace) -> TrainingConfig:
-    from .options import config_from_args
-
-    return config_from_args(args, list(args.modality))
-
-
-def run_compare_command(args: argparse.Namespace) -> int:
-    """Run ``discomkd compare``: progress on stderr, the table on stdout. Ctrl-C stops cleanly."""
-    stop = StopToken()
-    try:
-        config = _config_from_args(args)
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        last = {"line": ""}
-
-        def show(p: CompareProgress) -> None:
-            line = f"[{100 * p.fraction:5.1f}%] {p.message}"
-            if line != last["line"]:
-                last["line"] = line
-                print("\r" + line[:110].ljust(110), end="", file=sys.stderr, flush=True)
-
-        previous = signal.signal(signal.SIGINT, lambda *_: stop.request())
-        try:
-            result = run_comparison(config, methods, args.seeds, Path(args.out), show, stop)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        print(file=sys.stderr)
-    except DisComKDError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 1
-    print(result.to_markdown())
-    print(f"Written to {Path(args.out).resolve()} in {result.wall_time_s:.0f} s.", file=sys.stderr)
-    return 130 if result.stopped else 0

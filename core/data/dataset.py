@@ -1,0 +1,149 @@
+"""Decoded modalities and the multimodal dataset: classes matched by folder name, what is
+missing, what was skipped, and whether the files are paired across modalities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import DataError
+from .scan import SkippedFile
+from .spec import ModalitySpec
+
+
+@dataclass
+class ModalityData:
+    """One modality, decoded: inputs x (N, C, ...), labels into ``classes``, what was skipped."""
+
+    name: str
+    folder: str
+    spec: ModalitySpec
+    classes: list[str]
+    x: np.ndarray
+    labels: np.ndarray
+    files: list[str]  # relative to folder, parallel to x
+    skipped: list[SkippedFile] = field(default_factory=list)
+    from_cache: bool = False
+    kind_guess: str = ""  # the kind inferred from the files (spec.kind differs when the user chose another)
+    kind_options: tuple[str, ...] = ()  # the kinds these files can be read as (2-D .npy: image or signal)
+    kind_reason: str = ""  # why the kind was guessed, for the user (empty when the file type decides)
+    cache_note: str = ""  # set when a damaged cache file was found, removed and rebuilt
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts)}
+
+    @property
+    def stems(self) -> list[str]:
+        return [Path(f).stem for f in self.files]
+
+
+@dataclass
+class PairingReport:
+    status: str  # "paired", "partial" or "unpaired"
+    shared_stems: int
+    detail: str
+
+
+@dataclass
+class DatasetReport:
+    """What the user needs to see before training: classes, gaps, counts, pairing, skipped files."""
+
+    classes: list[str]
+    missing: dict[str, list[str]]  # modality -> classes it lacks
+    counts: dict[str, dict[str, int]]  # modality -> class -> files
+    skipped: dict[str, list[SkippedFile]]
+    pairing: PairingReport
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{len(self.classes)} classes: {', '.join(self.classes)}"]
+        for name, counts in self.counts.items():
+            lines.append(f"{name}: {sum(counts.values())} files, {len(self.skipped[name])} skipped")
+        for name, gaps in self.missing.items():
+            if gaps:
+                lines.append(f"{name} has no files for: {', '.join(gaps)}")
+        lines.append(f"pairing: {self.pairing.detail}")
+        return lines
+
+
+def pairing_report(modalities: list[ModalityData]) -> PairingReport:
+    """Samples are paired when the same file stem (within the same class) exists in every modality."""
+    keyed = [{(m.classes[l], s) for l, s in zip(m.labels, m.stems)} for m in modalities]
+    shared = set.intersection(*keyed)
+    union = set.union(*keyed)
+    if shared and len(shared) == len(union):
+        return PairingReport("paired", len(shared), f"paired: all {len(shared)} samples have a file in every modality")
+    if shared:
+        return PairingReport(
+            "partial", len(shared), f"partly paired: {len(shared)} of {len(union)} samples exist in every modality"
+        )
+    return PairingReport("unpaired", 0, "unpaired: no file name is shared across modalities (DisCoM-KD does not need pairing)")
+
+
+@dataclass
+class MultiModalDataset:
+    """Several decoded modalities on one shared label set (labels are indices into ``classes``)."""
+
+    modalities: list[ModalityData]
+    classes: list[str]
+    report: DatasetReport
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    def global_labels(self, m: int) -> np.ndarray:
+        modality = self.modalities[m]
+        lookup = np.asarray([self.classes.index(c) for c in modality.classes], dtype=np.int64)
+        return lookup[modality.labels]
+
+
+def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
+    """Match classes by folder name; a class missing somewhere is reported, a modality sharing none is an error."""
+    if len(modalities) < 2:
+        raise DataError("DisCoM-KD needs at least two modalities. Add another modality folder.")
+    names = [m.name for m in modalities]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"Two modalities are named '{duplicates[0]}'. Give each modality its own name.")
+    classes = natural_class_order(set().union(*(m.classes for m in modalities)))
+    for m in modalities:
+        others = set().union(*(o.classes for o in modalities if o is not m))
+        if not others & set(m.classes):
+            raise DataError(
+                f"The modality '{m.name}' shares no class with the others (its classes: "
+                f"{', '.join(m.classes[:8])}). Class sub-folders must have the same names in every modality."
+            )
+    report = DatasetReport(
+        classes=classes,
+        missing={m.name: [c for c in classes if c not in m.classes] for m in modalities},
+        counts={m.name: m.class_counts for m in modalities},
+        skipped={m.name: m.skipped for m in modalities},
+        pairing=pairing_report(modalities),
+    )
+    return MultiModalDataset(list(modalities), classes, report)
+
+
+def natural_class_order(names: Iterable[str]) -> list[str]:
+    """Class names sorted as people expect: '2' before '10', 'cat' before 'dog'."""
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str):
+    """'2' before '10'; class folders are often numbers."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in _split_digits(name)]
+
+
+def _split_digits(text: str) -> Iterable[str]:
+    token = ""
+    for ch in text:
+        if token and ch.isdigit() != token[-1].isdigit():
+            yield token
+            token = ""
+        token += ch
+    if token:
+        yield token

@@ -1,0 +1,127 @@
+"""Reading one modality folder: scan, decode each file once (or read the cache), skip bad files
+with a reason, and refuse data that would not fit in memory before decoding it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import Cancelled, DataError
+from .cache import cache_file, read_cache, write_cache
+from .dataset import ModalityData
+from .decoding import read_raw
+from .scan import SkippedFile, infer_spec_and_kind, list_modality_folder
+from .spec import ModalitySpec
+
+ProgressCallback = Callable[[int, int], None]
+StopCheck = Callable[[], bool]
+
+
+def load_modality(
+    folder: str | Path,
+    name: str | None = None,
+    overrides: dict | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+    use_cache: bool = True,
+) -> ModalityData:
+    """Scan, decode and cache one modality folder. Bad files are skipped with a reason."""
+    folder = Path(folder).expanduser().resolve() if Path(folder).expanduser().exists() else Path(folder)
+    name = name or folder.name
+    listing = list_modality_folder(folder)
+    if not listing.files:
+        raise DataError(
+            f"The modality '{name}' has no usable file in '{folder}'. Put one sub-folder per class in it, "
+            f"each holding PNG, JPEG, BMP, TIFF, .npy or WAV files."
+        )
+    spec, guess = infer_spec_and_kind(name, listing, overrides)
+    _check_memory(name, len(listing.files), spec)
+    cache_path = cache_file(listing, spec)
+    cache_note = ""
+    if use_cache and cache_path.exists():
+        try:
+            data = read_cache(cache_path, name, folder, spec, listing)
+        except MemoryError:
+            raise  # the cache is fine; the decoded data does not fit (reported as such by the caller)
+        except Exception as exc:  # noqa: BLE001 - a cache is only a copy: whatever is wrong with it, rebuild it
+            cache_note = f"A damaged cache file ({cache_path.name}: {type(exc).__name__}) was removed and the data read again."
+            try:
+                cache_path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        else:
+            if progress:
+                progress(len(listing.files), len(listing.files))
+            return _check_modality(replace(data, kind_guess=guess.kind, kind_options=guess.options,
+                                           kind_reason=guess.reason))
+
+    class_index = {c: i for i, c in enumerate(listing.classes)}
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    files: list[str] = []
+    decode_skipped: list[SkippedFile] = []
+    total = len(listing.files)
+    for i, (path, cls) in enumerate(listing.files):
+        if should_stop and i % 32 == 0 and should_stop():
+            raise Cancelled()
+        rel = str(path.relative_to(folder))
+        try:
+            kind, raw = read_raw(path, spec.spectrogram, npy_kind=spec.kind)
+            arrays.append(spec.preprocess(kind, raw))
+            labels.append(class_index[cls])
+            files.append(rel)
+        except DataError as exc:
+            decode_skipped.append(SkippedFile(rel, str(exc)))
+        if progress and (i % 64 == 0 or i == total - 1):
+            progress(i + 1, total)
+    if not arrays:
+        raise DataError(
+            f"No file of the modality '{name}' could be used; the first problem was: "
+            f"{decode_skipped[0].path}: {decode_skipped[0].reason}"
+        )
+    present = sorted(set(labels))
+    # Classes whose files were all skipped disappear; remap labels to the remaining ones.
+    classes = [listing.classes[i] for i in present]
+    remap = {old: new for new, old in enumerate(present)}
+    x = np.stack(arrays).astype(np.float32)
+    y = np.asarray([remap[l] for l in labels], dtype=np.int64)
+    data = ModalityData(name, str(folder), spec, classes, x, y, files, listing.skipped + decode_skipped,
+                        kind_guess=guess.kind, kind_options=guess.options, kind_reason=guess.reason,
+                        cache_note=cache_note)
+    if use_cache:
+        write_cache(cache_path, x, y, classes, files, decode_skipped)
+    return _check_modality(data)
+
+
+def _available_memory() -> int | None:
+    """Bytes of free physical memory, where the platform tells (Linux, macOS); None elsewhere."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(name: str, n_files: int, spec: ModalitySpec) -> None:
+    """Refuse before decoding when the decoded arrays could not fit in memory (no swap storm, no crash)."""
+    needed = n_files * int(np.prod(spec.input_shape)) * 4
+    available = _available_memory()
+    if available is not None and needed > 0.6 * available:
+        shape = "x".join(str(s) for s in spec.input_shape)
+        raise DataError(
+            f"The modality '{name}' would need {needed / 2**30:.1f} GiB decoded ({n_files} files of {shape}), "
+            f"but only {available / 2**30:.1f} GiB of memory is free. Choose a smaller size for it "
+            f"(for example size 64x64) or fewer files."
+        )
+
+
+def _check_modality(data: ModalityData) -> ModalityData:
+    if len(data.classes) < 2:
+        raise DataError(
+            f"The modality '{data.name}' has only {len(data.classes)} usable class "
+            f"({', '.join(data.classes) or 'none'}). A classifier needs at least two class sub-folders."
+        )
+    return data

@@ -1,0 +1,1 @@
+"""Inference layer: predictions from a model bundle, and one modality's classifier exported for a device."""
