@@ -189,7 +189,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .training.trainer import evaluate_bundle_on_folder
+    from .training.evaluation import evaluate_bundle_on_folder
 
     source = args.modality
     metrics = evaluate_bundle_on_folder(args.bundle, source.name, source.folder)

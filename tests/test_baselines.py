@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from discomkd.config import ModalitySource, TrainingConfig
 from discomkd.errors import ConfigError
 from discomkd.model.losses import class_conditional_targets, mimicry
-from discomkd.training.baselines import BaselineSettings, dkd_loss, dkd_terms, kd_divergence, kd_loss, run_method
+from discomkd.model.baselines import dkd_loss, dkd_terms, kd_divergence, kd_loss
+from discomkd.training.baselines import BaselineSettings, run_method
 from discomkd.training.compare import (
     METHODS,
     ComparisonResult,
@@ -25,7 +26,7 @@ from discomkd.training.compare import (
     summarise,
 )
 from discomkd.training.events import StopToken
-from discomkd.training.trainer import load_dataset
+from discomkd.training.preparation import load_dataset
 
 N_CLASSES = 3
 

@@ -33,7 +33,7 @@ from discomkd.data.load import load_modality
 from discomkd.errors import BundleError, DataError, RunFolderError, StorageError
 from discomkd.inference.predict import Prediction, PredictionFailure, Predictor
 from discomkd.model.bundle import _digest, load_bundle
-from discomkd.storage import runs
+from discomkd.storage import run_lock, runs
 from discomkd.storage.atomic import atomic_write
 from discomkd.training.trainer import continue_run, train
 
@@ -72,13 +72,13 @@ def test_a_folder_holding_a_run_is_refused_and_the_run_is_kept(small_data, tmp_p
     assert second.status == "failed"
     assert "already holds a run" in second.reason and "discomkd continue" in second.reason
     assert {name: (out / name).read_bytes() for name in runs.RUN_FILES} == before
-    assert not (out / runs.LOCK_FILE).exists()
+    assert not (out / run_lock.LOCK_FILE).exists()
 
 
 def test_a_second_training_into_a_locked_folder_is_refused(small_data, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    lock = runs.RunLock(out).acquire()  # as if a training in this process were writing there
+    lock = run_lock.RunLock(out).acquire()  # as if a training in this process were writing there
     try:
         result = train(_config(small_data), run_dir=out)
         assert result.status == "failed" and "Another training is writing" in result.reason
@@ -115,7 +115,7 @@ def test_stale_lock_of_a_killed_training_is_taken_over(small_data, tmp_path):
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (out / runs.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    (out / run_lock.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     assert train(_config(small_data), run_dir=out).status == "finished"
 
 

@@ -41,8 +41,8 @@ from ..errors import Cancelled, ConfigError
 from ..storage import runs
 from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, pairing_skip_reason, run_method
 from .events import DataProgress, StopToken
+from .preparation import load_dataset
 from .significance import paired_difference
-from .trainer import load_dataset
 
 METHODS: dict[str, str] = {
     "discomkd": "DisCoM-KD",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 class StopToken:
@@ -86,3 +87,4 @@ class RunEnded:
 
 
 TrainingEvent = DataProgress | RunStarted | BatchEnded | EpochEnded | BestModelSaved | RunEnded
+EventCallback = Callable[[TrainingEvent], None]  # where a job sends its events

@@ -58,7 +58,7 @@ def test_a_forged_model_is_refused_when_opened_not_when_used(window, trained_bun
 
 
 def test_runs_page_shows_a_killed_run_as_interrupted(window, private_data_dir, qtbot):
-    from discomkd.storage import runs
+    from discomkd.storage import run_lock, runs
 
     run_dir = private_data_dir / "runs" / "20260101-120000-killed"
     run_dir.mkdir(parents=True)
@@ -66,7 +66,7 @@ def test_runs_page_shows_a_killed_run_as_interrupted(window, private_data_dir, q
                                     "epochs_done": 3, "config": {"modalities": []}})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (run_dir / runs.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    (run_dir / run_lock.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     (run_dir / ".model.discomkd-x1.tmp").write_bytes(b"half a model")
     window.show_page("Runs")
     table = window.runs_page.table

@@ -1,0 +1,68 @@
+"""How a trained branch is measured: its outputs in evaluation mode, its metrics on a split, and a
+saved model's metrics on a labelled folder (``discomkd evaluate``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.load import load_modality
+from ..errors import ConfigError
+from ..model.bundle import load_bundle
+from .metrics import classification_metrics
+
+
+@torch.no_grad()
+def branch_outputs(branch, x: torch.Tensor, device: torch.device, batch: int = 512) -> dict[str, torch.Tensor]:
+    """A branch's logits, z_inv and z_inf on ``x`` in evaluation mode, batch by batch, on the CPU."""
+    branch.eval()
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, x.shape[0], batch):
+        xb = x[start : start + batch].to(device, non_blocking=True)
+        out = branch(xb)
+        for key in ("logits", "z_inv", "z_inf"):
+            chunks.setdefault(key, []).append(out[key].float().cpu())
+    if not chunks:
+        return {}
+    return {k: torch.cat(v) for k, v in chunks.items()}
+
+
+def evaluate_branch(branch, x: torch.Tensor, y: torch.Tensor, classes: list[str], device: torch.device) -> dict | None:
+    """Classification metrics and mean cross-entropy of a branch on (x, y); None without samples."""
+    if x.shape[0] == 0:
+        return None
+    out = branch_outputs(branch, x, device)
+    metrics = classification_metrics(y.numpy(), out["logits"].argmax(1).numpy(), classes)
+    metrics["loss"] = float(F.cross_entropy(out["logits"], y))
+    return metrics
+
+
+def evaluate_bundle_on_folder(bundle_path: str | Path, modality: str, folder: str | Path,
+                              progress: Callable[[int, int], None] | None = None) -> dict:
+    """Metrics of one modality's classifier on every usable file of a class-per-folder directory."""
+    bundle = load_bundle(bundle_path)
+    if modality not in bundle.specs:
+        raise ConfigError(f"The model has no modality '{modality}'; it has {', '.join(bundle.modality_names)}.")
+    spec = bundle.specs[modality]
+    overrides = {
+        "kind": spec.kind, "bands": spec.bands, "size": spec.size, "length": spec.length,
+        "length_mode": spec.length_mode, "spectrogram": spec.spectrogram.to_dict() if spec.spectrogram else None,
+        "source_channels": spec.source_channels,
+    }
+    data = load_modality(folder, modality, overrides, progress)
+    unknown = [c for c in data.classes if c not in bundle.classes]
+    keep = np.asarray([data.classes[l] in bundle.classes for l in data.labels])
+    if not keep.any():
+        raise ConfigError(f"None of the class folders ({', '.join(data.classes)}) is a class of this model.")
+    x = torch.from_numpy(spec.normalize(data.x[keep]))
+    y = np.asarray([bundle.classes.index(data.classes[l]) for l in data.labels[keep]])
+    branch = bundle.build_branch(modality)
+    out = branch_outputs(branch, x, torch.device("cpu"))
+    metrics = classification_metrics(y, out["logits"].argmax(1).numpy(), bundle.classes)
+    metrics["skipped"] = [{"path": s.path, "reason": s.reason} for s in data.skipped]
+    metrics["unknown_classes"] = unknown
+    return metrics

@@ -1,0 +1,450 @@
+"""One training run's loop as named steps: prepare, train one epoch, evaluate and select, write.
+
+:func:`train_loop` runs them in order on one :class:`TrainingSession`; each step takes the session
+(and the run it reports to), so a test can run a step on its own. The run's lifecycle around the
+loop (claiming the folder, reading the data, failures) is :mod:`discomkd.training.trainer`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import distributed
+from ..config import LossWeights, TrainingConfig
+from ..data.augment import augment_batch
+from ..data.dataset import MultiModalDataset
+from ..data.spec import ModalitySpec
+from ..errors import DisComKDError, TrainingError
+from ..model.bundle import make_metadata, save_bundle
+from ..model.losses import (
+    agreement_loss,
+    better_validated,
+    discomkd_loss_terms,
+    grl_factor,
+    mix_paired_batch,
+    mixed_pair_distillation,
+    paired_alignment,
+    ramp_factor,
+    weighted_total,
+)
+from ..model.networks import DisCoMKD, resolve_backbone
+from ..storage import runs
+from ..storage.atomic import atomic_write
+from .evaluation import branch_outputs, evaluate_branch
+from .events import BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken
+from .metrics import pca_2d
+from .preparation import PreparedModality, prepare_modalities
+from .schedule import epoch_orders, learning_rate_at, make_optimizer
+
+MAX_EMBEDDING_POINTS = 1500  # per modality, for the 2-D projection on the results page
+
+
+class ActiveRun:
+    """The run folder a training writes to, with its record, events out and the stop flag in."""
+
+    def __init__(self, config: TrainingConfig, run_dir: Path, emit: EventCallback, stop: StopToken,
+                 dist: distributed.DistributedContext | None = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.emit = emit
+        self.stop = stop
+        self.record: dict = {}
+        self.dist = dist or distributed.DistributedContext()
+
+    def log(self, line: str) -> None:
+        if not self.dist.is_writer:
+            return
+        try:
+            runs.append_log(self.run_dir, line)
+        except DisComKDError:
+            pass  # the log is best effort: a full disk is reported by the write that matters
+
+    def write_record(self, **updates) -> None:
+        self.record.update(updates)
+        if self.dist.is_writer:
+            runs.write_run_record(self.run_dir, self.record)
+
+
+@dataclass
+class TrainingSession:
+    """What the loop's steps share: the model and its optimiser, the training data on the device,
+    the random generator, the epochs to run, and each modality's best validation score and weights."""
+
+    config: TrainingConfig
+    device: torch.device
+    names: list[str]
+    classes: list[str]
+    prepared: dict[str, PreparedModality]
+    specs: dict[str, ModalitySpec]
+    backbones: dict[str, str]
+    model: DisCoMKD
+    train_model: nn.Module  # the model, or its DistributedDataParallel wrapper under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    amp_dtype: torch.dtype
+    generator: torch.Generator
+    start_epoch: int
+    target_epochs: int
+    history: list[dict]
+    best: dict[str, dict]
+    best_states: dict[str, dict[str, torch.Tensor]]
+    train_x: dict[str, torch.Tensor]
+    train_y: dict[str, torch.Tensor]
+    train_sizes: dict[str, int]
+    paired: bool  # rows aligned across modalities: one shared batch order
+    teaching: bool  # mixed-pair distillation or alignment is on and can tell who teaches whom
+    steps_per_epoch: int
+
+
+@dataclass
+class RunClock:
+    """Steps done since the loop started, for the progress and time-left estimates."""
+
+    total_steps: int
+    t_start: float = field(default_factory=time.perf_counter)
+    done_steps: int = 0
+
+
+@dataclass
+class EpochTraining:
+    """What one epoch of training steps summed up (losses per term), and whether a stop cut it short."""
+
+    sums: dict[str, float]
+    t_epoch: float
+    steps: int = 0
+    data_time: float = 0.0
+    step_time: float = 0.0
+    stopped: bool = False
+
+
+def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device, run_name, resume_from,
+               extra_epochs) -> RunEnded:
+    """Train for the run's epochs (or ``extra_epochs`` more from its checkpoint), then test the best weights."""
+    session = prepare_session(run, dataset, device, resume_from, extra_epochs)
+    start_run_record(run, session, dataset, run_name)
+    clock = RunClock((session.target_epochs - session.start_epoch) * session.steps_per_epoch)
+    stopped = False
+    epoch = session.start_epoch
+    for epoch in range(session.start_epoch + 1, session.target_epochs + 1):
+        trained = train_one_epoch(run, session, epoch, clock)
+        if trained.stopped:
+            stopped = True
+            epoch -= 1
+            break
+        val_metrics, improved = evaluate_and_select(session, epoch)
+        write_epoch(run, session, epoch, trained, val_metrics, improved, clock)
+    return finish_run(run, session, epoch, stopped)
+
+
+def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.device, resume_from=None,
+                    extra_epochs: int = 0) -> TrainingSession:
+    """Seed, split and standardise the data, build the model and optimiser (restored from the
+    checkpoint when continuing) and move the training data to the device."""
+    config = run.config
+    names = dataset.names
+    classes = dataset.classes
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    prepared = prepare_modalities(config, dataset)
+    specs = {n: p.spec for n, p in prepared.items()}
+    backbones = {n: resolve_backbone(config.backbone, specs[n].kind, device.type) for n in names}
+    model = DisCoMKD(names, {n: specs[n].input_shape for n in names}, backbones, config.embed_dim, len(classes)).to(device)
+    optimizer = make_optimizer(config, model.parameters())
+
+    use_amp = device.type == "cuda" and config.mixed_precision
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start_epoch, history = 0, []
+    best = {n: {"best_epoch": 0, "val_weighted_f1": -1.0} for n in names}
+    best_states: dict[str, dict[str, torch.Tensor]] = {}
+    target_epochs = config.epochs
+    if resume_from is not None:
+        checkpoint_path = run.run_dir / runs.CHECKPOINT_FILE
+        if not checkpoint_path.exists():
+            saved = (" Its model file from the epochs it did train can still be used for prediction."
+                     if (run.run_dir / runs.BUNDLE_FILE).exists() else "")
+            raise TrainingError("This run has no checkpoint to continue from (it was stopped or interrupted before "
+                                f"the end of its first epoch was saved).{saved} Start a new training instead.")
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start_epoch = int(state["epoch"])
+        best = {n: dict(state["best"][n]) for n in names}
+        best_states = state["best_states"]
+        history = runs.read_history(run.run_dir)[:start_epoch]
+        target_epochs = start_epoch + int(extra_epochs)
+        run.config = config = replace(config, epochs=target_epochs)
+        run.record = runs.read_run_record(run.run_dir)
+
+    # Training data lives on the device when it is a GPU (one copy instead of one per batch).
+    train_x = {}
+    for n in names:
+        x = prepared[n].x["train"]
+        if device.type == "cuda":
+            x = x.pin_memory().to(device, non_blocking=True)
+        train_x[n] = x
+    train_y = {n: prepared[n].y["train"].to(device) for n in names}
+    train_sizes = {n: int(prepared[n].y["train"].shape[0]) for n in names}
+    # Paired files come aligned row by row: one shared order keeps each batch the same samples in
+    # every modality, which the agreement term compares sample by sample.
+    paired = dataset.report.pairing.status == "paired"
+    # Mixed-pair distillation and alignment need paired rows, and a validation score to tell who
+    # teaches whom.
+    teaching = (paired and (config.weights.mix > 0 or config.weights.align > 0)
+                and any(prepared[n].y["val"].numel() for n in names))
+    steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / config.batch_size))
+    # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
+    train_model = run.dist.wrap(model, config.batch_size)
+    return TrainingSession(
+        config=config, device=device, names=names, classes=classes, prepared=prepared, specs=specs,
+        backbones=backbones, model=model, train_model=train_model, optimizer=optimizer, scaler=scaler,
+        use_amp=use_amp, amp_dtype=amp_dtype, generator=generator, start_epoch=start_epoch,
+        target_epochs=target_epochs, history=history, best=best, best_states=best_states, train_x=train_x,
+        train_y=train_y, train_sizes=train_sizes, paired=paired, teaching=teaching, steps_per_epoch=steps_per_epoch,
+    )
+
+
+def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiModalDataset, run_name) -> None:
+    """Write the run record as the epochs start (settings, data, sizes) and announce the start."""
+    config, names = session.config, session.names
+    if not run.record:
+        run.record = {
+            "name": run_name or "+".join(names),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    run.write_record(
+        status="running",
+        config=config.to_dict(),
+        classes=session.classes,
+        specs={n: session.specs[n].to_dict() for n in names},
+        backbones=session.backbones,
+        device=str(session.device),
+        world_size=run.dist.world_size,
+        epochs_target=session.target_epochs,
+        epochs_done=session.start_epoch,
+        best=session.best,
+        data={
+            "pairing": dataset.report.pairing.detail,
+            "counts": dataset.report.counts,
+            "missing": dataset.report.missing,
+            "skipped": {n: [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped[n][:500]] for n in names},
+            "train_sizes": session.train_sizes,
+        },
+    )
+    run.log(f"start: epochs {session.start_epoch + 1}..{session.target_epochs} on {session.device}, "
+            f"backbones {session.backbones}, train sizes {session.train_sizes}")
+    run.emit(RunStarted(str(run.run_dir), names, session.classes, session.train_sizes, session.start_epoch,
+                        session.target_epochs, session.steps_per_epoch, str(session.device), session.backbones,
+                        dataset.report.pairing.status))
+
+
+def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock: RunClock) -> EpochTraining:
+    """One epoch of training steps (one batch per modality each), a BatchEnded event after each;
+    a stop request ends it at the next step, marked ``stopped``."""
+    config, names = session.config, session.names
+    steps_per_epoch, target_epochs, start_epoch = session.steps_per_epoch, session.target_epochs, session.start_epoch
+    session.model.train()
+    trained = EpochTraining(sums={k: 0.0 for k in (*LossWeights.TERMS, "total")}, t_epoch=time.perf_counter())
+    order = epoch_orders(session.train_sizes, steps_per_epoch, config.batch_size, session.generator,
+                         shared=session.paired)
+    for step in range(1, steps_per_epoch + 1):
+        if run.dist.any_rank(run.stop.is_set()):  # a stop on one rank stops all at the same step
+            trained.stopped = True
+            break
+        t_step = time.perf_counter()
+        inputs, labels, teachers, mixed = _step_batch(run, session, order, step)
+        trained.data_time += time.perf_counter() - t_step
+        progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
+        losses = _training_step(session, inputs, labels, teachers, mixed, progress_in_run, epoch, step)
+        for k, v in losses.items():
+            trained.sums[k] += v
+        trained.steps += 1
+        clock.done_steps += 1
+        trained.step_time += time.perf_counter() - t_step
+        elapsed = time.perf_counter() - clock.t_start
+        fraction = clock.done_steps / clock.total_steps
+        run.emit(BatchEnded(epoch, step, steps_per_epoch, epoch * steps_per_epoch - steps_per_epoch + step, losses,
+                            (start_epoch * steps_per_epoch + clock.done_steps) / (target_epochs * steps_per_epoch),
+                            elapsed / fraction * (1 - fraction) if fraction > 0 else None,
+                            len(names) * config.batch_size / max(time.perf_counter() - t_step, 1e-9)))
+    return trained
+
+
+def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch.Tensor], step: int):
+    """The step's augmented batch per modality, who teaches whom, and blends of the pairs when
+    mixed-pair distillation is on (appended after the clean rows); this process's part under torchrun."""
+    config, device, names = session.config, session.device, session.names
+    inputs, labels = {}, {}
+    for n in names:
+        idx = order[n][(step - 1) * config.batch_size : step * config.batch_size]
+        # Inputs live on the GPU under CUDA and on the CPU otherwise; .to() is a no-op when in place.
+        xb = session.train_x[n].index_select(0, idx.to(session.train_x[n].device)).to(device)
+        inputs[n] = augment_batch(xb, session.specs[n].augmentation, session.generator)
+        labels[n] = session.train_y[n].index_select(0, idx.to(device))
+    teachers = better_validated({n: session.best[n]["val_weighted_f1"] for n in names}) if session.teaching else {}
+    # Blends of the batch's pairs ride along in the same forward pass, after the clean rows.
+    mixed = mix_paired_batch(inputs, session.generator) if config.weights.mix > 0 and any(teachers.values()) else None
+    for n in names:
+        # Under torchrun this process keeps its part of the batch, augmented as a whole first so
+        # that N processes see exactly the samples and augmentations one process would.
+        inputs[n], labels[n] = run.dist.shard(inputs[n]), run.dist.shard(labels[n])
+        if mixed is not None:
+            inputs[n] = torch.cat([inputs[n], run.dist.shard(mixed[n])])
+    return inputs, labels, teachers, mixed
+
+
+def _training_step(session: TrainingSession, inputs, labels, teachers, mixed, progress_in_run: float,
+                   epoch: int, step: int) -> dict[str, float]:
+    """Forward, the weighted loss terms, one optimiser update; the loss terms as numbers."""
+    config, device, names = session.config, session.device, session.names
+    factor = grl_factor(config.grl_schedule, config.grl_lambda, progress_in_run)
+    for group in session.optimizer.param_groups:
+        group["lr"] = learning_rate_at(config, progress_in_run)
+    with torch.autocast(device.type, dtype=session.amp_dtype, enabled=session.use_amp):
+        outputs = session.train_model(inputs, grl_factor=factor)
+    mixed_logits = {}
+    if mixed is not None:
+        clean = {n: labels[n].shape[0] for n in names}
+        mixed_logits = {n: outputs[n]["logits"][clean[n]:] for n in names}
+        outputs = {n: {k: v[: clean[n]] for k, v in outputs[n].items()} for n in names}
+    terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)
+    terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, session.paired,
+                                    len(session.classes), config.agree_temperature)
+    terms["mix"] = (mixed_pair_distillation(mixed_logits, teachers, config.agree_temperature) if mixed_logits
+                    else terms["cl"].detach() * 0.0)
+    terms["align"] = paired_alignment({n: outputs[n]["z_inv"] for n in names}, teachers)
+    total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
+    if not torch.isfinite(total):
+        raise TrainingError(
+            f"The loss became {float(total)} at epoch {epoch}, step {step}. Lower the learning rate "
+            "or the loss weights and start again. The best model so far was kept."
+        )
+    session.optimizer.zero_grad(set_to_none=True)
+    session.scaler.scale(total).backward()
+    session.scaler.step(session.optimizer)
+    session.scaler.update()
+    values = torch.stack([terms[k].detach() for k in LossWeights.TERMS] + [total.detach()]).float().cpu().tolist()
+    return dict(zip((*LossWeights.TERMS, "total"), values))
+
+
+def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str, dict], list[str]]:
+    """Validation metrics per modality; a modality whose weighted F1 beats its best so far keeps
+    this epoch's weights (model selection per modality, as in the paper). Returns the metrics and
+    the modalities that improved."""
+    val_metrics = {}
+    improved = []
+    for n in session.names:
+        branch = session.model.branches[n]
+        prepared = session.prepared[n]
+        metrics = evaluate_branch(branch, prepared.x["val"], prepared.y["val"], session.classes, session.device)
+        score = metrics["weighted_f1"] if metrics else float(epoch)  # no validation data: keep the latest
+        if metrics:
+            val_metrics[n] = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1", "loss")}
+        if score > session.best[n]["val_weighted_f1"]:
+            session.best[n] = {"best_epoch": epoch, "val_weighted_f1": float(score)}
+            session.best_states[n] = {k: v.detach().cpu().clone() for k, v in branch.state_dict().items()}
+            improved.append(n)
+    session.model.train()
+    return val_metrics, improved
+
+
+def bundle_metadata(run: ActiveRun, session: TrainingSession, test_metrics: dict | None = None) -> dict:
+    config = session.config
+    return make_metadata(session.classes, session.specs, session.backbones, config.embed_dim, session.best,
+                         config.to_dict(), test_metrics, run.record.get("name"))
+
+
+def write_epoch(run: ActiveRun, session: TrainingSession, epoch: int, trained: EpochTraining,
+                val_metrics: dict[str, dict], improved: list[str], clock: RunClock) -> None:
+    """The epoch's history line, the checkpoint, the bundle when a modality improved, the record and
+    log, then EpochEnded (and BestModelSaved)."""
+    config, steps_per_epoch, target_epochs = session.config, session.steps_per_epoch, session.target_epochs
+    bundle_path = run.run_dir / runs.BUNDLE_FILE
+    train_losses = {k: v / max(1, trained.steps) for k, v in trained.sums.items()}
+    elapsed = time.perf_counter() - clock.t_start
+    fraction = clock.done_steps / clock.total_steps
+    session.history.append({"epoch": epoch, "train_losses": train_losses, "val": val_metrics,
+                            "epoch_time_s": time.perf_counter() - trained.t_epoch, "elapsed_s": elapsed,
+                            # throughput of the training steps alone (validation excluded), per modality
+                            "train_samples_per_s": trained.steps * config.batch_size / max(trained.step_time, 1e-9),
+                            "data_share": trained.data_time / max(trained.step_time, 1e-9)})
+    if run.dist.is_writer:
+        runs.write_history(run.run_dir, session.history)
+        # Checkpoint before bundle: a kill between the two leaves a run that can still be continued.
+        checkpoint = {"model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
+                      "epoch": epoch, "best": session.best, "best_states": session.best_states,
+                      "generator": session.generator.get_state()}
+        atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
+        if improved:
+            save_bundle(bundle_path, bundle_metadata(run, session), session.best_states)
+    run.write_record(epochs_done=epoch, best=session.best)
+    val_text = ", ".join(f"{n} acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in val_metrics.items())
+    run.log(f"epoch {epoch}/{target_epochs}: total loss {train_losses['total']:.4f}; val {val_text or 'n/a'}")
+    run.emit(EpochEnded(epoch, target_epochs, train_losses, val_metrics,
+                        (session.start_epoch * steps_per_epoch + clock.done_steps) / (target_epochs * steps_per_epoch),
+                        elapsed / fraction * (1 - fraction) if fraction > 0 else None, elapsed,
+                        time.perf_counter() - trained.t_epoch))
+    if improved:
+        run.emit(BestModelSaved(epoch, improved, str(bundle_path)))
+
+
+def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bool) -> RunEnded:
+    """Test each modality with its best weights, save the embeddings' 2-D view and the final bundle."""
+    status = "stopped" if stopped else "finished"
+    if not run.dist.is_writer:  # rank 0 evaluates on the test split and writes the results
+        return RunEnded(status, "", str(run.run_dir), None, epoch)
+    if not session.best_states:
+        reason = "Stopped before the first epoch ended; no model was saved."
+        run.write_record(status=status, reason=reason)
+        run.log(reason)
+        event = RunEnded(status, reason, str(run.run_dir), None, epoch)
+        run.emit(event)
+        return event
+
+    # Test metrics and embeddings with each modality's best weights.
+    test_metrics = {}
+    emb_inv, emb_inf, emb_mod, emb_label = [], [], [], []
+    for k, n in enumerate(session.names):
+        branch = session.model.branches[n]
+        branch.load_state_dict(session.best_states[n])
+        x_test, y_test = session.prepared[n].x["test"], session.prepared[n].y["test"]
+        metrics = evaluate_branch(branch, x_test, y_test, session.classes, session.device)
+        if metrics:
+            metrics["best_epoch"] = session.best[n]["best_epoch"]
+            test_metrics[n] = metrics
+            keep = slice(0, MAX_EMBEDDING_POINTS)
+            out = branch_outputs(branch, x_test[keep], session.device)
+            emb_inv.append(out["z_inv"].numpy())
+            emb_inf.append(out["z_inf"].numpy())
+            emb_mod.append(np.full(out["z_inv"].shape[0], k))
+            emb_label.append(y_test[keep].numpy())
+    if emb_inv:
+        runs.save_embeddings(
+            run.run_dir,
+            inv_2d=pca_2d(np.concatenate(emb_inv)),
+            inf_2d=pca_2d(np.concatenate(emb_inf)),
+            modality=np.concatenate(emb_mod).astype(np.int64),
+            label=np.concatenate(emb_label).astype(np.int64),
+            modality_names=np.asarray(session.names),
+        )
+    bundle_path = run.run_dir / runs.BUNDLE_FILE
+    save_bundle(bundle_path, bundle_metadata(run, session, test_metrics), session.best_states)
+    reason = (
+        f"Stopped after epoch {epoch}; the best model so far was kept." if stopped else f"Finished {epoch} epochs."
+    )
+    run.write_record(status=status, reason=reason, epochs_done=epoch, test_metrics=test_metrics)
+    summary = "; ".join(f"{n} test acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in test_metrics.items())
+    run.log(f"{status}: {summary}")
+    event = RunEnded(status, reason, str(run.run_dir), str(bundle_path), epoch, test_metrics)
+    run.emit(event)
+    return event

@@ -1,0 +1,40 @@
+"""What every training method shares step by step: the learning-rate schedule, each epoch's batch
+order, and the optimiser (the DisCoM-KD trainer and the baselines alike)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import TrainingConfig
+
+
+def learning_rate_at(config: TrainingConfig, progress: float) -> float:
+    """Cosine decay from the set rate to zero over the run (continuing a run re-spreads the rest)."""
+    if config.lr_schedule == "cosine":
+        return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return config.learning_rate
+
+
+def epoch_orders(sizes: dict[str, int], steps: int, batch: int, generator: torch.Generator,
+                 shared: bool) -> dict[str, torch.Tensor]:
+    """Row indices for one epoch per modality: permutations cycled to ``steps * batch`` rows (smaller
+    modalities repeat); one shared order when the rows are paired (every modality the same size)."""
+    def order(size: int) -> torch.Tensor:
+        needed = steps * batch
+        repeats = math.ceil(needed / size)
+        return torch.cat([torch.randperm(size, generator=generator) for _ in range(repeats)])[:needed]
+
+    if shared:
+        common = order(next(iter(sizes.values())))
+        return {n: common for n in sizes}
+    return {n: order(s) for n, s in sizes.items()}
+
+
+def make_optimizer(config: TrainingConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
