@@ -27,16 +27,14 @@ class LossWeights:
     mod: float = 1.0  # modality heads on z_inf and z_irr
     perp: float = 0.3  # orthogonality of (z_inf, z_irr) and (z_inf, z_inv)
     agree: float = 1.0  # cross-modal agreement of the classifiers (not in the paper; see losses.py)
-    mix: float = 0.0  # distillation on mixed pairs from the better-validated modality (paired data; losses.py)
-    align: float = 0.0  # z_inv of a paired sample drawn to the better-validated modality's (paired data; losses.py)
 
-    TERMS = ("cl", "aux", "adv", "mod", "perp", "agree", "mix", "align")
+    TERMS = ("cl", "aux", "adv", "mod", "perp", "agree")
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in self.TERMS}
 
 
-PAPER_WEIGHTS = LossWeights(cl=1.0, aux=1.0, adv=1.0, mod=1.0, perp=1.0, agree=0.0, mix=0.0, align=0.0)
+PAPER_WEIGHTS = LossWeights(cl=1.0, aux=1.0, adv=1.0, mod=1.0, perp=1.0, agree=0.0)
 
 # One line a user reads next to each weight (GUI tooltips, CLI help).
 LOSS_EXPLANATIONS = {
@@ -47,10 +45,6 @@ LOSS_EXPLANATIONS = {
     "perp": "Orthogonality: z_inf is pushed away from z_irr and from z_inv (disentanglement).",
     "agree": "Agreement: each modality's classifier matches the others' predictions on the same sample "
              "(paired files) or class (not in the paper).",
-    "mix": "Mixed pairs: on blends of two paired samples, each modality learns the prediction of the modality "
-           "that validates better (paired files only; not in the paper).",
-    "align": "Alignment: a sample's z_inv is drawn to that of the same sample in the modality that validates "
-             "better (paired files only; not in the paper).",
 }
 
 RECOMMENDED = "Recommended"
@@ -63,8 +57,7 @@ LOSS_PRESETS: dict[str, LossWeights] = {
     "Without L_mod": LossWeights(mod=0.0),
     "Without L_perp": LossWeights(perp=0.0),
     "Without L_agree": LossWeights(agree=0.0),
-    "Without L_mix": LossWeights(mix=0.0),
-    "Classifiers only": LossWeights(aux=0.0, adv=0.0, mod=0.0, perp=0.0, agree=0.0, mix=0.0, align=0.0),
+    "Classifiers only": LossWeights(aux=0.0, adv=0.0, mod=0.0, perp=0.0, agree=0.0),
 }
 DEFAULT_TERM_RAMP = 0.3
 # Schedule settings a preset carries besides its weights (the paper's objective has no ramp).
@@ -158,7 +151,7 @@ class TrainingConfig:
         d = {k: v for k, v in d.items() if k in known}
         d["modalities"] = [ModalitySource(**m) for m in d.get("modalities", [])]
         # Runs saved before the agreement term and the ramp existed trained without them.
-        d["weights"] = LossWeights(**{"agree": 0.0, "mix": 0.0, "align": 0.0, **d.get("weights", {})})
+        d["weights"] = LossWeights(**{"agree": 0.0, **d.get("weights", {})})
         d.setdefault("term_ramp", 0.0)
         d.setdefault("agree_temperature", 1.0)
         if "split" in d:

@@ -46,7 +46,7 @@ def _private_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("DISCOMKD_DATA_DIR", str(tmp_path / "data"))
 
 
-def _write_modality(root: Path, channels: int, stems: list[str], seed: int, signal: float = 2.0) -> None:
+def _write_modality(root: Path, channels: int, stems: list[str], seed: int) -> None:
     """Tiny .npy images: class c brightens horizontal band c (easy to learn, never trivial zero loss)."""
     rng = np.random.default_rng(seed)
     for c in range(N_CLASSES):
@@ -54,7 +54,7 @@ def _write_modality(root: Path, channels: int, stems: list[str], seed: int, sign
         folder.mkdir(parents=True)
         for stem in stems:
             x = rng.normal(0.0, 0.5, (channels, 12, 12)).astype(np.float32)
-            x[:, 4 * c : 4 * c + 4, :] += signal
+            x[:, 4 * c : 4 * c + 4, :] += 2.0
             np.save(folder / f"{stem}.npy", x)
 
 
@@ -170,28 +170,6 @@ def test_each_method_trains_above_chance_on_paired_data(paired_setup, method):
         assert run.test_metrics[name]["accuracy"] > 0.6, (method, name, run.test_metrics[name])
     if method in ("kd", "dkd"):
         assert run.teacher_metrics["accuracy"] > 0.6
-
-
-def test_mixed_pairs_and_alignment_teach_the_weaker_modality_from_the_second_epoch(tmp_path):
-    from discomkd.config import LossWeights
-    from discomkd.storage.runs import read_history
-    from discomkd.training.trainer import train
-
-    stems = [f"s{i}" for i in range(30)]
-    _write_modality(tmp_path / "strong", 1, stems, 1)
-    _write_modality(tmp_path / "weak", 1, stems, 2, signal=0.05)  # a faint band: the weaker sensor
-    config = TrainingConfig(modalities=[ModalitySource("strong", str(tmp_path / "strong")),
-                                        ModalitySource("weak", str(tmp_path / "weak"))],
-                            weights=LossWeights(mix=1.0, align=1.0), epochs=3, batch_size=8, embed_dim=8,
-                            learning_rate=5e-3, device="cpu", backbone="compact", split=(0.6, 0.2, 0.2))
-    ended = train(config, run_dir=tmp_path / "run", on_event=lambda e: None, stop=StopToken())
-    assert ended.status == "finished", ended.reason
-    history = read_history(tmp_path / "run")
-    # No validation score yet in epoch 1, so nobody teaches; afterwards the worse-validated one learns.
-    assert history[0]["train_losses"]["mix"] == 0.0 and history[0]["train_losses"]["align"] == 0.0
-    assert history[0]["val"]["strong"]["weighted_f1"] > history[0]["val"]["weak"]["weighted_f1"]
-    assert all(h["train_losses"]["mix"] > 0 and h["train_losses"]["align"] > 0 for h in history[1:])
-    assert ended.test_metrics["strong"]["accuracy"] > 0.6
 
 
 def test_unpaired_dml_trains_above_chance(tmp_path):

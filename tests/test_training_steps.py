@@ -34,7 +34,7 @@ def test_prepare_builds_the_session_from_the_config(tiny_demo, tmp_path):
     assert session.names == ["image", "audio"] and session.start_epoch == 0 and session.target_epochs == 2
     assert all(b == {"best_epoch": 0, "val_weighted_f1": -1.0} for b in session.best.values())
     assert session.steps_per_epoch == -(-max(session.train_sizes.values()) // session.config.batch_size)
-    assert not session.paired and not session.teaching  # the tiny demo is unpaired
+    assert not session.paired  # the tiny demo is unpaired
 
 
 def test_one_epoch_reports_every_step_and_evaluation_keeps_only_improvements(tiny_demo, tmp_path):
@@ -44,7 +44,7 @@ def test_one_epoch_reports_every_step_and_evaluation_keeps_only_improvements(tin
     trained = train_one_epoch(run, session, 1, clock)
     assert not trained.stopped and trained.steps == session.steps_per_epoch == clock.done_steps
     assert [e.step for e in events if isinstance(e, BatchEnded)] == list(range(1, session.steps_per_epoch + 1))
-    assert set(trained.sums) == {"cl", "aux", "adv", "mod", "perp", "agree", "mix", "align", "total"}
+    assert set(trained.sums) == {"cl", "aux", "adv", "mod", "perp", "agree", "total"}
 
     val_metrics, improved = evaluate_and_select(session, 1)
     assert improved == ["image", "audio"] and set(val_metrics) == {"image", "audio"}

@@ -133,57 +133,6 @@ def agreement_loss(
     return torch.stack(parts).mean() * t * t
 
 
-def mix_paired_batch(inputs: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Blends of two samples, the same two with the same share in every modality (mixup, Zhang et al.
-    2018, with a uniform share), for paired batches whose row i is the same sample everywhere."""
-    size = next(iter(inputs.values())).shape[0]
-    partner = torch.randperm(size, generator=generator)
-    share = torch.rand(size, generator=generator)
-    mixed = {}
-    for name, x in inputs.items():
-        s = share.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
-        mixed[name] = s * x + (1 - s) * x[partner.to(x.device)]
-    return mixed
-
-
-def better_validated(val_scores: dict[str, float]) -> dict[str, list[str]]:
-    """For each modality, the peers whose best validation score so far is higher: its teachers."""
-    return {n: [p for p, score in val_scores.items() if p != n and score > val_scores[n]] for n in val_scores}
-
-
-def mixed_pair_distillation(mixed_logits: dict[str, torch.Tensor], teachers: dict[str, list[str]],
-                            temperature: float = 1.0) -> torch.Tensor:
-    """Each modality's classifier mimics its teachers' predictions on the same blended pair.
-
-    On training samples a good teacher is soon certain and its prediction repeats the label; on a
-    blend of two samples it is not, and what it then says (how much of each class it sees, and which
-    other classes the blend resembles) is knowledge the weaker sensor's labels do not hold: the
-    teacher and the student see the same blend, which is what makes distillation work with few
-    samples ("function matching", Beyer et al., CVPR 2022). Only the better-validated modality
-    teaches, so the weak sensor's blurred view never pulls the strong one. Zero without teachers.
-    """
-    t = float(temperature)
-    parts = [mimicry(mixed_logits[n].float() / t, F.softmax(mixed_logits[p].float().detach() / t, dim=1))
-             for n, peers in teachers.items() for p in peers]
-    if not parts:
-        return next(iter(mixed_logits.values())).float().sum() * 0.0
-    return torch.stack(parts).mean() * t * t
-
-
-def paired_alignment(z_inv: dict[str, torch.Tensor], teachers: dict[str, list[str]]) -> torch.Tensor:
-    """1 - cosine between a modality's z_inv and its teachers' (detached) z_inv on the same sample.
-
-    DisCoM-KD asks z_inv to carry what the modalities share; with paired files the shared content
-    of one sample is the same in every modality, so the better-validated modality's z_inv is a
-    per-sample target (a 64-number description of the sample, richer than its label).
-    """
-    parts = [1.0 - F.cosine_similarity(z_inv[n].float(), z_inv[p].float().detach(), dim=1).mean()
-             for n, peers in teachers.items() for p in peers]
-    if not parts:
-        return next(iter(z_inv.values())).float().sum() * 0.0
-    return torch.stack(parts).mean()
-
-
 def ramp_factor(progress: float, ramp_fraction: float) -> float:
     """0 -> 1 over the first ``ramp_fraction`` of training on the DANN curve 2 / (1 + exp(-10 q)) - 1,
     q = progress / ramp_fraction (Ganin et al. 2016 ramp their adversarial term the same way); 1 when

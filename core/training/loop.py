@@ -25,12 +25,8 @@ from ..errors import DisComKDError, TrainingError
 from ..model.bundle import make_metadata, save_bundle
 from ..model.losses import (
     agreement_loss,
-    better_validated,
     discomkd_loss_terms,
     grl_factor,
-    mix_paired_batch,
-    mixed_pair_distillation,
-    paired_alignment,
     ramp_factor,
     weighted_total,
 )
@@ -100,7 +96,6 @@ class TrainingSession:
     train_y: dict[str, torch.Tensor]
     train_sizes: dict[str, int]
     paired: bool  # rows aligned across modalities: one shared batch order
-    teaching: bool  # mixed-pair distillation or alignment is on and can tell who teaches whom
     steps_per_epoch: int
 
 
@@ -198,10 +193,6 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
     # Paired files come aligned row by row: one shared order keeps each batch the same samples in
     # every modality, which the agreement term compares sample by sample.
     paired = dataset.report.pairing.status == "paired"
-    # Mixed-pair distillation and alignment need paired rows, and a validation score to tell who
-    # teaches whom.
-    teaching = (paired and (config.weights.mix > 0 or config.weights.align > 0)
-                and any(prepared[n].y["val"].numel() for n in names))
     steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / config.batch_size))
     # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
     train_model = run.dist.wrap(model, config.batch_size)
@@ -210,7 +201,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
         backbones=backbones, model=model, train_model=train_model, optimizer=optimizer, scaler=scaler,
         use_amp=use_amp, amp_dtype=amp_dtype, generator=generator, start_epoch=start_epoch,
         target_epochs=target_epochs, history=history, best=best, best_states=best_states, train_x=train_x,
-        train_y=train_y, train_sizes=train_sizes, paired=paired, teaching=teaching, steps_per_epoch=steps_per_epoch,
+        train_y=train_y, train_sizes=train_sizes, paired=paired, steps_per_epoch=steps_per_epoch,
     )
 
 
@@ -262,10 +253,10 @@ def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock:
             trained.stopped = True
             break
         t_step = time.perf_counter()
-        inputs, labels, teachers, mixed = _step_batch(run, session, order, step)
+        inputs, labels = _step_batch(run, session, order, step)
         trained.data_time += time.perf_counter() - t_step
         progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
-        losses = _training_step(session, inputs, labels, teachers, mixed, progress_in_run, epoch, step)
+        losses = _training_step(session, inputs, labels, progress_in_run, epoch, step)
         for k, v in losses.items():
             trained.sums[k] += v
         trained.steps += 1
@@ -281,8 +272,7 @@ def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock:
 
 
 def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch.Tensor], step: int):
-    """The step's augmented batch per modality, who teaches whom, and blends of the pairs when
-    mixed-pair distillation is on (appended after the clean rows); this process's part under torchrun."""
+    """The step's augmented batch per modality; this process's part of it under torchrun."""
     config, device, names = session.config, session.device, session.names
     inputs, labels = {}, {}
     for n in names:
@@ -291,19 +281,13 @@ def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch
         xb = session.train_x[n].index_select(0, idx.to(session.train_x[n].device)).to(device)
         inputs[n] = augment_batch(xb, session.specs[n].augmentation, session.generator)
         labels[n] = session.train_y[n].index_select(0, idx.to(device))
-    teachers = better_validated({n: session.best[n]["val_weighted_f1"] for n in names}) if session.teaching else {}
-    # Blends of the batch's pairs ride along in the same forward pass, after the clean rows.
-    mixed = mix_paired_batch(inputs, session.generator) if config.weights.mix > 0 and any(teachers.values()) else None
-    for n in names:
         # Under torchrun this process keeps its part of the batch, augmented as a whole first so
         # that N processes see exactly the samples and augmentations one process would.
         inputs[n], labels[n] = run.dist.shard(inputs[n]), run.dist.shard(labels[n])
-        if mixed is not None:
-            inputs[n] = torch.cat([inputs[n], run.dist.shard(mixed[n])])
-    return inputs, labels, teachers, mixed
+    return inputs, labels
 
 
-def _training_step(session: TrainingSession, inputs, labels, teachers, mixed, progress_in_run: float,
+def _training_step(session: TrainingSession, inputs, labels, progress_in_run: float,
                    epoch: int, step: int) -> dict[str, float]:
     """Forward, the weighted loss terms, one optimiser update; the loss terms as numbers."""
     config, device, names = session.config, session.device, session.names
@@ -312,17 +296,9 @@ def _training_step(session: TrainingSession, inputs, labels, teachers, mixed, pr
         group["lr"] = learning_rate_at(config, progress_in_run)
     with torch.autocast(device.type, dtype=session.amp_dtype, enabled=session.use_amp):
         outputs = session.train_model(inputs, grl_factor=factor)
-    mixed_logits = {}
-    if mixed is not None:
-        clean = {n: labels[n].shape[0] for n in names}
-        mixed_logits = {n: outputs[n]["logits"][clean[n]:] for n in names}
-        outputs = {n: {k: v[: clean[n]] for k, v in outputs[n].items()} for n in names}
     terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)
     terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, session.paired,
                                     len(session.classes), config.agree_temperature)
-    terms["mix"] = (mixed_pair_distillation(mixed_logits, teachers, config.agree_temperature) if mixed_logits
-                    else terms["cl"].detach() * 0.0)
-    terms["align"] = paired_alignment({n: outputs[n]["z_inv"] for n in names}, teachers)
     total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
     if not torch.isfinite(total):
         raise TrainingError(

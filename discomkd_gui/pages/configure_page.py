@@ -38,8 +38,7 @@ from discomkd.errors import ConfigError
 
 from .common import page_header
 
-TERM_TITLES = {"cl": "L_cl", "aux": "L_aux", "adv": "L_adv", "mod": "L_mod", "perp": "L_perp", "agree": "L_agree",
-               "mix": "L_mix", "align": "L_align"}
+TERM_TITLES = {"cl": "L_cl", "aux": "L_aux", "adv": "L_adv", "mod": "L_mod", "perp": "L_perp", "agree": "L_agree"}
 BACKBONE_TEXT = {
     "auto": "auto (compact CNN on CPU, ResNet-18 on a GPU)",
     "compact": "compact CNN (fast, CPU friendly)",

@@ -28,10 +28,10 @@ from PySide6.QtWidgets import (
 from ..jobs import Job, TaskState
 from .common import fmt_duration, page_header
 
-TERMS = ("cl", "aux", "adv", "mod", "perp", "agree", "mix", "align", "total")
+TERMS = ("cl", "aux", "adv", "mod", "perp", "agree", "total")
 TERM_COLOURS = {
     "cl": "#1f77b4", "aux": "#ff7f0e", "adv": "#d62728", "mod": "#2ca02c", "perp": "#9467bd", "agree": "#17becf",
-    "mix": "#8c564b", "align": "#e377c2", "total": "#222222",
+    "total": "#222222",
 }
 MODALITY_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 PLOT_HZ = 10  # timer ticks per second; the two plots take turns, so each redraws at most 5 times a second
