@@ -41,6 +41,15 @@ DATASETS = {
         "methods": ["student", "classifiers_only", "discomkd", "discomkd_paper", "dml"],
         "weak": "weak", "strong": "strong",
     },
+    "paired-digits-unlabelled": {
+        # 200 labelled pairs per class split 37.5/12.5/50 (750 training, 250 validation, 1,000 test
+        # pairs, as in paired-digits) plus 3,000 unlabelled pairs in the _unlabelled folders.
+        "modalities": [("strong", "paired-digits-unlabelled/strong", {}),
+                       ("weak", "paired-digits-unlabelled/weak", {})],
+        "split": (0.375, 0.125, 0.5), "batch_size": 64,
+        "methods": ["student", "classifiers_only", "discomkd", "dml"],
+        "weak": "weak", "strong": "strong",
+    },
     "av-digits": {
         "modalities": [("image", "av-digits/image", {}), ("audio", "av-digits/audio", {})],
         "split": (0.15, 0.05, 0.8), "batch_size": 64,

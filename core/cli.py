@@ -51,7 +51,9 @@ class ConsoleReporter:
             self._bar("")
             sizes = ", ".join(f"{n} {s}" for n, s in event.train_sizes.items())
             print(f"Training on {event.device} (backbones: {', '.join(f'{k} {v}' for k, v in event.backbones.items())}); "
-                  f"training samples: {sizes}; data {event.pairing}; run folder {event.run_dir}", file=self.out, flush=True)
+                  f"training samples: {sizes}; data {event.pairing}"
+                  + (f", {event.unlabelled_pairs} unlabelled pairs" if getattr(event, "unlabelled_pairs", 0) else "")
+                  + f"; run folder {event.run_dir}", file=self.out, flush=True)
             self._print_data_problems(event.run_dir)
         elif isinstance(event, BatchEnded):
             now = time.monotonic()

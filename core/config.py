@@ -27,14 +27,15 @@ class LossWeights:
     mod: float = 1.0  # modality heads on z_inf and z_irr
     perp: float = 0.3  # orthogonality of (z_inf, z_irr) and (z_inf, z_inv)
     agree: float = 1.0  # cross-modal agreement of the classifiers (not in the paper; see losses.py)
+    unlabelled: float = 1.0  # the better-validated modality teaches on unlabelled paired recordings (losses.py)
 
-    TERMS = ("cl", "aux", "adv", "mod", "perp", "agree")
+    TERMS = ("cl", "aux", "adv", "mod", "perp", "agree", "unlabelled")
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in self.TERMS}
 
 
-PAPER_WEIGHTS = LossWeights(cl=1.0, aux=1.0, adv=1.0, mod=1.0, perp=1.0, agree=0.0)
+PAPER_WEIGHTS = LossWeights(cl=1.0, aux=1.0, adv=1.0, mod=1.0, perp=1.0, agree=0.0, unlabelled=0.0)
 
 # One line a user reads next to each weight (GUI tooltips, CLI help).
 LOSS_EXPLANATIONS = {
@@ -45,6 +46,8 @@ LOSS_EXPLANATIONS = {
     "perp": "Orthogonality: z_inf is pushed away from z_irr and from z_inv (disentanglement).",
     "agree": "Agreement: each modality's classifier matches the others' predictions on the same sample "
              "(paired files) or class (not in the paper).",
+    "unlabelled": "Unlabelled pairs: on recordings of the _unlabelled folders, each modality learns the prediction "
+                  "of the modality that validates better (not in the paper; no effect without such folders).",
 }
 
 RECOMMENDED = "Recommended"
@@ -57,7 +60,8 @@ LOSS_PRESETS: dict[str, LossWeights] = {
     "Without L_mod": LossWeights(mod=0.0),
     "Without L_perp": LossWeights(perp=0.0),
     "Without L_agree": LossWeights(agree=0.0),
-    "Classifiers only": LossWeights(aux=0.0, adv=0.0, mod=0.0, perp=0.0, agree=0.0),
+    "Without unlabelled pairs": LossWeights(unlabelled=0.0),
+    "Classifiers only": LossWeights(aux=0.0, adv=0.0, mod=0.0, perp=0.0, agree=0.0, unlabelled=0.0),
 }
 DEFAULT_TERM_RAMP = 0.3
 # Schedule settings a preset carries besides its weights (the paper's objective has no ramp).
@@ -66,7 +70,7 @@ PRESET_SCHEDULES: dict[str, dict] = {PAPER: {"term_ramp": 0.0, "grl_schedule": "
 
 def paper_objective(config: "TrainingConfig") -> "TrainingConfig":
     """``config`` with the paper's objective: the five DisCoM-KD terms at weight 1 from the first
-    step, a constant GRL factor of 1, no agreement term (other settings unchanged)."""
+    step, a constant GRL factor of 1, no agreement or unlabelled-pairs term (other settings unchanged)."""
     return replace(config, weights=PAPER_WEIGHTS, **PRESET_SCHEDULES[PAPER])
 
 
@@ -151,7 +155,7 @@ class TrainingConfig:
         d = {k: v for k, v in d.items() if k in known}
         d["modalities"] = [ModalitySource(**m) for m in d.get("modalities", [])]
         # Runs saved before the agreement term and the ramp existed trained without them.
-        d["weights"] = LossWeights(**{"agree": 0.0, **d.get("weights", {})})
+        d["weights"] = LossWeights(**{"agree": 0.0, "unlabelled": 0.0, **d.get("weights", {})})
         d.setdefault("term_ramp", 0.0)
         d.setdefault("agree_temperature", 1.0)
         if "split" in d:

@@ -96,7 +96,8 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
                    help="fraction of training over which L_aux, L_adv, L_mod and L_perp ramp in from 0 "
                         "(paper: 0, full weight from the first step)")
     w.add_argument("--paper-objective", action="store_true",
-                   help="the paper's objective: the five DisCoM-KD weights 1, no agreement term, no ramp, "
+                   help="the paper's objective: the five DisCoM-KD weights 1, no agreement or unlabelled-pairs term, "
+                        "no ramp, "
                         "constant GRL factor 1 (overrides the weight and GRL options)")
 
 

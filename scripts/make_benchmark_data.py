@@ -9,6 +9,9 @@ writes, under OUT_DIR:
   averaged down to 7x7 and with Gaussian sensor noise. Same file stems, so the two modalities are
   paired sample by sample, and the weak one has room to learn from the strong one (a weak
   classifier trained alone stays well below the strong one).
+- ``paired-digits-unlabelled/{strong,weak}``: the same pairs, 200 per class keeping their class
+  folder and the other 300 per class moved into the ``_unlabelled`` folder (labels dropped): a
+  user who recorded both sensors but labelled only part of the recordings.
 - ``eurosat-split/rgb`` and ``eurosat-split/ir``: each 13-band EuroSAT patch split into the
   visible bands (B4, B3, B2) and the infrared bands (B8, B8A, B11, B12), saved as ``.npy``
   (C x 64 x 64, uint16), paired by stem. Only 20 patches per class: a smoke test, not evidence.
@@ -20,6 +23,8 @@ each weak file is seeded by its class and stem.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import zlib
 from pathlib import Path
@@ -58,6 +63,26 @@ def make_paired_digits(source: Path, out: Path, per_class: int | None, noise_std
     return count
 
 
+LABELLED_PER_CLASS = 200
+
+
+def make_unlabelled_digits(paired: Path, out: Path, labelled_per_class: int = LABELLED_PER_CLASS) -> int:
+    """The built paired digits again (hard links where possible), all but ``labelled_per_class`` of
+    each class moved into ``_unlabelled``; returns the number of unlabelled pairs."""
+    count = 0
+    for modality in ("strong", "weak"):
+        for class_dir in sorted(p for p in (paired / modality).iterdir() if p.is_dir()):
+            for k, f in enumerate(sorted(class_dir.glob("*.png"))):
+                target = out / modality / (class_dir.name if k < labelled_per_class else "_unlabelled") / f.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(f, target)
+                except OSError:
+                    shutil.copyfile(f, target)
+                count += modality == "weak" and k >= labelled_per_class
+    return count
+
+
 def make_eurosat_split(source: Path, out: Path) -> int:
     import tifffile
 
@@ -85,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n_digits = make_paired_digits(args.shared / "av-digits" / "image", args.out / "paired-digits", args.per_class,
                                   args.weak_noise)
+    # 2 of 5 digits keep their label (200 of the 500 per class), as many as --per-class allows.
+    labelled = LABELLED_PER_CLASS if args.per_class is None else max(2, args.per_class * 2 // 5)
+    n_unlabelled = make_unlabelled_digits(args.out / "paired-digits", args.out / "paired-digits-unlabelled", labelled)
     n_patches = make_eurosat_split(args.shared / "eurosat-ms", args.out / "eurosat-split")
-    print(f"paired-digits: {n_digits} pairs; eurosat-split: {n_patches} pairs; in {args.out.resolve()}")
+    print(f"paired-digits: {n_digits} pairs (paired-digits-unlabelled: {n_unlabelled} of them unlabelled); "
+          f"eurosat-split: {n_patches} pairs; in {args.out.resolve()}")
     return 0
 
 

@@ -31,6 +31,13 @@ def test_builder_pairs_a_weak_sensor_with_the_strong_one(tmp_path):
     _builder().main([str(again), "--per-class", "3", "--shared", str(shared)])
     with Image.open(weak[0]) as a, Image.open(again / weak[0].relative_to(tmp_path)) as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))  # the sensor noise is seeded per file
+    # 2 of the 3 digits per class keep their label, 1 goes to _unlabelled, in both sensors
+    for sensor in ("strong", "weak"):
+        root = tmp_path / "paired-digits-unlabelled" / sensor
+        assert len(list((root / "_unlabelled").glob("*.png"))) == 10
+        assert sum(1 for p in root.rglob("*.png") if p.parent.name != "_unlabelled") == 20
+    assert (sorted(p.name for p in (tmp_path / "paired-digits-unlabelled" / "strong" / "_unlabelled").iterdir())
+            == sorted(p.name for p in (tmp_path / "paired-digits-unlabelled" / "weak" / "_unlabelled").iterdir()))
     rgb = sorted((tmp_path / "eurosat-split" / "rgb").rglob("*.npy"))
     ir = sorted((tmp_path / "eurosat-split" / "ir").rglob("*.npy"))
     assert len(rgb) == len(ir) == 200

@@ -184,9 +184,10 @@ def test_extra_terms_ramp_in_and_the_paper_objective_does_not_ramp():
     assert ramp_factor(0.3, 0.3) == pytest.approx(1.0, abs=1e-4) and ramp_factor(0.9, 0.3) == pytest.approx(1.0, abs=1e-4)
     assert ramp_factor(0.0, 0.0) == 1.0  # no ramp: full weight from the first step
     terms = {k: torch.tensor(1.0) for k in LossWeights.TERMS}
-    w = LossWeights(cl=1.0, aux=2.0, adv=3.0, mod=4.0, perp=5.0, agree=6.0)
-    assert float(weighted_total(terms, w, ramp=0.0)) == pytest.approx(1.0 + 6.0)  # cl and agree never ramp
-    assert float(weighted_total(terms, w, ramp=0.5)) == pytest.approx(7.0 + 0.5 * 14.0)
+    w = LossWeights(cl=1.0, aux=2.0, adv=3.0, mod=4.0, perp=5.0, agree=6.0, unlabelled=7.0)
+    # cl, agree and unlabelled never ramp
+    assert float(weighted_total(terms, w, ramp=0.0)) == pytest.approx(1.0 + 6.0 + 7.0)
+    assert float(weighted_total(terms, w, ramp=0.5)) == pytest.approx(14.0 + 0.5 * 14.0)
 
 
 def test_agreement_temperature_softens_both_sides_and_scales_by_its_square():

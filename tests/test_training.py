@@ -57,7 +57,7 @@ def test_events_arrive_in_order_with_progress_and_eta(tiny_demo, tmp_path):
     assert kinds.index(RunStarted) < kinds.index(BatchEnded) < kinds.index(EpochEnded)
     assert kinds[-1] is RunEnded and result.status == "finished"
     batches = [e for e in events if isinstance(e, BatchEnded)]
-    assert set(batches[0].losses) == {"cl", "aux", "adv", "mod", "perp", "agree", "total"}
+    assert set(batches[0].losses) == {"cl", "aux", "adv", "mod", "perp", "agree", "unlabelled", "total"}
     assert batches[-1].progress == 1.0 and batches[-1].eta_s == 0.0
     assert all(0 < b.progress <= 1 for b in batches)
     epoch_ends = [e for e in events if isinstance(e, EpochEnded)]

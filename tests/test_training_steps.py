@@ -44,7 +44,7 @@ def test_one_epoch_reports_every_step_and_evaluation_keeps_only_improvements(tin
     trained = train_one_epoch(run, session, 1, clock)
     assert not trained.stopped and trained.steps == session.steps_per_epoch == clock.done_steps
     assert [e.step for e in events if isinstance(e, BatchEnded)] == list(range(1, session.steps_per_epoch + 1))
-    assert set(trained.sums) == {"cl", "aux", "adv", "mod", "perp", "agree", "total"}
+    assert set(trained.sums) == {"cl", "aux", "adv", "mod", "perp", "agree", "unlabelled", "total"}
 
     val_metrics, improved = evaluate_and_select(session, 1)
     assert improved == ["image", "audio"] and set(val_metrics) == {"image", "audio"}

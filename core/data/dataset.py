@@ -3,7 +3,7 @@ missing, what was skipped, and whether the files are paired across modalities.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -31,6 +31,10 @@ class ModalityData:
     kind_options: tuple[str, ...] = ()  # the kinds these files can be read as (2-D .npy: image or signal)
     kind_reason: str = ""  # why the kind was guessed, for the user (empty when the file type decides)
     cache_note: str = ""  # set when a damaged cache file was found, removed and rebuilt
+    # Files of the "_unlabelled" sub-folder: recordings without a class, used only when paired
+    # with the other modalities' unlabelled files (see split_off_unlabelled).
+    unlabelled_x: np.ndarray | None = None
+    unlabelled_files: list[str] = field(default_factory=list)
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -40,6 +44,40 @@ class ModalityData:
     @property
     def stems(self) -> list[str]:
         return [Path(f).stem for f in self.files]
+
+    @property
+    def unlabelled_stems(self) -> list[str]:
+        return [Path(f).stem for f in self.unlabelled_files]
+
+
+UNLABELLED_FOLDERS = ("_unlabelled", "_unlabeled")  # a sub-folder of files without a class
+
+
+def split_off_unlabelled(data: ModalityData) -> ModalityData:
+    """Move the files of an ``_unlabelled`` sub-folder (read like a class, so that decoding and the
+    cache need no special case) out of the labelled data."""
+    folder_class = [i for i, c in enumerate(data.classes) if c.lower() in UNLABELLED_FOLDERS]
+    if not folder_class:
+        return data
+    unlabelled = np.isin(data.labels, folder_class)
+    kept = [i for i in range(len(data.classes)) if i not in folder_class]
+    remap = np.full(len(data.classes), -1, dtype=np.int64)
+    remap[kept] = np.arange(len(kept))
+    return replace(
+        data,
+        classes=[data.classes[i] for i in kept],
+        x=data.x[~unlabelled],
+        labels=remap[data.labels[~unlabelled]],
+        files=[f for f, u in zip(data.files, unlabelled) if not u],
+        unlabelled_x=data.x[unlabelled],
+        unlabelled_files=[f for f, u in zip(data.files, unlabelled) if u],
+    )
+
+
+def unlabelled_pairs(modalities: list[ModalityData]) -> list[str]:
+    """The file stems that have an unlabelled file in every modality, sorted."""
+    stems = [set(m.unlabelled_stems) for m in modalities]
+    return sorted(set.intersection(*stems)) if all(stems) else []
 
 
 @dataclass
@@ -58,6 +96,8 @@ class DatasetReport:
     counts: dict[str, dict[str, int]]  # modality -> class -> files
     skipped: dict[str, list[SkippedFile]]
     pairing: PairingReport
+    unlabelled: dict[str, int] = field(default_factory=dict)  # modality -> files in "_unlabelled"
+    unlabelled_pairs: int = 0  # stems with an unlabelled file in every modality
 
     def summary_lines(self) -> list[str]:
         lines = [f"{len(self.classes)} classes: {', '.join(self.classes)}"]
@@ -67,6 +107,10 @@ class DatasetReport:
             if gaps:
                 lines.append(f"{name} has no files for: {', '.join(gaps)}")
         lines.append(f"pairing: {self.pairing.detail}")
+        if any(self.unlabelled.values()):
+            lines.append(f"unlabelled: {self.unlabelled_pairs} recordings in every modality's _unlabelled folder "
+                         "(the better-validated modality teaches the others on them)" if self.unlabelled_pairs else
+                         "unlabelled: the _unlabelled folders share no file name across modalities, so they are not used")
         return lines
 
 
@@ -124,6 +168,8 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
         counts={m.name: m.class_counts for m in modalities},
         skipped={m.name: m.skipped for m in modalities},
         pairing=pairing_report(modalities),
+        unlabelled={m.name: len(m.unlabelled_files) for m in modalities},
+        unlabelled_pairs=len(unlabelled_pairs(modalities)),
     )
     return MultiModalDataset(list(modalities), classes, report)
 

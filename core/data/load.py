@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import Cancelled, DataError
 from .cache import cache_file, read_cache, write_cache
-from .dataset import ModalityData
+from .dataset import ModalityData, split_off_unlabelled
 from .decoding import read_raw
 from .scan import SkippedFile, infer_spec_and_kind, list_modality_folder
 from .spec import ModalitySpec
@@ -119,6 +119,7 @@ def _check_memory(name: str, n_files: int, spec: ModalitySpec) -> None:
 
 
 def _check_modality(data: ModalityData) -> ModalityData:
+    data = split_off_unlabelled(data)
     if len(data.classes) < 2:
         raise DataError(
             f"The modality '{data.name}' has only {len(data.classes)} usable class "

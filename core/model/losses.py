@@ -133,6 +133,25 @@ def agreement_loss(
     return torch.stack(parts).mean() * t * t
 
 
+def better_validated(val_scores: dict[str, float]) -> dict[str, list[str]]:
+    """For each modality, the peers whose best validation score so far is higher: its teachers."""
+    return {n: [p for p, score in val_scores.items() if p != n and score > val_scores[n]] for n in val_scores}
+
+
+def unlabelled_pair_loss(logits: dict[str, torch.Tensor], teachers: dict[str, list[str]],
+                         temperature: float = 1.0) -> torch.Tensor:
+    """On unlabelled paired recordings, each modality's classifier mimics its teachers' (detached)
+    predictions on the same recording (Hinton's distillation; cross-modal "supervision transfer",
+    Gupta et al. 2016). Without labels nothing says which prediction is right, so only a modality
+    that validates better teaches: a weak sensor never pulls a strong one. Zero without teachers."""
+    t = float(temperature)
+    parts = [mimicry(logits[n].float() / t, F.softmax(logits[p].float().detach() / t, dim=1))
+             for n, peers in teachers.items() for p in peers]
+    if not parts:
+        return next(iter(logits.values())).float().sum() * 0.0
+    return torch.stack(parts).mean() * t * t
+
+
 def ramp_factor(progress: float, ramp_fraction: float) -> float:
     """0 -> 1 over the first ``ramp_fraction`` of training on the DANN curve 2 / (1 + exp(-10 q)) - 1,
     q = progress / ramp_fraction (Ganin et al. 2016 ramp their adversarial term the same way); 1 when

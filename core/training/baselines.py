@@ -384,7 +384,7 @@ def discomkd_variant_config(method: str, config: TrainingConfig) -> TrainingConf
     if method == "discomkd_paper":
         return paper_objective(config)
     if method == "classifiers_only":
-        return replace(config, weights=LossWeights(cl=config.weights.cl, aux=0.0, adv=0.0, mod=0.0, perp=0.0, agree=0.0))
+        return replace(config, weights=LossWeights(cl=config.weights.cl, aux=0.0, adv=0.0, mod=0.0, perp=0.0, agree=0.0, unlabelled=0.0))
     return replace(config, weights=replace(config.weights, **{ABLATIONS[method]: 0.0}))
 
 

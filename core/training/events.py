@@ -43,6 +43,7 @@ class RunStarted:
     device: str
     backbones: dict[str, str]
     pairing: str
+    unlabelled_pairs: int = 0  # unlabelled recordings the training learns from (0: none or switched off)
 
 
 @dataclass

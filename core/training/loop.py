@@ -25,9 +25,11 @@ from ..errors import DisComKDError, TrainingError
 from ..model.bundle import make_metadata, save_bundle
 from ..model.losses import (
     agreement_loss,
+    better_validated,
     discomkd_loss_terms,
     grl_factor,
     ramp_factor,
+    unlabelled_pair_loss,
     weighted_total,
 )
 from ..model.networks import DisCoMKD, resolve_backbone
@@ -97,6 +99,12 @@ class TrainingSession:
     train_sizes: dict[str, int]
     paired: bool  # rows aligned across modalities: one shared batch order
     steps_per_epoch: int
+    unlabelled_x: dict[str, torch.Tensor] | None = None  # unlabelled recordings, row i the same in every modality
+
+    @property
+    def unlabelled_pairs(self) -> int:
+        """How many unlabelled recordings the training learns from (0: none, or the term is off)."""
+        return 0 if self.unlabelled_x is None else int(next(iter(self.unlabelled_x.values())).shape[0])
 
 
 @dataclass
@@ -193,6 +201,12 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
     # Paired files come aligned row by row: one shared order keeps each batch the same samples in
     # every modality, which the agreement term compares sample by sample.
     paired = dataset.report.pairing.status == "paired"
+    # Unlabelled recordings teach only when a validation score can tell which modality to trust.
+    unlabelled_x = None
+    if (config.weights.unlabelled > 0 and all(prepared[n].unlabelled is not None for n in names)
+            and all(prepared[n].y["val"].numel() for n in names)):
+        unlabelled_x = {n: prepared[n].unlabelled.to(device) if device.type == "cuda" else prepared[n].unlabelled
+                        for n in names}
     steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / config.batch_size))
     # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
     train_model = run.dist.wrap(model, config.batch_size)
@@ -202,6 +216,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
         use_amp=use_amp, amp_dtype=amp_dtype, generator=generator, start_epoch=start_epoch,
         target_epochs=target_epochs, history=history, best=best, best_states=best_states, train_x=train_x,
         train_y=train_y, train_sizes=train_sizes, paired=paired, steps_per_epoch=steps_per_epoch,
+        unlabelled_x=unlabelled_x,
     )
 
 
@@ -226,6 +241,7 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
         best=session.best,
         data={
             "pairing": dataset.report.pairing.detail,
+            "unlabelled_pairs": session.unlabelled_pairs,
             "counts": dataset.report.counts,
             "missing": dataset.report.missing,
             "skipped": {n: [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped[n][:500]] for n in names},
@@ -236,7 +252,8 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             f"backbones {session.backbones}, train sizes {session.train_sizes}")
     run.emit(RunStarted(str(run.run_dir), names, session.classes, session.train_sizes, session.start_epoch,
                         session.target_epochs, session.steps_per_epoch, str(session.device), session.backbones,
-                        dataset.report.pairing.status))
+                        dataset.report.pairing.status,
+                        session.unlabelled_pairs))
 
 
 def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock: RunClock) -> EpochTraining:
@@ -253,10 +270,10 @@ def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock:
             trained.stopped = True
             break
         t_step = time.perf_counter()
-        inputs, labels = _step_batch(run, session, order, step)
+        inputs, labels, teachers = _step_batch(run, session, order, step)
         trained.data_time += time.perf_counter() - t_step
         progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
-        losses = _training_step(session, inputs, labels, progress_in_run, epoch, step)
+        losses = _training_step(session, inputs, labels, teachers, progress_in_run, epoch, step)
         for k, v in losses.items():
             trained.sums[k] += v
         trained.steps += 1
@@ -272,7 +289,9 @@ def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock:
 
 
 def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch.Tensor], step: int):
-    """The step's augmented batch per modality; this process's part of it under torchrun."""
+    """The step's augmented batch per modality, then, once a modality validates better than another,
+    a batch of unlabelled recordings after the labelled rows; this process's part under torchrun.
+    Also who teaches whom on the unlabelled rows."""
     config, device, names = session.config, session.device, session.names
     inputs, labels = {}, {}
     for n in names:
@@ -284,10 +303,20 @@ def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch
         # Under torchrun this process keeps its part of the batch, augmented as a whole first so
         # that N processes see exactly the samples and augmentations one process would.
         inputs[n], labels[n] = run.dist.shard(inputs[n]), run.dist.shard(labels[n])
-    return inputs, labels
+    teachers = {}
+    if session.unlabelled_x is not None:
+        teachers = better_validated({n: session.best[n]["val_weighted_f1"] for n in names})
+    if any(teachers.values()):
+        pool = next(iter(session.unlabelled_x.values()))
+        idx = torch.randint(pool.shape[0], (config.batch_size,), generator=session.generator)
+        for n in names:
+            xu = session.unlabelled_x[n].index_select(0, idx.to(session.unlabelled_x[n].device)).to(device)
+            xu = augment_batch(xu, session.specs[n].augmentation, session.generator)
+            inputs[n] = torch.cat([inputs[n], run.dist.shard(xu)])
+    return inputs, labels, teachers
 
 
-def _training_step(session: TrainingSession, inputs, labels, progress_in_run: float,
+def _training_step(session: TrainingSession, inputs, labels, teachers, progress_in_run: float,
                    epoch: int, step: int) -> dict[str, float]:
     """Forward, the weighted loss terms, one optimiser update; the loss terms as numbers."""
     config, device, names = session.config, session.device, session.names
@@ -296,9 +325,16 @@ def _training_step(session: TrainingSession, inputs, labels, progress_in_run: fl
         group["lr"] = learning_rate_at(config, progress_in_run)
     with torch.autocast(device.type, dtype=session.amp_dtype, enabled=session.use_amp):
         outputs = session.train_model(inputs, grl_factor=factor)
+    unlabelled_logits = {}
+    if any(teachers.values()):  # the unlabelled rows follow the labelled ones
+        rows = {n: labels[n].shape[0] for n in names}
+        unlabelled_logits = {n: outputs[n]["logits"][rows[n]:] for n in names}
+        outputs = {n: {k: v[: rows[n]] for k, v in outputs[n].items()} for n in names}
     terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)
     terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, session.paired,
                                     len(session.classes), config.agree_temperature)
+    terms["unlabelled"] = (unlabelled_pair_loss(unlabelled_logits, teachers, config.agree_temperature)
+                           if unlabelled_logits else terms["cl"].detach() * 0.0)
     total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
     if not torch.isfinite(total):
         raise TrainingError(

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..config import TrainingConfig
-from ..data.dataset import ModalityData, MultiModalDataset, combine_modalities
+from ..data.dataset import ModalityData, MultiModalDataset, combine_modalities, unlabelled_pairs
 from ..data.load import load_modality
 from ..data.spec import ModalitySpec
 from ..data.split import SplitIndices, split_dataset, with_statistics
@@ -25,6 +25,9 @@ class PreparedModality:
     spec: ModalitySpec
     x: dict[str, torch.Tensor]  # "train", "val", "test" -> (N, C, ...)
     y: dict[str, torch.Tensor]  # global class indices
+    # Unlabelled recordings present in every modality, standardised like the rest; row i is the same
+    # recording (file stem) in every modality. Empty when there are none.
+    unlabelled: torch.Tensor | None = None
 
 
 def prepare_modalities(
@@ -46,6 +49,11 @@ def prepare_modalities(
         x = {part: torch.from_numpy(spec.normalize(modality.x[getattr(split, part)])) for part in ("train", "val", "test")}
         y = {part: torch.from_numpy(labels[getattr(split, part)]) for part in ("train", "val", "test")}
         prepared[modality.name] = PreparedModality(modality, spec, x, y)
+    stems = unlabelled_pairs(dataset.modalities)
+    for modality in dataset.modalities if stems else ():
+        row = {stem: i for i, stem in enumerate(modality.unlabelled_stems)}
+        rows = np.asarray([row[s] for s in stems], dtype=np.int64)
+        prepared[modality.name].unlabelled = torch.from_numpy(prepared[modality.name].spec.normalize(modality.unlabelled_x[rows]))
     return prepared
 
 

@@ -38,7 +38,8 @@ from discomkd.errors import ConfigError
 
 from .common import page_header
 
-TERM_TITLES = {"cl": "L_cl", "aux": "L_aux", "adv": "L_adv", "mod": "L_mod", "perp": "L_perp", "agree": "L_agree"}
+TERM_TITLES = {"cl": "L_cl", "aux": "L_aux", "adv": "L_adv", "mod": "L_mod", "perp": "L_perp", "agree": "L_agree",
+               "unlabelled": "L_unlabelled"}
 BACKBONE_TEXT = {
     "auto": "auto (compact CNN on CPU, ResNet-18 on a GPU)",
     "compact": "compact CNN (fast, CPU friendly)",
@@ -104,9 +105,10 @@ class ConfigurePage(QWidget):
         lg.setColumnStretch(2, 1)
         self.preset = QComboBox()
         self.preset.addItems(list(LOSS_PRESETS) + [CUSTOM])
-        self.preset.setToolTip("Recommended: the five DisCoM-KD terms ramped in plus cross-modal agreement (measured "
-                               "best, see README). Paper's objective: the five terms at 1 from the first step, no "
-                               "agreement. Each ablation switches one term off.")
+        self.preset.setToolTip("Recommended: the five DisCoM-KD terms ramped in plus cross-modal agreement and, when "
+                               "the modality folders have _unlabelled recordings, teaching on them (measured best, "
+                               "see README). Paper's objective: the five terms at 1 from the first step, nothing "
+                               "else. Each ablation switches one term off.")
         lg.addWidget(QLabel("Preset"), 0, 0)
         lg.addWidget(self.preset, 0, 1, 1, 2)
         self.weights: dict[str, QDoubleSpinBox] = {}

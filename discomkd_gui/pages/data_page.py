@@ -400,6 +400,12 @@ class DataPage(QWidget):
                 skipped = sum(len(s) for s in report.skipped.values())
                 text = (f"✓ Ready to train: {len(ready)} modalities, {len(report.classes)} classes. "
                         f"Pairing — {report.pairing.detail}.")
+                if report.unlabelled_pairs:
+                    text += (f" {report.unlabelled_pairs} unlabelled recordings in every modality's _unlabelled "
+                             "folder: the better-validated modality teaches the others on them.")
+                elif any(report.unlabelled.values()):
+                    text += (" The _unlabelled folders share no file name across modalities, so they are not used "
+                             "(name a recording's files the same in every modality).")
                 if skipped:
                     text += f" {skipped} file(s) skipped (see each modality)."
                 if gaps:
@@ -464,7 +470,9 @@ class DataPage(QWidget):
         cached = " (read from the cache)" if getattr(d, "from_cache", False) else ""
         if d.cache_note:
             cached += f" — {d.cache_note}"
-        self.files_label.setText(f"{len(d.files)} usable files in {len(d.classes)} classes, {len(d.skipped)} skipped{cached}")
+        unlabelled = f", {len(d.unlabelled_files)} unlabelled" if d.unlabelled_files else ""
+        self.files_label.setText(f"{len(d.files)} usable files in {len(d.classes)} classes{unlabelled}, "
+                                 f"{len(d.skipped)} skipped{cached}")
         for cls, thumb in entry.result.thumbnails:
             cell = QWidget()
             v = QVBoxLayout(cell)

@@ -28,10 +28,10 @@ from PySide6.QtWidgets import (
 from ..jobs import Job, TaskState
 from .common import fmt_duration, page_header
 
-TERMS = ("cl", "aux", "adv", "mod", "perp", "agree", "total")
+TERMS = ("cl", "aux", "adv", "mod", "perp", "agree", "unlabelled", "total")
 TERM_COLOURS = {
     "cl": "#1f77b4", "aux": "#ff7f0e", "adv": "#d62728", "mod": "#2ca02c", "perp": "#9467bd", "agree": "#17becf",
-    "total": "#222222",
+    "unlabelled": "#8c564b", "total": "#222222",
 }
 MODALITY_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 PLOT_HZ = 10  # timer ticks per second; the two plots take turns, so each redraws at most 5 times a second
@@ -383,7 +383,9 @@ class TrainPage(QWidget):
             backbones = ", ".join(f"{m}: {b}" for m, b in event.backbones.items())
             self.append_log(f"Run folder: {event.run_dir}")
             self.append_log(f"{len(event.classes)} classes · training samples {sizes} · device {event.device} · "
-                            f"backbones {backbones} · data {event.pairing}")
+                            f"backbones {backbones} · data {event.pairing}"
+                            + (f" · {event.unlabelled_pairs} unlabelled pairs" if getattr(event, "unlabelled_pairs", 0)
+                               else ""))
             self.progress.setFormat(f"Epoch {event.start_epoch + 1}/{event.epochs} · starting…")
         elif kind == "DataProgress":
             self.progress.setFormat(f"{event.stage}: {event.done}/{event.total} files")

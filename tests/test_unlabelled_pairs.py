@@ -1,0 +1,113 @@
+"""Unlabelled paired recordings: the _unlabelled folder is not a class, and the better-validated
+modality teaches the others on the recordings every modality has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from discomkd.config import LossWeights, ModalitySource, TrainingConfig
+from discomkd.data.load import load_modality
+from discomkd.model.losses import better_validated, mimicry, unlabelled_pair_loss
+from discomkd.storage.runs import read_history
+from discomkd.training.events import StopToken
+from discomkd.training.preparation import load_dataset, prepare_modalities
+from discomkd.training.trainer import train
+
+N_CLASSES = 3
+
+
+@pytest.fixture(autouse=True)
+def _private_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISCOMKD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DISCOMKD_DATA_DIR", str(tmp_path / "data"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_modality(root: Path, stems: list[str], unlabelled: list[str], seed: int, signal: float) -> None:
+    """Tiny .npy images: class c brightens band c by ``signal``; unlabelled files cycle the classes."""
+    rng = np.random.default_rng(seed)
+
+    def image(c: int) -> np.ndarray:
+        x = rng.normal(0.0, 0.5, (1, 12, 12)).astype(np.float32)
+        x[:, 4 * c : 4 * c + 4, :] += signal
+        return x
+
+    for c in range(N_CLASSES):
+        (root / f"class{c}").mkdir(parents=True)
+        for stem in stems:
+            np.save(root / f"class{c}" / f"{stem}_{c}.npy", image(c))
+    (root / "_unlabelled").mkdir()
+    for k, stem in enumerate(unlabelled):
+        np.save(root / "_unlabelled" / f"{stem}.npy", image(k % N_CLASSES))
+
+
+def config_for(tmp_path: Path, **changes) -> TrainingConfig:
+    settings = dict(epochs=3, batch_size=8, embed_dim=8, learning_rate=5e-3, device="cpu", backbone="compact",
+                    split=(0.6, 0.2, 0.2))
+    settings.update(changes)
+    return TrainingConfig(modalities=[ModalitySource("strong", str(tmp_path / "strong")),
+                                      ModalitySource("weak", str(tmp_path / "weak"))], **settings)
+
+
+def test_the_unlabelled_folder_is_not_a_class(tmp_path):
+    write_modality(tmp_path / "m", [f"s{i}" for i in range(4)], ["u0", "u1", "u2", "u3", "u4"], 1, 2.0)
+    data = load_modality(tmp_path / "m", "m")
+    assert data.classes == ["class0", "class1", "class2"]
+    assert len(data.files) == 12 and set(data.labels.tolist()) == {0, 1, 2}
+    assert data.unlabelled_stems == ["u0", "u1", "u2", "u3", "u4"] and data.unlabelled_x.shape == (5, 1, 12, 12)
+    again = load_modality(tmp_path / "m", "m")  # from the cache: the same split
+    assert again.from_cache and again.classes == data.classes and again.unlabelled_stems == data.unlabelled_stems
+
+
+def test_only_recordings_every_modality_has_are_used_row_aligned(tmp_path):
+    stems = [f"s{i}" for i in range(5)]
+    write_modality(tmp_path / "strong", stems, ["a", "b", "c", "only_strong"], 1, 2.0)
+    write_modality(tmp_path / "weak", stems, ["c", "b", "a", "only_weak"], 2, 2.0)
+    config = config_for(tmp_path)
+    dataset = load_dataset(config, lambda event: None, StopToken())
+    assert dataset.report.unlabelled == {"strong": 4, "weak": 4} and dataset.report.unlabelled_pairs == 3
+    assert any("unlabelled: 3 recordings" in line for line in dataset.report.summary_lines())
+    prepared = prepare_modalities(config, dataset)
+    strong, weak = (dataset.modalities[0], dataset.modalities[1])
+    for name, data in (("strong", strong), ("weak", weak)):
+        raw = {s: data.unlabelled_x[i] for i, s in enumerate(data.unlabelled_stems)}
+        expected = prepared[name].spec.normalize(np.stack([raw["a"], raw["b"], raw["c"]]))
+        assert np.allclose(prepared[name].unlabelled.numpy(), expected)  # rows a, b, c in both
+
+
+def test_the_better_validated_modality_teaches_on_unlabelled_pairs():
+    assert better_validated({"strong": 0.9, "weak": 0.5}) == {"strong": [], "weak": ["strong"]}
+    assert better_validated({"a": 0.5, "b": 0.5}) == {"a": [], "b": []}  # a tie: nobody teaches
+    strong = torch.tensor([[2.0, 0.5], [0.1, 0.3]], requires_grad=True)
+    weak = torch.tensor([[0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    loss = unlabelled_pair_loss({"strong": strong, "weak": weak}, {"strong": [], "weak": ["strong"]})
+    assert float(loss) == pytest.approx(float(mimicry(weak, torch.softmax(strong, 1))))
+    loss.backward()
+    assert strong.grad is None and weak.grad.abs().sum() > 0  # the teacher is not pulled
+    assert float(unlabelled_pair_loss({"strong": strong, "weak": weak}, {"strong": [], "weak": []})) == 0.0
+
+
+def test_training_uses_unlabelled_pairs_once_a_modality_validates_better(tmp_path):
+    stems = [f"s{i}" for i in range(10)]
+    unlabelled = [f"u{i}" for i in range(24)]
+    write_modality(tmp_path / "strong", stems, unlabelled, 1, 2.0)
+    write_modality(tmp_path / "weak", stems, unlabelled, 2, 0.05)  # a faint band: the weaker sensor
+    ended = train(config_for(tmp_path), run_dir=tmp_path / "run", on_event=lambda e: None, stop=StopToken())
+    assert ended.status == "finished", ended.reason
+    history = read_history(tmp_path / "run")
+    assert history[0]["train_losses"]["unlabelled"] == 0.0  # no validation score yet: nobody teaches
+    assert history[0]["val"]["strong"]["weighted_f1"] > history[0]["val"]["weak"]["weighted_f1"]
+    assert all(h["train_losses"]["unlabelled"] > 0 for h in history[1:])
+    assert ended.test_metrics["strong"]["accuracy"] > 0.6
+    # Switched off, the same data trains without the term.
+    off = train(config_for(tmp_path, weights=LossWeights(unlabelled=0.0)), run_dir=tmp_path / "off",
+                on_event=lambda e: None, stop=StopToken())
+    assert all(h["train_losses"]["unlabelled"] == 0.0 for h in read_history(tmp_path / "off"))
+    assert off.status == "finished"
