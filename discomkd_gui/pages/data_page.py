@@ -106,7 +106,8 @@ class DataPage(QWidget):
         header, buttons = page_header(
             "Data",
             "Add one folder per modality (sensor). Each folder holds one sub-folder per class; class "
-            "folders are matched across modalities by name. Files need not be paired.",
+            "folders are matched across modalities by name. Files need not be paired; recordings you have "
+            "not labelled go into an _unlabelled sub-folder, named alike in every modality.",
         )
         self.add_button = QPushButton("Add modality folder…")
         self.add_button.setObjectName("primary")
