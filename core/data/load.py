@@ -56,8 +56,8 @@ def load_modality(
         else:
             if progress:
                 progress(len(listing.files), len(listing.files))
-            return _check_modality(replace(data, kind_guess=guess.kind, kind_options=guess.options,
-                                           kind_reason=guess.reason))
+            data = replace(data, kind_guess=guess.kind, kind_options=guess.options, kind_reason=guess.reason)
+            return _check_modality(split_off_unlabelled(data))
 
     class_index = {c: i for i, c in enumerate(listing.classes)}
     arrays: list[np.ndarray] = []
@@ -94,7 +94,7 @@ def load_modality(
                         cache_note=cache_note)
     if use_cache:
         write_cache(cache_path, x, y, classes, files, decode_skipped)
-    return _check_modality(data)
+    return _check_modality(split_off_unlabelled(data))
 
 
 def _available_memory() -> int | None:
@@ -119,7 +119,6 @@ def _check_memory(name: str, n_files: int, spec: ModalitySpec) -> None:
 
 
 def _check_modality(data: ModalityData) -> ModalityData:
-    data = split_off_unlabelled(data)
     if len(data.classes) < 2:
         raise DataError(
             f"The modality '{data.name}' has only {len(data.classes)} usable class "

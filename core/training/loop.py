@@ -265,12 +265,15 @@ def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock:
     trained = EpochTraining(sums={k: 0.0 for k in (*LossWeights.TERMS, "total")}, t_epoch=time.perf_counter())
     order = epoch_orders(session.train_sizes, steps_per_epoch, config.batch_size, session.generator,
                          shared=session.paired)
+    # Who teaches whom on unlabelled recordings: the best validation scores change between epochs only.
+    teachers = ({} if session.unlabelled_x is None
+                else better_validated({n: session.best[n]["val_weighted_f1"] for n in names}))
     for step in range(1, steps_per_epoch + 1):
         if run.dist.any_rank(run.stop.is_set()):  # a stop on one rank stops all at the same step
             trained.stopped = True
             break
         t_step = time.perf_counter()
-        inputs, labels, teachers = _step_batch(run, session, order, step)
+        inputs, labels = _step_batch(run, session, order, step, teachers)
         trained.data_time += time.perf_counter() - t_step
         progress_in_run = ((epoch - 1) + (step - 1) / steps_per_epoch) / target_epochs
         losses = _training_step(session, inputs, labels, teachers, progress_in_run, epoch, step)
@@ -288,10 +291,10 @@ def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock:
     return trained
 
 
-def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch.Tensor], step: int):
-    """The step's augmented batch per modality, then, once a modality validates better than another,
-    a batch of unlabelled recordings after the labelled rows; this process's part under torchrun.
-    Also who teaches whom on the unlabelled rows."""
+def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch.Tensor], step: int,
+                teachers: dict[str, list[str]]):
+    """The step's augmented batch per modality, then, when some modality has a teacher, a batch of
+    unlabelled recordings after the labelled rows; this process's part under torchrun."""
     config, device, names = session.config, session.device, session.names
     inputs, labels = {}, {}
     for n in names:
@@ -303,9 +306,6 @@ def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch
         # Under torchrun this process keeps its part of the batch, augmented as a whole first so
         # that N processes see exactly the samples and augmentations one process would.
         inputs[n], labels[n] = run.dist.shard(inputs[n]), run.dist.shard(labels[n])
-    teachers = {}
-    if session.unlabelled_x is not None:
-        teachers = better_validated({n: session.best[n]["val_weighted_f1"] for n in names})
     if any(teachers.values()):
         pool = next(iter(session.unlabelled_x.values()))
         idx = torch.randint(pool.shape[0], (config.batch_size,), generator=session.generator)
@@ -313,7 +313,7 @@ def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch
             xu = session.unlabelled_x[n].index_select(0, idx.to(session.unlabelled_x[n].device)).to(device)
             xu = augment_batch(xu, session.specs[n].augmentation, session.generator)
             inputs[n] = torch.cat([inputs[n], run.dist.shard(xu)])
-    return inputs, labels, teachers
+    return inputs, labels
 
 
 def _training_step(session: TrainingSession, inputs, labels, teachers, progress_in_run: float,

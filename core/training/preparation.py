@@ -50,10 +50,12 @@ def prepare_modalities(
         y = {part: torch.from_numpy(labels[getattr(split, part)]) for part in ("train", "val", "test")}
         prepared[modality.name] = PreparedModality(modality, spec, x, y)
     stems = unlabelled_pairs(dataset.modalities)
-    for modality in dataset.modalities if stems else ():
-        row = {stem: i for i, stem in enumerate(modality.unlabelled_stems)}
-        rows = np.asarray([row[s] for s in stems], dtype=np.int64)
-        prepared[modality.name].unlabelled = torch.from_numpy(prepared[modality.name].spec.normalize(modality.unlabelled_x[rows]))
+    if stems:
+        for modality in dataset.modalities:
+            row = {stem: i for i, stem in enumerate(modality.unlabelled_stems)}
+            rows = np.asarray([row[s] for s in stems], dtype=np.int64)
+            spec = prepared[modality.name].spec
+            prepared[modality.name].unlabelled = torch.from_numpy(spec.normalize(modality.unlabelled_x[rows]))
     return prepared
 
 
