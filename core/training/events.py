@@ -71,6 +71,15 @@ class EpochEnded:
 
 
 @dataclass
+class TeachingChanged:
+    """Who teaches whom on the unlabelled recordings changed as an epoch starts (see losses.teaching_direction)."""
+
+    epoch: int  # the epoch that trains with this direction
+    teachers: dict[str, list[str]]  # modality -> the peers it mimics on unlabelled recordings
+    text: str  # the same sentence for the log, the console and the Train page
+
+
+@dataclass
 class BestModelSaved:
     epoch: int
     improved: list[str]  # modalities whose validation weighted F1 improved
@@ -87,5 +96,5 @@ class RunEnded:
     test_metrics: dict[str, dict] = field(default_factory=dict)  # modality -> metrics (see metrics.py)
 
 
-TrainingEvent = DataProgress | RunStarted | BatchEnded | EpochEnded | BestModelSaved | RunEnded
+TrainingEvent = DataProgress | RunStarted | BatchEnded | EpochEnded | TeachingChanged | BestModelSaved | RunEnded
 EventCallback = Callable[[TrainingEvent], None]  # where a job sends its events

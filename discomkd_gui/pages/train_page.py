@@ -369,6 +369,8 @@ class TrainPage(QWidget):
             val = ", ".join(f"{m} acc {v['accuracy']:.3f} / wF1 {v['weighted_f1']:.3f}" for m, v in event.val_metrics.items())
             self.append_log(f"Epoch {event.epoch}/{event.epochs}: loss {event.train_losses.get('total', 0):.4f} · "
                             f"validation {val or 'n/a'} · {event.epoch_time_s:.1f} s")
+        elif kind == "TeachingChanged":
+            self.append_log(f"Epoch {event.epoch}: {event.text}")
         elif kind == "BestModelSaved":
             self.append_log(f"Best model saved (epoch {event.epoch}; improved: {', '.join(event.improved)}).")
             self.best_saved.emit(event.bundle_path)
