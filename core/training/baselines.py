@@ -35,6 +35,7 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -410,12 +411,16 @@ def train_students(
     stop: StopToken,
     targets: StudentTargets | None = None,
     train_names: list[str] | None = None,
+    init_states: dict[str, dict[str, torch.Tensor]] | None = None,
+    init_scores: dict[str, float] | None = None,
 ) -> StudentsResult:
     """Train one ModalityBranch per modality (or per modality of ``train_names``) with ``method``'s loss.
 
     Each step draws one labelled batch per trained modality and, when the method learns from
     unlabelled recordings, one batch of them, forwarded after the labelled rows as the DisCoM-KD
     trainer does (so batch normalisation sees the same mix under every method).
+    ``init_states`` / ``init_scores``: start each trained modality from these weights, which stay its
+    selected model (epoch 0) unless an epoch validates higher (a further stage of training).
     """
     cfg, device = setup.config, setup.device
     names = list(train_names or setup.names)
@@ -431,15 +436,19 @@ def train_students(
         for n in setup.names
     }).to(device)
     opt = _Optimisation(setup, [p for n in names for p in students[n].parameters()])
+    best = {n: -1.0 for n in names}
+    best_epoch: dict[str, int] = {}
+    best_states: dict[str, dict[str, torch.Tensor]] = {}
+    for n in names if init_states else ():
+        students[n].load_state_dict(init_states[n])
+        best[n], best_epoch[n] = float(init_scores[n]), 0
+        best_states[n] = {k: v.detach().clone() for k, v in init_states[n].items()}
     targets = StudentTargets(**{part: {n: t.to(device) for n, t in getattr(targets, part).items()}
                                 for part in ("labelled", "unlabelled", "pseudo_rows", "pseudo_labels")})
     train_x, train_y = _device_rows(setup)
     unlabelled_x = ({n: t.to(device) for n, t in setup.unlabelled.items()} if setup.unlabelled is not None else {})
     sizes = {n: int(train_y[n].shape[0]) for n in names}
     steps = max(1, math.ceil(max(sizes.values()) / cfg.batch_size))
-    best = {n: -1.0 for n in names}
-    best_epoch: dict[str, int] = {}
-    best_states: dict[str, dict[str, torch.Tensor]] = {}
     stopped = False
     for epoch in range(1, cfg.epochs + 1):
         students.train()
@@ -514,16 +523,7 @@ def train_two_stage(method: str, setup: _Setup, settings: BaselineSettings, prog
         return first
     targets = StudentTargets()
     if method == "distill":
-        teachers = teaching_direction(first.best_scores)
-        for n, peers in teachers.items():
-            if not peers:
-                continue
-            teacher = max(peers, key=lambda p: first.best_scores[p])
-            branch = _branch(setup, teacher, first.best_states[teacher])
-            if setup.paired:  # row i of the training split is the same sample in every modality
-                targets.labelled[n] = _logits(branch, setup.prepared[teacher].x["train"], setup.device)
-            if setup.unlabelled is not None:
-                targets.unlabelled[n] = _logits(branch, setup.unlabelled[teacher], setup.device)
+        targets = _distill_targets(setup, first.best_scores, first.best_states)
         retrain = sorted(set(targets.labelled) | set(targets.unlabelled), key=setup.names.index)
         if not retrain:
             first.reason += " No modality validates clearly above another, so none was retrained."
@@ -591,6 +591,58 @@ def run_discomkd_variant(
     return BaselineRun(method, config.seed, ended.status, ended.reason, time.perf_counter() - t0, metrics)
 
 
+def run_discomkd_then_distill(config: TrainingConfig, dataset: MultiModalDataset, progress: RunProgress,
+                              stop: StopToken, settings: BaselineSettings) -> BaselineRun:
+    """DisCoM-KD as configured, then a distillation stage: each modality another one validates clearly
+    above continues from its DisCoM-KD weights for ``config.epochs`` more epochs, taught by the
+    best-validated such modality's DisCoM-KD classifier on the labelled pairs and the unlabelled
+    recordings (the teacher converged, unlike during the joint training)."""
+    from ..model.bundle import load_bundle
+    from ..storage import runs as run_files
+
+    t0 = time.perf_counter()
+
+    def on_event(event) -> None:
+        if isinstance(event, BatchEnded):
+            progress(0.5 * event.progress, f"DisCoM-KD epoch {event.epoch}/{config.epochs}")
+
+    with tempfile.TemporaryDirectory(prefix="discomkd-compare-") as tmp:
+        ended: RunEnded = train(config, run_dir=tmp, on_event=on_event, stop=stop, dataset=dataset)
+        if ended.status != "finished":
+            return BaselineRun("discomkd_distill", config.seed, ended.status, ended.reason, time.perf_counter() - t0,
+                               {n: _slim(m) for n, m in (ended.test_metrics or {}).items()})
+        bundle = load_bundle(Path(tmp) / run_files.BUNDLE_FILE)
+    states = bundle.weights
+    scores = {n: float(bundle.metadata["modalities"][n]["val_weighted_f1"]) for n in bundle.modality_names}
+    setup = _setup(config, dataset, settings.use_unlabelled)
+    targets = _distill_targets(setup, scores, states)
+    retrain = sorted(set(targets.labelled) | set(targets.unlabelled), key=setup.names.index)
+    test = {n: _slim(m) for n, m in ended.test_metrics.items()}
+    if retrain:
+        second = train_students("distill", setup, settings, lambda f, m: progress(0.5 + 0.5 * f, f"stage 2, {m}"),
+                                stop, targets, retrain, states, scores)
+        test.update(second.test)
+    return BaselineRun("discomkd_distill", config.seed, "finished", "Retrained: " + ", ".join(retrain),
+                       time.perf_counter() - t0, test, None, uses_unlabelled("discomkd", config, dataset, settings))
+
+
+def _distill_targets(setup: _Setup, scores: dict[str, float], states: dict[str, dict[str, torch.Tensor]]
+                     ) -> StudentTargets:
+    """Per modality some other one validates clearly above, the best-validated such teacher's logits on
+    the labelled training pairs (paired data) and on the unlabelled recordings."""
+    targets = StudentTargets()
+    for n, peers in teaching_direction(scores).items():
+        if not peers:
+            continue
+        teacher = max(peers, key=lambda p: scores[p])
+        branch = _branch(setup, teacher, states[teacher])
+        if setup.paired:  # row i of the training split is the same sample in every modality
+            targets.labelled[n] = _logits(branch, setup.prepared[teacher].x["train"], setup.device)
+        if setup.unlabelled is not None:
+            targets.unlabelled[n] = _logits(branch, setup.unlabelled[teacher], setup.device)
+    return targets
+
+
 def run_method(
     method: str,
     config: TrainingConfig,
@@ -613,6 +665,8 @@ def run_method(
         reason = skip_reason(method, dataset, settings)
         if reason:
             return BaselineRun(method, config.seed, "skipped", reason, 0.0)
+        if method == "discomkd_distill":
+            return run_discomkd_then_distill(config, dataset, progress, stop, settings)
         if method in TRAINER_VARIANTS:
             run = run_discomkd_variant(method, config, dataset, progress, stop)
             run.uses_unlabelled = uses_unlabelled(method, config, dataset, settings)
