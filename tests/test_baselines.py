@@ -374,16 +374,16 @@ def unlabelled_setup(tmp_path_factory):
 def test_baselines_are_given_the_unlabelled_recordings(unlabelled_setup, method, monkeypatch):
     """Every baseline that can learn from the recordings does: its loss sees a batch of them each
     step, and the run says so."""
-    import discomkd.training.baselines as baselines
+    import discomkd.training.students as students
 
     seen = []
-    original = baselines._student_losses
+    original = students._student_losses
 
     def spy(method_, setup, settings, logits, labels, rows, targets, u_logits, u_rows, progress):
         seen.append({n: int(t.shape[0]) for n, t in u_logits.items()})
         return original(method_, setup, settings, logits, labels, rows, targets, u_logits, u_rows, progress)
 
-    monkeypatch.setattr(baselines, "_student_losses", spy)
+    monkeypatch.setattr(students, "_student_losses", spy)
     config, dataset = unlabelled_setup
     run = run_method(method, config, dataset, settings=BaselineSettings(self_training_threshold=0.0))
     assert run.status == "finished", run.reason
@@ -423,7 +423,7 @@ def test_distill_retrains_only_the_weaker_modality_with_the_stronger_as_teacher(
 
 
 def test_self_training_uses_only_confident_pseudo_labels():
-    from discomkd.training.baselines import StudentTargets, _unlabelled_batch_rows
+    from discomkd.training.students import StudentTargets, _unlabelled_batch_rows
 
     targets = StudentTargets(pseudo_rows={"a": torch.tensor([3, 7]), "b": torch.tensor([], dtype=torch.long)})
     rows = _unlabelled_batch_rows("self_training", None, targets, ["a", "b"], 16, torch.Generator().manual_seed(0))
