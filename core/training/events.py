@@ -80,6 +80,16 @@ class TeachingChanged:
 
 
 @dataclass
+class StageStarted:
+    """The distillation stage begins after the joint epochs (see training/distill_stage.py)."""
+
+    first_epoch: int
+    last_epoch: int
+    students: list[str]  # the modalities it trains; the others keep their weights
+    text: str  # the same sentence for the log, the console and the Train page
+
+
+@dataclass
 class BestModelSaved:
     epoch: int
     improved: list[str]  # modalities whose validation weighted F1 improved
@@ -96,5 +106,6 @@ class RunEnded:
     test_metrics: dict[str, dict] = field(default_factory=dict)  # modality -> metrics (see metrics.py)
 
 
-TrainingEvent = DataProgress | RunStarted | BatchEnded | EpochEnded | TeachingChanged | BestModelSaved | RunEnded
+TrainingEvent = (DataProgress | RunStarted | BatchEnded | EpochEnded | TeachingChanged | StageStarted | BestModelSaved
+                 | RunEnded)
 EventCallback = Callable[[TrainingEvent], None]  # where a job sends its events
