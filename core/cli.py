@@ -44,7 +44,7 @@ class ConsoleReporter:
 
     def __call__(self, event) -> None:
         from .training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
-                                      StageStarted, TeachingChanged)
+                                      TeachingChanged)
 
         if isinstance(event, DataProgress):
             self._bar(f"{event.stage}: {event.done}/{event.total} files")
@@ -74,9 +74,6 @@ class ConsoleReporter:
         elif isinstance(event, TeachingChanged):
             self._bar("")
             print(f"epoch {event.epoch}: {event.text}", file=self.out, flush=True)
-        elif isinstance(event, StageStarted):
-            self._bar("")
-            print(event.text[0].upper() + event.text[1:], file=self.out, flush=True)
         elif isinstance(event, BestModelSaved):
             pass
         elif isinstance(event, RunEnded):

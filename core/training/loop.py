@@ -36,7 +36,6 @@ from ..model.losses import (
 from ..model.networks import DisCoMKD, resolve_backbone
 from ..storage import runs
 from ..storage.atomic import atomic_write
-from .distill_stage import run_distillation_stage, wants_distillation_stage
 from .evaluation import branch_outputs, evaluate_branch
 from .events import (BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken,
                      TeachingChanged)
@@ -148,8 +147,6 @@ def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device,
             break
         val_metrics, improved = evaluate_and_select(session, epoch)
         write_epoch(run, session, epoch, trained, val_metrics, improved, clock)
-    if not stopped and wants_distillation_stage(session):
-        epoch, stopped = run_distillation_stage(run, session, epoch, bundle_metadata)
     return finish_run(run, session, epoch, stopped)
 
 
