@@ -25,7 +25,6 @@ Methods
 - ``discomkd`` (as configured), ``discomkd_paper`` (the paper's objective), ``classifiers_only``
   (the trainer with every term but L_cl off: a control that must match ``student``) and the
   ablations (one loss weight set to 0): :func:`discomkd.training.trainer.train`.
-- ``discomkd_distill``: DisCoM-KD, then a distillation stage (see run_discomkd_then_distill).
 
 The same data for every method: when the modality folders hold unlabelled recordings, every
 baseline that can learn from them does (``dml`` mimics its peers on them too, ``kd``/``dkd`` and
@@ -40,7 +39,6 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -249,41 +247,6 @@ def run_discomkd_variant(
     return BaselineRun(method, config.seed, ended.status, ended.reason, time.perf_counter() - t0, metrics)
 
 
-def run_discomkd_then_distill(config: TrainingConfig, dataset: MultiModalDataset, progress: RunProgress,
-                              stop: StopToken, settings: BaselineSettings) -> BaselineRun:
-    """DisCoM-KD as configured, then a distillation stage: each modality another one validates clearly
-    above continues from its DisCoM-KD weights for ``config.epochs`` more epochs, taught by the
-    best-validated such modality's DisCoM-KD classifier on the labelled pairs and the unlabelled
-    recordings (the teacher converged, unlike during the joint training)."""
-    from ..model.bundle import load_bundle
-    from ..storage import runs as run_files
-
-    t0 = time.perf_counter()
-
-    def on_event(event) -> None:
-        if isinstance(event, BatchEnded):
-            progress(0.5 * event.progress, f"DisCoM-KD epoch {event.epoch}/{config.epochs}")
-
-    with tempfile.TemporaryDirectory(prefix="discomkd-compare-") as tmp:
-        ended: RunEnded = train(config, run_dir=tmp, on_event=on_event, stop=stop, dataset=dataset)
-        if ended.status != "finished":
-            return BaselineRun("discomkd_distill", config.seed, ended.status, ended.reason, time.perf_counter() - t0,
-                               {n: slim_metrics(m) for n, m in (ended.test_metrics or {}).items()})
-        bundle = load_bundle(Path(tmp) / run_files.BUNDLE_FILE)
-    states = bundle.weights
-    scores = {n: float(bundle.metadata["modalities"][n]["val_weighted_f1"]) for n in bundle.modality_names}
-    setup = make_setup(config, dataset, select_device(config.device), settings.use_unlabelled)
-    targets = distill_targets(setup, scores, states)
-    retrain = sorted(set(targets.labelled) | set(targets.unlabelled), key=setup.names.index)
-    test = {n: slim_metrics(m) for n, m in ended.test_metrics.items()}
-    if retrain:
-        second = train_students("distill", setup, settings, lambda f, m: progress(0.5 + 0.5 * f, f"stage 2, {m}"),
-                                stop, targets, retrain, states, scores)
-        test.update(second.test)
-    return BaselineRun("discomkd_distill", config.seed, "finished", "Retrained: " + ", ".join(retrain),
-                       time.perf_counter() - t0, test, None, uses_unlabelled("discomkd", config, dataset, settings))
-
-
 def run_method(
     method: str,
     config: TrainingConfig,
@@ -306,8 +269,6 @@ def run_method(
         reason = skip_reason(method, dataset, settings)
         if reason:
             return BaselineRun(method, config.seed, "skipped", reason, 0.0)
-        if method == "discomkd_distill":
-            return run_discomkd_then_distill(config, dataset, progress, stop, settings)
         if method in TRAINER_VARIANTS:
             run = run_discomkd_variant(method, config, dataset, progress, stop)
             run.uses_unlabelled = uses_unlabelled(method, config, dataset, settings)

@@ -60,7 +60,6 @@ METHODS: dict[str, str] = {
     "discomkd_no_perp": "DisCoM-KD without L_perp",
     "discomkd_no_agree": "DisCoM-KD without L_agree",
     "discomkd_no_unlabelled": "DisCoM-KD without L_unlabelled",
-    "discomkd_distill": "DisCoM-KD, then a distillation stage",
 }
 DEFAULT_METHODS = list(METHODS)
 REFERENCE = "student"  # every other method is compared with the modality's classifier trained alone
