@@ -79,6 +79,8 @@ def continue_run(
     stop: StopToken | None = None,
 ) -> RunEnded:
     """Continue a stopped or finished run for ``extra_epochs`` more epochs from its checkpoint."""
+    if isinstance(extra_epochs, bool) or not isinstance(extra_epochs, int) or extra_epochs < 1:
+        return RunEnded("failed", f"Continue a run for at least one more epoch (got {extra_epochs}).", "", None, 0)
     record = runs.read_run_record(Path(run_dir))
     try:
         config = TrainingConfig.from_dict(record["config"])
