@@ -2,8 +2,9 @@
 
 A run folder holds ``run.json`` (name, status, config, classes, specs, best epochs, test metrics),
 ``history.jsonl`` (one line per epoch), ``train.log``, ``checkpoint.pt`` (state to continue
-training), ``model.discomkd`` (the bundle) and ``embeddings.npz`` (2-D projections for the
-results page). Every file is replaced atomically.
+training), ``model.discomkd`` (the bundle), ``embeddings.npz`` (2-D projections for the
+results page) and ``skipped.tsv`` (every file the data reading skipped, when any). Every file is
+replaced atomically.
 
 While a training writes to a run folder it holds ``train.lock`` (see run_lock.py): a second
 training into the same folder is refused, and a run whose record says "running" but whose lock
