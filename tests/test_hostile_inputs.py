@@ -641,6 +641,22 @@ def test_an_unreadable_or_vanishing_file_is_skipped_and_the_training_finishes(sm
     assert not (out / run_lock.LOCK_FILE).exists()
 
 
+def test_any_other_failure_while_reading_the_data_ends_with_a_message_and_releases_the_folder(small_data, tmp_path,
+                                                                                              monkeypatch):
+    import discomkd.training.trainer as trainer
+
+    def broken_disk(*args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(trainer, "load_dataset", broken_disk)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    result = train(_config(small_data), run_dir=out)
+    assert result.status == "failed" and "Reading the data failed unexpectedly (OSError" in result.reason
+    assert not (out / run_lock.LOCK_FILE).exists() and (out / "mine.txt").read_text() == "kept"
+
+
 # ----- the true count of skipped files, and where the complete list is ---------------------------
 
 def test_more_than_500_skipped_files_are_counted_and_all_listed_beside_run_json(small_data, tmp_path, capsys):
@@ -801,6 +817,13 @@ def test_continue_after_classes_or_channels_changed_says_what_changed(small_data
     make_signal_modality(motion, 4, (40, 48))
     result = continue_run(out, 1)
     assert result.status == "failed" and "motion: 4 channel(s) now, 6 before" in result.reason
+
+    shutil.rmtree(motion)
+    shutil.copytree(small_data["motion"], motion)
+    for folder in (image, motion):
+        (folder / "c").rename(folder / "z")
+    result = continue_run(out, 1)
+    assert result.status == "failed" and "classes renamed (or replaced): 'c' is now 'z'" in result.reason
     assert {name: (out / name).read_bytes() for name in before} == before  # the run is kept as it was
 
 

@@ -14,7 +14,7 @@ from ..errors import Cancelled, DataError
 from .cache import cache_file, read_cache, write_cache
 from .dataset import ModalityData, split_off_unlabelled
 from .decoding import read_raw
-from .scan import SkippedFile, infer_spec_and_kind, list_modality_folder
+from .scan import SkippedFile, checked_folder, infer_spec_and_kind, list_modality_folder
 from .spec import ModalitySpec
 
 ProgressCallback = Callable[[int, int], None]
@@ -33,7 +33,7 @@ def load_modality(
     """Scan, decode and cache one modality folder. Bad files are skipped with a reason.
 
     ``min_classes``: a training needs two classes; evaluating a model on one class's files is fine."""
-    folder = Path(folder).expanduser().resolve() if Path(folder).expanduser().exists() else Path(folder)
+    folder = checked_folder(folder).resolve()
     name = name or folder.name
     listing = list_modality_folder(folder)
     if not listing.files:

@@ -57,14 +57,24 @@ def _unreadable(exc: OSError, what: str = "file") -> str:
     return f"cannot read the {what} ({exc.strerror or exc})"
 
 
+def checked_folder(folder: str | Path) -> Path:
+    """A modality folder that exists and can be looked at; a DataError that says what to do otherwise."""
+    if not str(folder).strip():  # Path("") is the current folder: never read all of it by accident
+        raise DataError("No folder was given (the path is empty). Choose the folder that holds one sub-folder per class.")
+    path = Path(folder).expanduser()
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a parent folder that may not be entered
+        raise DataError(f"Cannot read the folder '{path}' ({exc.strerror or exc}). Check its permissions.") from exc
+    if not exists:
+        raise DataError(f"The folder '{path}' does not exist. Choose the folder that holds one sub-folder per class.")
+    return path
+
+
 def list_modality_folder(folder: str | Path) -> FolderListing:
     """Find class sub-folders and their files; strays, unsupported and unreadable entries are
     listed with a reason, never fatal and never silently left out."""
-    if not str(folder).strip():  # Path("") is the current folder: never read all of it by accident
-        raise DataError("No folder was given (the path is empty). Choose the folder that holds one sub-folder per class.")
-    folder = Path(folder).expanduser()
-    if not folder.exists():
-        raise DataError(f"The folder '{folder}' does not exist. Choose the folder that holds one sub-folder per class.")
+    folder = checked_folder(folder)
     if not folder.is_dir():
         raise DataError(f"'{folder}' is a file, not a folder. Choose the folder that holds one sub-folder per class.")
     skipped: list[SkippedFile] = []

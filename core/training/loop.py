@@ -235,7 +235,7 @@ def check_data_unchanged(record: dict, classes: list[str], specs: dict[str, Moda
     before = list(record.get("classes") or classes)
     added, removed = [c for c in classes if c not in before], [c for c in before if c not in classes]
     if added and removed and len(added) == len(removed):
-        changes.append("classes renamed: " + ", ".join(f"'{o}' is now '{n}'" for o, n in zip(removed, added)))
+        changes.append("classes renamed (or replaced): " + ", ".join(f"'{o}' is now '{n}'" for o, n in zip(removed, added)))
     else:
         if added:
             changes.append(f"classes added: {', '.join(added)}")
