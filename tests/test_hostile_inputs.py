@@ -774,6 +774,8 @@ def test_a_split_without_validation_is_refused_and_one_without_test_is_warned(sm
     assert "warning: The split 0.8,0.2,0 keeps no test data, so the run reports no test metrics" in captured.err
     assert "no test metrics" in captured.out and "discomkd evaluate" in captured.out  # said again at the end
     assert "no test metrics" in runs.read_run_record(tmp_path / "b")["reason"]
+    assert main(["compare", *common, "--split", "0.8,0.2,0", "--seeds", "1", "--out", str(tmp_path / "cmp")]) == 1
+    assert "A comparison measures every method on test data, but the split keeps none" in capsys.readouterr().err
 
 
 # ----- a signal dropped on a model without a signal modality -------------------------------------
