@@ -177,3 +177,30 @@ def test_data_page_lists_unreadable_files_and_hidden_class_folders_as_skipped(wi
     assert "permission denied" in skipped["a/004.png"] and "hidden folder" in skipped[".hidden/"]
     assert "'dog' and 'dog '" in page.files_label.text() and "one class 'dog'" in page.files_label.text()
     assert len(window.error_boxes) == 1  # no "Something went wrong"
+
+
+def test_train_page_says_a_training_diverged_and_what_to_try(window, tiny_demo, qtbot, monkeypatch):
+    import torch
+
+    import discomkd.training.loop as loop
+    from conftest import add_modalities, tiny_settings
+
+    real_step = loop._training_step
+
+    def step_leaving_nan_weights(session, *args):  # what a far too high learning rate does
+        losses = real_step(session, *args)
+        with torch.no_grad():
+            next(session.model.parameters()).fill_(float("nan"))
+        return losses
+
+    monkeypatch.setattr(loop, "_training_step", step_leaving_nan_weights)
+    add_modalities(qtbot, window, tiny_demo)
+    tiny_settings(window, epochs=2)
+    page = window.train_page
+    with qtbot.waitSignal(page.run_finished, timeout=90000) as finished:
+        window.start_training()
+    result = finished.args[0]
+    assert result.status == "failed" and result.bundle_path is None
+    assert "The training diverged" in page.status.text() and "Lower the learning rate" in page.status.text()
+    assert "No model was saved." in page.status.text()
+    assert len(window.error_boxes) == 1
