@@ -173,6 +173,8 @@ def cmd_demo(args) -> int:
 
     modalities = [ModalitySource(name, str(folder)) for name, folder in demo_modalities().items()]
     config = config_from_args(args, modalities)
+    for warning in config.split_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print("Demo: real handwritten digits (MNIST) and real spoken digits (FSDD), unpaired; see resources/demo/LICENSES.md")
     return _run_training(lambda **kw: train(config, run_dir=args.out, run_name="demo", **kw))
 
