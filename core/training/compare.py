@@ -366,6 +366,9 @@ def run_comparison(
     if seeds < 1:
         raise ConfigError("Use at least one seed.")
     config.validate()
+    if config.split[2] == 0:  # every method is measured on the test data: without it all would train for nothing
+        raise ConfigError("A comparison measures every method on test data, but the split keeps none. Give test a "
+                          "share, for example 0.7,0.1,0.2.")
     emit = on_progress or (lambda p: None)
     stop = stop or StopToken()
     settings = settings or BaselineSettings()

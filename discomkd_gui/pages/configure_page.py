@@ -209,7 +209,8 @@ class ConfigurePage(QWidget):
         self.seed = _int_spin(0, 2**31 - 1, "Random seed of the split, the initial weights and the batches.")
         split_row = QHBoxLayout()
         self.split_train = _spin(0.05, 0.95, 0.05, 2, "Share of each class used for training.")
-        self.split_val = _spin(0.0, 0.9, 0.05, 2, "Share used to pick the best epoch (per modality).")
+        # No zero: the best epoch of each modality is chosen on validation data (TrainingConfig.validate).
+        self.split_val = _spin(0.05, 0.9, 0.05, 2, "Share used to pick the best epoch (per modality).")
         self.split_test = QLabel()
         self.split_test.setToolTip("Test share = 1 − train − validation; reported on the Results page.")
         for label, w in (("train", self.split_train), ("val", self.split_val)):
@@ -272,7 +273,7 @@ class ConfigurePage(QWidget):
     def _split_changed(self) -> None:
         self.split_val.setMaximum(round(1.0 - self.split_train.value(), 2))
         test = max(0.0, 1.0 - self.split_train.value() - self.split_val.value())
-        self.split_test.setText(f"test {test:.2f}")
+        self.split_test.setText(f"test {test:.2f}" + (" (no test metrics)" if test < 0.005 else ""))
 
     def _check_learning_rate(self) -> None:
         ok = self.learning_rate.hasAcceptableInput()
