@@ -134,9 +134,13 @@ def write_output_file(path: str | Path, write: Callable[[IO], None], inputs: Ite
 # ----- run folders -----------------------------------------------------------------------------
 
 def check_run_folder_location(run_dir: str | Path, data_folders: Iterable[str | Path]) -> None:
-    """A run folder is never a data folder, nor inside one (its files would be read as a class),
-    nor a folder that holds one. Raises RunFolderError."""
+    """A run folder is not under a file, never a data folder, nor inside one (its files would be
+    read as a class), nor a folder that holds one. Raises RunFolderError."""
     target = _absolute(run_dir)
+    existing = _nearest_existing(target)
+    if existing != target and not existing.is_dir():
+        raise RunFolderError(f"'{existing}' is a file, so the run folder '{target}' cannot be created under it. "
+                             "Choose a folder for the run (or leave --out out).")
     for folder in _input_roles(data_folders):
         if _is_within(target, folder):
             where = "is the data folder" if _resolved(target) == _resolved(folder) else "is inside the data folder"
