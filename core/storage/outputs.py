@@ -75,16 +75,17 @@ def _input_roles(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def _check_not_an_input(target: Path, inputs: list[Path], what: str) -> None:
+    # The input itself first (the more telling message), then "inside an input folder".
     for source in inputs:
-        if source.is_dir():
-            if _is_within(target, source):
-                raise OutputPathError(
-                    f"{what.capitalize()} '{target}' would be inside '{source}', which this command reads as input "
-                    f"(what is written there would later be read as data). Choose a path outside '{source}'.")
-        elif os.path.lexists(target) and os.path.exists(source) and _same_file(target, source):
+        if not source.is_dir() and os.path.lexists(target) and os.path.exists(source) and _same_file(target, source):
             raise OutputPathError(
                 f"'{target}' is one of this command's inputs ('{source}'), so it is never replaced, even when "
                 "replacing is allowed. Choose another file name.")
+    for source in inputs:
+        if source.is_dir() and _is_within(target, source):
+            raise OutputPathError(
+                f"{what[0].upper()}{what[1:]} '{target}' would be inside '{source}', which this command reads as "
+                f"input (what is written there would later be read as data). Choose a path outside '{source}'.")
 
 
 def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), replace: bool = False,
