@@ -250,7 +250,9 @@ def claim_run_dir(run_dir: str | Path, existing: bool = False, data_folders=()) 
     check_run_folder_location(run_dir, data_folders)
     if not existing:
         others = foreign_entries(run_dir)
-        if others:
+        # Beside a run worth keeping, the "already holds a run" message below says more.
+        holds_a_run = any((run_dir / name).exists() for name in RUN_FILES) and not never_trained(run_dir)
+        if others and not holds_a_run:
             shown = ", ".join(f"'{e.name}'" for e in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise RunFolderError(
                 f"'{run_dir}' already holds files that are not a training run ({shown}). A run folder must be new or "
@@ -269,7 +271,11 @@ def claim_run_dir(run_dir: str | Path, existing: bool = False, data_folders=()) 
         recover_interrupted_run(run_dir, locked_by_us=True)
         return lock
     if never_trained(run_dir):
-        _clear_never_trained_run(run_dir)
+        try:
+            _clear_never_trained_run(run_dir)
+        except StorageError as exc:
+            lock.release()
+            raise RunFolderError(f"The run folder '{run_dir}' cannot be reused: {exc}") from exc
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
     if held:
         what = _describe_existing_run(run_dir)
