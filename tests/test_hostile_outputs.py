@@ -251,6 +251,8 @@ def test_delete_removes_only_what_the_run_wrote(data, tmp_path):
     (out / "photos").mkdir()
     (out / "photos" / "cat.png").write_bytes(b"a photo")
     (out / ".model.discomkd-x1.tmp").write_bytes(b"half a model")
+    refused = train(_config(data), run_dir=out)
+    assert refused.status == "failed" and "already holds a run" in refused.reason
     kept = runs.delete_run(out)
     assert sorted(p.name for p in kept) == ["my notes.txt", "photos"]
     assert sorted(p.name for p in out.iterdir()) == ["my notes.txt", "photos"]
