@@ -195,9 +195,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .training.evaluation import evaluate_bundle_on_folder
-
     from .storage.outputs import check_output_file, write_output_file
+    from .training.evaluation import evaluate_bundle_on_folder
 
     source = args.modality
     if args.json:
