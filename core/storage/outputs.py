@@ -70,7 +70,7 @@ def _check_can_create_in(folder: Path, what: str, target: Path) -> None:
                               f"'{target}' cannot be saved there. Choose a folder you can write to.")
 
 
-def _input_roles(inputs: Iterable[str | Path]) -> list[Path]:
+def _input_paths(inputs: Iterable[str | Path]) -> list[Path]:
     return [_absolute(p) for p in inputs if p is not None and str(p) != ""]
 
 
@@ -102,7 +102,7 @@ def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), repla
         raise OutputPathError(f"'{target}' is a folder; {what} must be a file. Give a file name, for example "
                               f"'{target / 'output'}'.")
     _check_can_create_in(target.parent, what, target)
-    _check_not_an_input(target, _input_roles(inputs), what)
+    _check_not_an_input(target, _input_paths(inputs), what)
     if os.path.lexists(target) and not replace:
         raise OutputExistsError(f"'{target}' already exists and was not replaced. {REPLACE_HINT}")
     return target
@@ -118,10 +118,10 @@ def check_output_folder(path: str | Path, inputs: Iterable[str | Path] = (), fil
     if os.path.lexists(target) and not target.is_dir():
         raise OutputPathError(f"'{target}' is a file, not a folder; {what} must be a folder. Choose a folder.")
     _check_can_create_in(target, what, target)
-    roles = _input_roles(inputs)
-    _check_not_an_input(target, roles, what)
+    input_paths = _input_paths(inputs)
+    _check_not_an_input(target, input_paths, what)
     for name in files:
-        check_output_file(target / name, roles, replace, what=f"'{name}'")
+        check_output_file(target / name, input_paths, replace, what=f"'{name}'")
     return target
 
 
@@ -142,7 +142,7 @@ def check_run_folder_location(run_dir: str | Path, data_folders: Iterable[str | 
     if existing != target and not existing.is_dir():
         raise RunFolderError(f"'{existing}' is a file, so the run folder '{target}' cannot be created under it. "
                              "Choose a folder for the run (or leave --out out).")
-    for folder in _input_roles(data_folders):
+    for folder in _input_paths(data_folders):
         if _is_within(target, folder):
             where = "is the data folder" if _resolved(target) == _resolved(folder) else "is inside the data folder"
             raise RunFolderError(
