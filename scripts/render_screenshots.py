@@ -1,6 +1,8 @@
 """Render a screenshot of every page of DisCoM-KD Studio into docs/screenshots/ (offscreen).
 
     QT_QPA_PLATFORM=offscreen python scripts/render_screenshots.py [--epochs 6] [--out docs/screenshots]
+    # the README's Predict screenshots: the whole demo, trained to convergence
+    QT_QPA_PLATFORM=offscreen python scripts/render_screenshots.py --per-class 150 --epochs 15
 
 It adds the embedded demo data, trains a small real model on it, classifies a few demo files and
 grabs each page at the default window size. Runs and caches go to a temporary folder unless
@@ -96,6 +98,8 @@ def main() -> int:
     shot("4-results")
     window.results_page.tabs.setCurrentIndex(1)
     shot("4-results-embeddings")
+    window.results_page.tabs.setCurrentIndex(2)
+    shot("4-results-calibration")
     window.results_page.tabs.setCurrentIndex(0)
 
     predict = window.predict_page

@@ -174,3 +174,21 @@ def test_evaluate_reports_the_calibration_error_on_a_folder(trained_run, tiny_de
 def test_prediction_flags_against_a_given_threshold():
     prediction = Prediction("a.png", "image", "cat", {"cat": 0.7, "dog": 0.3}, uncertain_below=0.8)
     assert prediction.uncertain and not prediction.is_uncertain(0.6)
+
+
+def test_continue_refits_the_calibration_for_the_new_best_weights(tiny_demo, tmp_path):
+    from discomkd.training.trainer import continue_run
+
+    first = train(tiny_config(tiny_demo, epochs=1, batch_size=16), run_dir=tmp_path / "run")
+    before = load_bundle(first.bundle_path)
+    second = continue_run(first.run_dir, extra_epochs=3)
+    assert second.status == "finished", second.reason
+    after = load_bundle(second.bundle_path)
+    record = runs.read_run_record(first.run_dir)
+    improved = [n for n in after.modality_names if after.metadata["modalities"][n]["best_epoch"] > 1]
+    assert improved  # the continued epochs gave new best weights
+    for n in improved:
+        assert after.calibration(n)["fitted_on"] == "validation"
+        assert after.temperature(n) != before.temperature(n)
+        assert record["calibration"][n] == after.calibration(n)
+        assert record["test_metrics"][n]["temperature"] == after.temperature(n)
