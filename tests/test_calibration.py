@@ -16,10 +16,12 @@ from discomkd.errors import BundleError
 from discomkd.inference.predict import Prediction, Predictor, expand_paths, write_predictions_csv
 from discomkd.model.bundle import load_bundle, save_bundle
 from discomkd.model.calibration import (
+    MIN_TEMPERATURE,
     UNCERTAIN_ACCURACY_LEVEL,
     calibrated_probabilities,
     default_uncertain_below,
     expected_calibration_error,
+    fit_calibration,
     fit_temperature,
     reliability_bins,
 )
@@ -50,6 +52,18 @@ def test_calibration_lowers_the_error_and_never_changes_the_predicted_class():
     ece_before = expected_calibration_error(before.max(1).values.numpy(), correct)
     ece_after = expected_calibration_error(after.max(1).values.numpy(), correct)
     assert ece_before > 0.2 and ece_after < 0.02
+
+
+def test_a_validation_split_without_errors_does_not_make_every_answer_certain():
+    logits, _ = _synthetic_logits(1.0, n=200)
+    labels = logits.argmax(1)  # every validation answer right: the NLL alone would drive T to its lower bound
+    logits[torch.arange(200), labels] += 4.0  # by a clear margin (at T = 1 the mean confidence is below 0.995)
+    assert float(calibrated_probabilities(logits, 1.0).max(1).values.mean()) < 201 / 202
+    assert fit_temperature(logits, labels) == pytest.approx(MIN_TEMPERATURE, rel=1e-3)
+    calibration = fit_calibration(logits, labels)
+    assert calibration["temperature"] > MIN_TEMPERATURE
+    confidence = calibrated_probabilities(logits, calibration["temperature"]).max(1).values.mean()
+    assert float(confidence) == pytest.approx(201 / 202, abs=1e-6)  # Laplace: (200 + 1) / (200 + 2)
 
 
 def test_fit_without_samples_keeps_temperature_one():

@@ -69,6 +69,28 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(math.exp((low + high) / 2))
 
 
+def mean_confidence(logits: torch.Tensor, temperature: float) -> float:
+    return float(calibrated_probabilities(logits, temperature).max(dim=1).values.double().mean())
+
+
+def temperature_for_mean_confidence(logits: torch.Tensor, target: float) -> float:
+    """The T in [MIN_TEMPERATURE, MAX_TEMPERATURE] at which the mean top-1 confidence is ``target``
+    (bisection on log T: each top-1 probability falls as T grows); a bound when none reaches it."""
+    logits = logits.detach().double().cpu()
+    low, high = math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)
+    if mean_confidence(logits, math.exp(low)) <= target:
+        return MIN_TEMPERATURE
+    if mean_confidence(logits, math.exp(high)) >= target:
+        return MAX_TEMPERATURE
+    for _ in range(_SEARCH_STEPS):
+        middle = (low + high) / 2
+        if mean_confidence(logits, math.exp(middle)) > target:
+            low = middle
+        else:
+            high = middle
+    return float(math.exp(high))
+
+
 def _bin_index(confidences: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(np.ceil(confidences * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
 
@@ -149,7 +171,12 @@ def fit_calibration(val_logits: torch.Tensor, val_labels: torch.Tensor) -> dict:
     samples = int(val_logits.shape[0]) if val_logits.ndim == 2 else 0
     if samples == 0:
         return uncalibrated()
-    temperature = fit_temperature(val_logits, val_labels)
+    # When (almost) every validation answer is right, the NLL keeps falling as T -> 0 and would claim
+    # 100% everywhere. So the validation answers may not be surer on average than k right out of n
+    # supports: (k + 1) / (n + 2) (Laplace's rule of succession); this binds only near-perfect splits.
+    right = int((val_logits.argmax(1).cpu() == val_labels.cpu()).sum())
+    supported = (right + 1) / (samples + 2)
+    temperature = max(fit_temperature(val_logits, val_labels), temperature_for_mean_confidence(val_logits, supported))
     confidence, correct = top1(calibrated_probabilities(val_logits, temperature), val_labels)
     return {
         "temperature": temperature,
@@ -164,10 +191,11 @@ def uncalibrated() -> dict:
     return {"temperature": 1.0, "uncertain_below": UNCERTAIN_ACCURACY_LEVEL, "fitted_on": None, "samples": 0}
 
 
-def calibration_on_test(test_logits: torch.Tensor, test_labels: torch.Tensor, temperature: float) -> dict:
-    """ECE, mean confidence and reliability bins on the test split, before (T = 1) and after calibration."""
-    before_conf, before_correct = top1(calibrated_probabilities(test_logits, 1.0), test_labels)
-    after_conf, after_correct = top1(calibrated_probabilities(test_logits, temperature), test_labels)
+def calibration_report(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict:
+    """ECE, mean confidence and reliability bins of labelled outputs (the test split, a folder), before
+    (T = 1) and after calibration with ``temperature``."""
+    before_conf, before_correct = top1(calibrated_probabilities(logits, 1.0), labels)
+    after_conf, after_correct = top1(calibrated_probabilities(logits, temperature), labels)
     return {
         "temperature": float(temperature),
         "ece": expected_calibration_error(after_conf, after_correct),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model.calibration import calibration_on_test, fit_calibration, uncalibrated
+from ..model.calibration import calibration_report, fit_calibration, uncalibrated
 from .evaluation import branch_outputs
 
 
@@ -22,4 +22,4 @@ def measure_test_calibration(branch, x_test: torch.Tensor, y_test: torch.Tensor,
                            device: torch.device) -> dict:
     """ECE before and after calibration, mean confidence and reliability bins on the test split."""
     out = branch_outputs(branch, x_test, device)
-    return calibration_on_test(out["logits"], y_test, temperature) if out else {}
+    return calibration_report(out["logits"], y_test, temperature) if out else {}

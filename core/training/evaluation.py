@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..data.load import load_modality
 from ..errors import ConfigError
 from ..model.bundle import load_bundle
-from ..model.calibration import calibrated_probabilities, calibration_on_test, top1
+from ..model.calibration import calibrated_probabilities, calibration_report, top1
 from .metrics import classification_metrics
 
 
@@ -68,7 +68,7 @@ def evaluate_bundle_on_folder(bundle_path: str | Path, modality: str, folder: st
     metrics = classification_metrics(y, out["logits"].argmax(1).numpy(), bundle.classes)
     calibration = bundle.calibration(modality)
     labels = torch.from_numpy(y)
-    metrics.update(calibration_on_test(out["logits"], labels, calibration["temperature"]))
+    metrics.update(calibration_report(out["logits"], labels, calibration["temperature"]))
     metrics["calibrated_on"] = calibration["fitted_on"]
     confidence, correct = top1(calibrated_probabilities(out["logits"], calibration["temperature"]), labels)
     flagged = confidence < calibration["uncertain_below"]
