@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("continue", help="continue a stopped or finished run for more epochs")
     p.add_argument("run_dir")
-    p.add_argument("--epochs", type=int, required=True, help="additional epochs")
+    p.add_argument("--epochs", type=int, required=True,
+                   help="additional epochs (0: only refit the calibration on the validation split and test again)")
     p.set_defaults(func=cmd_continue)
 
     p = sub.add_parser("demo", help="train on the embedded demo data (digits: images + speech)")

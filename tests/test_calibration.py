@@ -206,3 +206,22 @@ def test_continue_refits_the_calibration_for_the_new_best_weights(tiny_demo, tmp
         assert after.temperature(n) != before.temperature(n)
         assert record["calibration"][n] == after.calibration(n)
         assert record["test_metrics"][n]["temperature"] == after.temperature(n)
+
+
+def test_continue_with_no_epochs_calibrates_a_run_from_before_calibration(trained_run, tmp_path):
+    import shutil
+
+    from discomkd.training.trainer import continue_run
+
+    run_dir = shutil.copytree(trained_run.run_dir, tmp_path / "old-run")
+    bundle = load_bundle(run_dir / runs.BUNDLE_FILE)
+    metadata = json.loads(json.dumps(bundle.metadata))
+    for info in metadata["modalities"].values():
+        del info["calibration"]  # as written before calibration existed
+    save_bundle(run_dir / runs.BUNDLE_FILE, metadata, bundle.weights)
+    result = continue_run(run_dir, extra_epochs=0)
+    assert result.status == "finished" and result.epochs_done == trained_run.epochs_done
+    refitted = load_bundle(result.bundle_path)
+    for n in refitted.modality_names:
+        assert refitted.calibration(n) == bundle.calibration(n)  # the same weights and split: the same fit
+        assert torch.equal(refitted.weights[n][next(iter(refitted.weights[n]))], bundle.weights[n][next(iter(bundle.weights[n]))])
