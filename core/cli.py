@@ -117,7 +117,8 @@ def _print_test_metrics(result) -> None:
 def _calibration_text(m: dict) -> str:
     """ECE before and after temperature scaling, as `train` and `evaluate` print it."""
     if m.get("calibrated_on") is None:
-        return f"calibration: none (no validation split; temperature 1), ECE {m['ece']:.4f}"
+        return (f"calibration: none (temperature 1: no validation split, or a model from before calibration; "
+                f"`discomkd continue RUN_DIR --epochs 0` fits it), ECE {m['ece']:.4f}")
     return (f"calibration: ECE {m['ece_uncalibrated']:.4f} -> {m['ece']:.4f} with temperature {m['temperature']:.3f}; "
             f"mean confidence {m['mean_confidence_uncalibrated']:.3f} -> {m['mean_confidence']:.3f}")
 
