@@ -126,6 +126,17 @@ def _print_test_metrics(result) -> None:
     for name, m in result.test_metrics.items():
         print(f"  {name}: test accuracy {m['accuracy']:.4f}, weighted F1 {m['weighted_f1']:.4f}, "
               f"macro F1 {m['macro_f1']:.4f} (best epoch {m.get('best_epoch')}, {m['n']} test samples)")
+        if m.get("ece") is not None:
+            print(f"  {' ' * len(name)}  {_calibration_text(m)}")
+
+
+def _calibration_text(m: dict) -> str:
+    """ECE before and after temperature scaling, as `train` and `evaluate` print it."""
+    if m.get("calibrated_on") is None:
+        return (f"calibration: none (temperature 1: no validation split, or a model from before calibration; "
+                f"`discomkd continue RUN_DIR --epochs 0` fits it), ECE {m['ece']:.4f}")
+    return (f"calibration: ECE {m['ece_uncalibrated']:.4f} -> {m['ece']:.4f} with temperature {m['temperature']:.3f}; "
+            f"mean confidence {m['mean_confidence_uncalibrated']:.3f} -> {m['mean_confidence']:.3f}")
 
 
 def _run_training(fn, *args) -> int:
@@ -192,9 +203,12 @@ def cmd_predict(args) -> int:
     from .inference.predict import Prediction, Predictor, write_predictions_csv
     from .storage.outputs import check_output_file
 
+    if args.uncertain_below is not None and not 0 <= args.uncertain_below <= 1:
+        print("error: --uncertain-below is a confidence from 0 to 1 (e.g. 0.8).", file=sys.stderr)
+        return EXIT_ERROR
     if args.csv:  # before any prediction: a CSV that cannot be written must not cost the work
         check_output_file(args.csv, [args.bundle, *args.files], args.force, "the CSV file")
-    predictor = Predictor.from_path(args.bundle)
+    predictor = Predictor.from_path(args.bundle, uncertain_below=args.uncertain_below)
     results = predictor.predict_files(args.files, args.modality)
     if not results:
         print("error: no file to predict in the given paths.", file=sys.stderr)
@@ -203,10 +217,17 @@ def cmd_predict(args) -> int:
     for r in results:
         if isinstance(r, Prediction):
             top = ", ".join(f"{c} {p:.3f}" for c, p in r.top(args.top_k))
-            print(f"{r.path}\t{r.modality}\t{r.label}\t{r.confidence:.3f}\t[{top}]")
+            print(f"{r.path}\t{r.modality}\t{r.label}\t{r.confidence:.3f}\t{'UNCERTAIN' if r.uncertain else 'ok'}\t[{top}]")
         else:
             failures += 1
             print(f"{r.path}\terror: {r.message}", file=sys.stderr)
+    answers = [r for r in results if isinstance(r, Prediction)]
+    if answers:
+        used = sorted({r.modality for r in answers})
+        thresholds = ", ".join(f"{m} {predictor.uncertain_below(m):.3f}" for m in used)
+        print(f"{sum(r.uncertain for r in answers)} of {len(answers)} answer(s) UNCERTAIN: confidence below "
+              f"{thresholds} ({'--uncertain-below' if args.uncertain_below is not None else 'the model default, from its validation split'}); "
+              "probabilities are calibrated")
     if args.csv:
         write_predictions_csv(results, args.csv, predictor.classes, replace=args.force, inputs=[args.bundle, *args.files])
         print(f"wrote {args.csv}")
@@ -227,6 +248,11 @@ def cmd_evaluate(args) -> int:
         if row["support"]:
             print(f"  {row['class']:>12}: precision {row['precision']:.3f} recall {row['recall']:.3f} "
                   f"f1 {row['f1']:.3f} ({row['support']})")
+    print(_calibration_text(metrics))
+    flagged = metrics["uncertain"]
+    if flagged["share"] > 0:
+        print(f"uncertain (confidence below {flagged['below']:.3f}): {100 * flagged['share']:.1f}% of the answers, "
+              f"accuracy {_score(flagged['accuracy_flagged'])} flagged, {_score(flagged['accuracy_not_flagged'])} not flagged")
     if metrics["skipped"]:
         print(f"skipped {len(metrics['skipped'])} file(s):")
         for s in metrics["skipped"][:20]:
@@ -241,6 +267,10 @@ def cmd_evaluate(args) -> int:
                           args.force, text=True, what="the JSON file")
         print(f"wrote {args.json}")
     return EXIT_OK
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def cmd_info(args) -> int:
@@ -294,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("continue", help="continue a stopped or finished run for more epochs")
     p.add_argument("run_dir", type=input_path)
-    p.add_argument("--epochs", type=whole_number(1), required=True, help="additional epochs")
+    p.add_argument("--epochs", type=whole_number(0), required=True,
+                   help="additional epochs (0: only refit the calibration on the validation split and test again)")
     p.set_defaults(func=cmd_continue)
 
     p = sub.add_parser("demo", help="train on the embedded demo data (digits: images + speech)")
@@ -309,9 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="also write the predictions to this CSV file (a new file, unless --force)")
     p.add_argument("--force", action="store_true", help="replace the --csv file if it exists (never a file being predicted)")
     p.add_argument("--top-k", type=whole_number(1), default=3, help="classes shown per file (default 3)")
+    p.add_argument("--uncertain-below", type=float, metavar="CONFIDENCE",
+                   help="mark answers whose (calibrated) confidence is below this, from 0 to 1, as UNCERTAIN "
+                        "(default: each modality's threshold from its validation split, stored in the model)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="evaluate a model on a labelled folder of one modality")
+    p = sub.add_parser("evaluate", help="evaluate a model on a labelled folder of one modality (accuracy, F1, "
+                                        "calibration error `ece` before and after temperature scaling)")
     p.add_argument("bundle", type=input_path)
     p.add_argument("--modality", type=parse_modality_arg, required=True, metavar="NAME=DIR")
     p.add_argument("--json", help="write all metrics to this JSON file (a new file, unless --force)")

@@ -1,6 +1,9 @@
 """Render a screenshot of every page of DisCoM-KD Studio into docs/screenshots/ (offscreen).
 
     QT_QPA_PLATFORM=offscreen python scripts/render_screenshots.py [--epochs 6] [--out docs/screenshots]
+    # the README's Predict and Calibration screenshots, from a model trained to convergence on the
+    # whole demo (`discomkd demo --out RUN`): only those pages, no training here
+    QT_QPA_PLATFORM=offscreen python scripts/render_screenshots.py --model RUN/model.discomkd
 
 It adds the embedded demo data, trains a small real model on it, classifies a few demo files and
 grabs each page at the default window size. Runs and caches go to a temporary folder unless
@@ -36,6 +39,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--per-class", type=int, default=60, help="demo files per class and modality to train on")
+    parser.add_argument("--model", help="a trained demo model: render only the Calibration and Predict pages with it")
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     work = Path(tempfile.mkdtemp(prefix="discomkd-shots-"))
@@ -70,6 +74,18 @@ def main() -> int:
         window.grab().save(str(out / f"{name}.png"))
         print("wrote", out / f"{name}.png")
 
+    if args.model:
+        predict = window.predict_page
+        window.open_model(str(Path(args.model).resolve()))
+        wait_until(app, lambda: predict.predictor is not None, 300, "the model")
+        window.show_page("Results")
+        window.results_page.tabs.setCurrentIndex(2)
+        shot("4-results-calibration")
+        predict_shots(app, window, shot, work)
+        window.close()
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
+
     data = window.data_page
     data.add_folder(str(demo / "image"), "image")
     data.add_folder(str(demo / "audio"), "audio")
@@ -96,24 +112,12 @@ def main() -> int:
     shot("4-results")
     window.results_page.tabs.setCurrentIndex(1)
     shot("4-results-embeddings")
+    window.results_page.tabs.setCurrentIndex(2)
+    shot("4-results-calibration")
     window.results_page.tabs.setCurrentIndex(0)
 
-    predict = window.predict_page
-    wait_until(app, lambda: predict.predictor is not None, 120, "the model")
-    window.show_page("Predict")
-    full = demo_modalities()
-    note = work / "notes.txt"
-    note.write_text("not data")
-    files = [full["image"] / "7" / sorted(os.listdir(full["image"] / "7"))[-1],
-             full["audio"] / "3" / sorted(os.listdir(full["audio"] / "3"))[-1],
-             full["image"] / "2" / sorted(os.listdir(full["image"] / "2"))[-1],
-             note]
-    predict.predict([str(f) for f in files])
-    wait_until(app, lambda: not predict.is_busy() and predict.items, 120, "the predictions")
-    shot("5-predict")
-    predict.predict([str(full["audio"] / "5"), str(full["image"] / "5")])
-    wait_until(app, lambda: not predict.is_busy() and len(predict.items) > 20, 300, "the folder predictions")
-    shot("5-predict-table")
+    wait_until(app, lambda: window.predict_page.predictor is not None, 120, "the model")
+    predict_shots(app, window, shot, work)
 
     window.show_page("Runs")
     window.runs_page.table.selectRow(0)
@@ -129,6 +133,27 @@ def main() -> int:
     window.close()
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def predict_shots(app, window, shot, work: Path) -> None:
+    """Four dropped files (three held-out demo files and a text file), then two whole class folders."""
+    from discomkd.storage.paths import demo_modalities
+
+    predict = window.predict_page
+    window.show_page("Predict")
+    full = demo_modalities()
+    note = work / "notes.txt"
+    note.write_text("not data")
+    files = [full["image"] / "7" / sorted(os.listdir(full["image"] / "7"))[-1],
+             full["audio"] / "3" / sorted(os.listdir(full["audio"] / "3"))[-1],
+             full["image"] / "2" / sorted(os.listdir(full["image"] / "2"))[-1],
+             note]
+    predict.predict([str(f) for f in files])
+    wait_until(app, lambda: not predict.is_busy() and predict.items, 120, "the predictions")
+    shot("5-predict")
+    predict.predict([str(full["audio"] / "5"), str(full["image"] / "5")])
+    wait_until(app, lambda: not predict.is_busy() and len(predict.items) > 20, 300, "the folder predictions")
+    shot("5-predict-table")
 
 
 if __name__ == "__main__":

@@ -118,4 +118,4 @@ def test_many_files_give_a_failure_entry_per_bad_file_and_a_csv(trained_run, tin
     assert sum(isinstance(r, Prediction) for r in results) == 3
     csv_path = write_predictions_csv(results, tmp_path / "out.csv", predictor.classes)
     lines = csv_path.read_text().splitlines()
-    assert lines[0].startswith("file,modality,prediction,confidence,p_0") and len(lines) == 1 + len(results)
+    assert lines[0].startswith("file,modality,prediction,confidence,uncertain,p_0") and len(lines) == 1 + len(results)

@@ -72,6 +72,11 @@ def test_export_gives_the_model_probabilities_on_real_files(three_kind_run, tmp_
                            for p in (predictor.predict_file(f, modality) for f in files)])
     assert probs.shape == logits.shape == (len(files), len(predictor.classes))  # dynamic batch
     assert np.abs(probs - expected).max() <= PARITY_TOLERANCE
+    # The probabilities are the calibrated ones: softmax(logits / T) with the bundle's temperature, not 1.
+    temperature = predictor.bundle.temperature(modality)
+    assert temperature != 1.0
+    calibrated = np.exp(logits / temperature - (logits / temperature).max(1, keepdims=True))
+    np.testing.assert_allclose(probs, calibrated / calibrated.sum(1, keepdims=True), atol=PARITY_TOLERANCE)
 
     sidecar = json.loads(exported.sidecar_path.read_text())
     assert exported.sidecar_path == out.with_name(out.name + ".json")
@@ -80,6 +85,8 @@ def test_export_gives_the_model_probabilities_on_real_files(three_kind_run, tmp_
     assert pre["kind"] == modality and pre["mean"] == predictor.specs[modality].mean
     assert sidecar["input"]["shape"] == ["batch", *predictor.specs[modality].input_shape]
     assert pre["steps"]
+    assert sidecar["calibration"]["temperature"] == temperature and sidecar["calibration"]["fitted_on"] == "validation"
+    assert sidecar["calibration"]["uncertain_below"] == predictor.bundle.uncertain_below(modality)
 
 
 def test_readme_example_classifies_a_wav_with_numpy_and_onnxruntime_alone(three_kind_run, tmp_path):

@@ -714,7 +714,7 @@ def test_an_empty_path_to_predict_is_refused_not_the_current_folder(small_bundle
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["continue", "RUN", "--epochs", "-3"], "--epochs: must be a whole number of at least 1 (got -3)"),
+    (["continue", "RUN", "--epochs", "-3"], "--epochs: must be a whole number of at least 0 (got -3)"),
     (["train", "--epochs", "0"], "--epochs: must be a whole number of at least 1 (got 0)"),
     (["train", "--epochs", "2.5"], "--epochs: must be a whole number of at least 1 (got '2.5')"),
     (["train", "--lr", "inf"], "--lr: must be a positive number (got inf)"),
@@ -757,7 +757,7 @@ def test_out_of_range_settings_are_refused_by_the_engine_too(small_data, tmp_pat
     assert not (tmp_path / "run").exists()  # refused before anything was written
     assert train(_config(small_data), run_dir=tmp_path / "ok").status == "finished"
     result = continue_run(tmp_path / "ok", -3)
-    assert result.status == "failed" and "at least one more epoch (got -3)" in result.reason
+    assert result.status == "failed" and "zero or more epochs (got -3)" in result.reason
     assert runs.read_run_record(tmp_path / "ok")["epochs_done"] == 1
 
 

@@ -28,6 +28,7 @@ from ..data.decoding import file_kind
 from ..data.spec import ModalitySpec
 from ..errors import DataError, DisComKDError
 from ..model.bundle import ModelBundle, load_bundle
+from ..model.calibration import calibrated_probabilities
 from ..storage.atomic import atomic_write
 from ..storage.outputs import check_output_file
 
@@ -46,15 +47,17 @@ class ExportError(DisComKDError):
 
 
 class ExportableClassifier(nn.Module):
-    """A modality branch reduced to what a device needs: input tensor -> (logits, probabilities)."""
+    """A modality branch reduced to what a device needs: input tensor -> (logits, probabilities),
+    the probabilities calibrated with the modality's temperature (a constant of the graph)."""
 
-    def __init__(self, branch: nn.Module) -> None:
+    def __init__(self, branch: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.branch = branch
+        self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.branch(x)["logits"]
-        return logits, torch.softmax(logits, dim=1)
+        return logits, calibrated_probabilities(logits, self.temperature)
 
 
 @dataclass
@@ -255,7 +258,8 @@ def export_modality(
     model_path = check_output_file(model_path, inputs, replace, "the exported network")
     sidecar = check_output_file(sidecar, inputs, replace, "the exported network's sidecar")
 
-    module = ExportableClassifier(bundle.build_branch(modality)).eval()
+    calibration = bundle.calibration(modality)
+    module = ExportableClassifier(bundle.build_branch(modality), calibration["temperature"]).eval()
     x, checked_on = _check_inputs(bundle, modality, check_files)
     # Trace with a batch of 2 (BatchNorm in eval mode; the batch axis is then declared dynamic).
     example = torch.from_numpy(x[:2] if x.shape[0] >= 2 else np.concatenate([x, x]))
@@ -282,7 +286,15 @@ def export_modality(
         "input": {"name": "input", "dtype": "float32", "shape": ["batch", *spec.input_shape]},
         "outputs": {
             "logits": {"shape": ["batch", len(bundle.classes)]},
-            "probabilities": {"shape": ["batch", len(bundle.classes)], "note": "softmax of the logits"},
+            "probabilities": {"shape": ["batch", len(bundle.classes)],
+                              "note": f"calibrated: softmax(logits / temperature), temperature {calibration['temperature']:.6g}"},
+        },
+        "calibration": {
+            "temperature": calibration["temperature"],
+            "fitted_on": calibration["fitted_on"],
+            "method": "temperature scaling (Guo et al. 2017); the predicted class is the argmax of the logits either way",
+            "uncertain_below": calibration["uncertain_below"],
+            "uncertain_note": "an answer whose top probability is below uncertain_below is uncertain",
         },
         "preprocessing": preprocessing_description(spec, bundle.classes),
         "source": {
@@ -290,7 +302,7 @@ def export_modality(
             "run_name": bundle.metadata.get("run_name"),
             "backbone": bundle.metadata["modalities"][modality].get("backbone"),
             "test_metrics": {k: v for k, v in bundle.test_metrics.get(modality, {}).items()
-                             if k in ("accuracy", "weighted_f1", "macro_f1", "n")},
+                             if k in ("accuracy", "weighted_f1", "macro_f1", "n", "ece", "ece_uncalibrated")},
         },
         "parity_check": {"max_abs_diff_probabilities": max_abs_diff, "tolerance": PARITY_TOLERANCE,
                          "checked_on": checked_on, "runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load"},

@@ -12,6 +12,7 @@ from ..data.decoding import STRAY_NAMES, file_kind, guess_npy_kind, npy_shape, r
 from ..data.spec import ModalitySpec
 from ..errors import AmbiguousModalityError, DataError, PredictionError
 from ..model.bundle import ModelBundle, load_bundle
+from ..model.calibration import calibrated_probabilities
 from ..storage.outputs import write_output_file
 from ..storage.paths import printable_name
 
@@ -21,7 +22,8 @@ class Prediction:
     path: str
     modality: str
     label: str
-    probabilities: dict[str, float]  # class -> probability, in the bundle's class order
+    probabilities: dict[str, float]  # class -> calibrated probability, in the bundle's class order
+    uncertain_below: float = 0.0  # the confidence threshold this answer was judged against
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda kv: kv[1], reverse=True)[:k]
@@ -29,6 +31,14 @@ class Prediction:
     @property
     def confidence(self) -> float:
         return self.probabilities[self.label]
+
+    def is_uncertain(self, threshold: float | None = None) -> bool:
+        """Whether the answer's confidence is below ``threshold`` (default: the one it was predicted with)."""
+        return self.confidence < (self.uncertain_below if threshold is None else threshold)
+
+    @property
+    def uncertain(self) -> bool:
+        return self.is_uncertain()
 
 
 @dataclass
@@ -97,18 +107,30 @@ class _RawFile:
 
 
 class Predictor:
-    """Holds one bundle's branches (built lazily, once) and routes files to modalities."""
+    """Holds one bundle's branches (built lazily, once) and routes files to modalities.
 
-    def __init__(self, bundle: ModelBundle, device: str = "cpu") -> None:
+    Probabilities are calibrated with each modality's temperature from the bundle (1 for a bundle
+    without calibration); an answer below ``uncertain_below`` (default: the modality's threshold
+    from the bundle) is flagged as uncertain.
+    """
+
+    def __init__(self, bundle: ModelBundle, device: str = "cpu", uncertain_below: float | None = None) -> None:
         self.bundle = bundle
         self.device = torch.device(device)
         self.specs = bundle.specs
         self.classes = bundle.classes
+        self.uncertain_below_override = uncertain_below
         self._branches: dict[str, torch.nn.Module] = {}
 
     @classmethod
-    def from_path(cls, path: str | Path, device: str = "cpu") -> "Predictor":
-        return cls(load_bundle(path), device)
+    def from_path(cls, path: str | Path, device: str = "cpu", uncertain_below: float | None = None) -> "Predictor":
+        return cls(load_bundle(path), device, uncertain_below)
+
+    def uncertain_below(self, modality: str) -> float:
+        """The confidence below which this modality's answers are flagged."""
+        if self.uncertain_below_override is not None:
+            return float(self.uncertain_below_override)
+        return self.bundle.uncertain_below(modality)
 
     @property
     def modality_names(self) -> list[str]:
@@ -178,9 +200,10 @@ class Predictor:
             raise PredictionError(f"The model has no modality '{modality}'; it has {', '.join(self.specs)}.")
         x = torch.from_numpy(self.preprocess(raw, modality)).to(self.device)
         logits = self.branch(modality)(x)["logits"]
-        probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        probs = calibrated_probabilities(logits, self.bundle.temperature(modality))[0].cpu().numpy()
         probabilities = {c: float(p) for c, p in zip(self.classes, probs)}
-        return Prediction(str(path), modality, self.classes[int(probs.argmax())], probabilities)
+        return Prediction(str(path), modality, self.classes[int(probs.argmax())], probabilities,
+                          self.uncertain_below(modality))
 
     def predict_files(self, paths: list[str | Path], modality: str | None = None) -> list[Prediction | PredictionFailure]:
         """Predict many files (folders are expanded); a bad file gives a failure entry, never an exception."""
@@ -218,8 +241,11 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
 
 
 def write_predictions_csv(results: list[Prediction | PredictionFailure], destination: str | Path, classes: list[str],
-                          replace: bool = False, inputs: list[str | Path] = ()) -> Path:
-    """One row per file: path, modality, label, confidence, one probability column per class, error.
+                          replace: bool = False, inputs: list[str | Path] = (),
+                          uncertain_below: float | None = None) -> Path:
+    """One row per file: path, modality, label, (calibrated) confidence, whether it is below the
+    uncertain-answer threshold (``uncertain_below``, default each answer's own), one probability
+    column per class, error.
 
     ``destination`` follows the output rule (storage/outputs.py): an existing file only when
     ``replace``, never one of the predicted files or ``inputs`` (the bundle, a classified folder).
@@ -228,13 +254,14 @@ def write_predictions_csv(results: list[Prediction | PredictionFailure], destina
 
     def write(fh) -> None:
         writer = csv.writer(fh)
-        writer.writerow(["file", "modality", "prediction", "confidence", *[f"p_{c}" for c in classes], "error"])
+        writer.writerow(["file", "modality", "prediction", "confidence", "uncertain", *[f"p_{c}" for c in classes], "error"])
         for r in results:
             if isinstance(r, Prediction):
                 writer.writerow([printable_name(r.path), r.modality, r.label, f"{r.confidence:.6f}",
+                                 "yes" if r.is_uncertain(uncertain_below) else "no",
                                  *[f"{r.probabilities[c]:.6f}" for c in classes], ""])
             else:
-                writer.writerow([printable_name(r.path), "", "", "", *[""] * len(classes), r.message])
+                writer.writerow([printable_name(r.path), "", "", "", "", *[""] * len(classes), r.message])
 
     return write_output_file(destination, write, [*inputs, *(r.path for r in results)], replace, text=True,
                              what="the CSV file")

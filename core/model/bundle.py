@@ -25,6 +25,7 @@ from ..data.spec import AUGMENTATIONS, ModalitySpec
 from ..data.spectrogram import SpectrogramSettings
 from ..errors import BundleError
 from ..storage.atomic import atomic_write
+from .calibration import uncalibrated
 from .networks import ModalityBranch
 
 BUNDLE_FORMAT = "discomkd-bundle"
@@ -86,6 +87,18 @@ class ModelBundle:
     def test_metrics(self) -> dict[str, dict]:
         return self.metadata.get("test_metrics", {})
 
+    def calibration(self, modality: str) -> dict:
+        """The modality's temperature and uncertain-answer threshold; a bundle written before
+        calibration existed (or without a validation split) has temperature 1."""
+        return {**uncalibrated(), **self.metadata["modalities"][modality].get("calibration", {})}
+
+    def temperature(self, modality: str) -> float:
+        return float(self.calibration(modality)["temperature"])
+
+    def uncertain_below(self, modality: str) -> float:
+        """The default confidence below which the modality's answers are flagged as uncertain."""
+        return float(self.calibration(modality)["uncertain_below"])
+
     def build_branch(self, modality: str, device: str | torch.device = "cpu") -> ModalityBranch:
         """The modality's encoders and classifier with the bundle's weights, in eval mode."""
         info = self.metadata["modalities"][modality]
@@ -110,6 +123,7 @@ class ModelBundle:
             if test:
                 line += f", test accuracy {test['accuracy']:.3f}, weighted F1 {test['weighted_f1']:.3f}"
             lines.append(line)
+            lines.append("    " + calibration_summary(self.calibration(name), test))
         versions = md.get("versions", {})
         lines.append("trained with " + ", ".join(f"{k} {v}" for k, v in versions.items()))
         return lines
@@ -124,7 +138,10 @@ def make_metadata(
     training_config: dict,
     test_metrics: dict[str, dict] | None = None,
     run_name: str | None = None,
+    calibration: dict[str, dict] | None = None,
 ) -> dict:
+    """``calibration``: per modality, what ``calibration.fit_calibration`` returned (absent: temperature 1)."""
+    calibration = calibration or {}
     return {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
@@ -133,7 +150,8 @@ def make_metadata(
         "classes": list(classes),
         "embed_dim": int(embed_dim),
         "modalities": {
-            name: {"spec": spec.to_dict(), "backbone": backbones[name], **best.get(name, {})}
+            name: {"spec": spec.to_dict(), "backbone": backbones[name], **best.get(name, {}),
+                   **({"calibration": calibration[name]} if name in calibration else {})}
             for name, spec in specs.items()
         },
         "training": training_config,
@@ -266,6 +284,7 @@ def check_metadata(metadata, weights: dict, name: str = "the model") -> None:
         if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
             bad(f"modality '{modality}' has no preprocessing settings")
         _check_spec(modality, info, bad)
+        _check_calibration(modality, info.get("calibration", {}), bad)
         _check_weights(modality, info, weights[modality], metadata["embed_dim"], len(classes), bad, name)
     test_metrics = metadata.get("test_metrics", {})
     if not isinstance(test_metrics, dict):
@@ -345,6 +364,31 @@ def _check_spec(modality: str, info: dict, bad) -> None:
             bad(f"audio modality '{modality}' has invalid spectrogram settings")
     elif settings is not None:
         bad(f"modality '{modality}' is not audio but has spectrogram settings")
+
+
+def _check_calibration(modality: str, calibration, bad) -> None:
+    if not isinstance(calibration, dict):
+        bad(f"the calibration of '{modality}' must be an object")
+    temperature = calibration.get("temperature", 1.0)
+    if not _is_number(temperature) or not temperature > 0:
+        bad(f"the temperature of '{modality}' must be a positive number")
+    threshold = calibration.get("uncertain_below", 0.5)
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        bad(f"the uncertain-answer threshold of '{modality}' must be a number from 0 to 1")
+
+
+def calibration_summary(calibration: dict, test_metrics: dict | None = None) -> str:
+    """One line on how a modality's probabilities are calibrated, for `info` and the app."""
+    if calibration.get("fitted_on") != "validation":
+        text = "probabilities not calibrated (no validation split, or a model from before calibration)"
+    else:
+        text = (f"probabilities calibrated on {calibration.get('samples', '?')} validation files "
+                f"(temperature {calibration['temperature']:.3f})")
+    if test_metrics and test_metrics.get("ece") is not None:
+        text += f"; test ECE {test_metrics['ece']:.3f}"
+        if test_metrics.get("ece_uncalibrated") is not None:
+            text += f" ({test_metrics['ece_uncalibrated']:.3f} uncalibrated)"
+    return text + f"; answers below {100 * calibration['uncertain_below']:.0f}% are flagged as uncertain"
 
 
 def _check_weights(modality: str, info: dict, state: dict, embed_dim: int, n_classes: int, bad,

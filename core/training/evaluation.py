@@ -14,6 +14,7 @@ from ..data.load import load_modality
 from ..data.scan import infer_kind, list_modality_folder, listing_sample
 from ..errors import ConfigError
 from ..model.bundle import load_bundle
+from ..model.calibration import calibrated_probabilities, calibration_report, top1
 from .metrics import classification_metrics
 
 
@@ -44,7 +45,9 @@ def evaluate_branch(branch, x: torch.Tensor, y: torch.Tensor, classes: list[str]
 
 def evaluate_bundle_on_folder(bundle_path: str | Path, modality: str, folder: str | Path,
                               progress: Callable[[int, int], None] | None = None) -> dict:
-    """Metrics of one modality's classifier on every usable file of a class-per-folder directory."""
+    """Metrics of one modality's classifier on every usable file of a class-per-folder directory,
+    with its calibration there: ``ece`` with the bundle's temperature, ``ece_uncalibrated`` with
+    none, and the share of answers the bundle's threshold flags as uncertain."""
     bundle = load_bundle(bundle_path)
     if modality not in bundle.specs:
         raise ConfigError(f"The model has no modality '{modality}'; it has {', '.join(bundle.modality_names)}.")
@@ -67,6 +70,18 @@ def evaluate_bundle_on_folder(bundle_path: str | Path, modality: str, folder: st
     branch = bundle.build_branch(modality)
     out = branch_outputs(branch, x, torch.device("cpu"))
     metrics = classification_metrics(y, out["logits"].argmax(1).numpy(), bundle.classes)
+    calibration = bundle.calibration(modality)
+    labels = torch.from_numpy(y)
+    metrics.update(calibration_report(out["logits"], labels, calibration["temperature"]))
+    metrics["calibrated_on"] = calibration["fitted_on"]
+    confidence, correct = top1(calibrated_probabilities(out["logits"], calibration["temperature"]), labels)
+    flagged = confidence < calibration["uncertain_below"]
+    metrics["uncertain"] = {
+        "below": calibration["uncertain_below"],
+        "share": float(flagged.mean()),
+        "accuracy_flagged": float(correct[flagged].mean()) if flagged.any() else None,
+        "accuracy_not_flagged": float(correct[~flagged].mean()) if (~flagged).any() else None,
+    }
     metrics["skipped"] = [{"path": s.path, "reason": s.reason} for s in data.skipped]
     metrics["unknown_classes"] = unknown
     return metrics

@@ -36,6 +36,7 @@ from ..model.losses import (
 from ..model.networks import DisCoMKD, resolve_backbone
 from ..storage import runs
 from ..storage.atomic import atomic_write
+from .calibrate import fit_branch_calibration, measure_test_calibration
 from .evaluation import branch_outputs, evaluate_branch
 from .events import (BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken,
                      TeachingChanged)
@@ -106,6 +107,8 @@ class TrainingSession:
     teachers: dict[str, list[str]] = field(default_factory=dict)  # who teaches whom on them this epoch
     # The best validation scores when the teachers were last chosen: a new direction must hold on two.
     earlier_scores: dict[str, float] | None = None
+    # Per modality, the temperature and uncertain-answer threshold of its best weights (fitted on validation).
+    calibration: dict[str, dict] = field(default_factory=dict)
 
     @property
     def unlabelled_pairs(self) -> int:
@@ -466,7 +469,15 @@ def diverged_error(session: TrainingSession, what: str) -> TrainingError:
 def bundle_metadata(run: ActiveRun, session: TrainingSession, test_metrics: dict | None = None) -> dict:
     config = session.config
     return make_metadata(session.classes, session.specs, session.backbones, config.embed_dim, session.best,
-                         config.to_dict(), test_metrics, run.record.get("name"))
+                         config.to_dict(), test_metrics, run.record.get("name"), session.calibration)
+
+
+def calibrate_modality(session: TrainingSession, modality: str) -> dict:
+    """Fit the modality's calibration on the validation split with the weights its branch holds now."""
+    prepared = session.prepared[modality]
+    session.calibration[modality] = fit_branch_calibration(
+        session.model.branches[modality], prepared.x["val"], prepared.y["val"], session.device)
+    return session.calibration[modality]
 
 
 def write_epoch(run: ActiveRun, session: TrainingSession, epoch: int, trained: EpochTraining,
@@ -491,6 +502,8 @@ def write_epoch(run: ActiveRun, session: TrainingSession, epoch: int, trained: E
                       "teachers": session.teachers, "generator": session.generator.get_state()}
         atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
         if improved:
+            for n in improved:  # a bundle saved mid-run (then stopped or killed) is calibrated too
+                calibrate_modality(session, n)
             save_bundle(bundle_path, bundle_metadata(run, session), session.best_states)
     run.write_record(epochs_done=epoch, best=session.best)
     val_text = ", ".join(f"{n} acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in val_metrics.items())
@@ -524,8 +537,14 @@ def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bo
         branch.load_state_dict(session.best_states[n])
         x_test, y_test = session.prepared[n].x["test"], session.prepared[n].y["test"]
         metrics = evaluate_branch(branch, x_test, y_test, session.classes, session.device)
+        calibration = calibrate_modality(session, n)  # refitted on every finish, `continue` included
+        if calibration["fitted_on"] is None:
+            run.log(f"{n}: no validation split, so its probabilities are not calibrated (temperature 1)")
         if metrics:
             metrics["best_epoch"] = session.best[n]["best_epoch"]
+            metrics.update(measure_test_calibration(branch, x_test, y_test, calibration["temperature"], session.device))
+            metrics["calibrated_on"] = calibration["fitted_on"]
+            metrics["uncertain_below"] = calibration["uncertain_below"]
             test_metrics[n] = metrics
             keep = slice(0, MAX_EMBEDDING_POINTS)
             out = branch_outputs(branch, x_test[keep], session.device)
@@ -548,8 +567,10 @@ def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bo
         f"Stopped after epoch {epoch}; the best model so far was kept." if stopped else f"Finished {epoch} epochs."
     )
     reason = " ".join([reason, *session.config.split_warnings()])
-    run.write_record(status=status, reason=reason, epochs_done=epoch, test_metrics=test_metrics)
-    summary = "; ".join(f"{n} test acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in test_metrics.items())
+    run.write_record(status=status, reason=reason, epochs_done=epoch, test_metrics=test_metrics,
+                     calibration=session.calibration)
+    summary = "; ".join(f"{n} test acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f} ECE {m['ece_uncalibrated']:.3f} -> "
+                        f"{m['ece']:.3f} (T {m['temperature']:.3f})" for n, m in test_metrics.items())
     run.log(f"{status}: {summary}")
     event = RunEnded(status, reason, str(run.run_dir), str(bundle_path), epoch, test_metrics)
     run.emit(event)

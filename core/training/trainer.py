@@ -79,9 +79,10 @@ def continue_run(
     on_event: EventCallback | None = None,
     stop: StopToken | None = None,
 ) -> RunEnded:
-    """Continue a stopped or finished run for ``extra_epochs`` more epochs from its checkpoint."""
-    if isinstance(extra_epochs, bool) or not isinstance(extra_epochs, int) or extra_epochs < 1:
-        return RunEnded("failed", f"Continue a run for at least one more epoch (got {extra_epochs}).", "", None, 0)
+    """Continue a stopped or finished run for ``extra_epochs`` more epochs from its checkpoint (0: only
+    refit the calibration of its best weights and test again)."""
+    if isinstance(extra_epochs, bool) or not isinstance(extra_epochs, int) or extra_epochs < 0:
+        return RunEnded("failed", f"Continue a run for zero or more epochs (got {extra_epochs}).", "", None, 0)
     record = runs.read_run_record(Path(run_dir))
     try:
         config = TrainingConfig.from_dict(record["config"])
@@ -90,6 +91,9 @@ def continue_run(
                         "cannot be continued. Start a new training.", "", None, 0)
     if runs.never_trained(Path(run_dir)):
         # Nothing was saved to continue from: train its settings from the first epoch, in its folder.
+        if extra_epochs < 1:
+            return RunEnded("failed", "This run ended before its first epoch, so it has nothing to recalibrate: "
+                            "continue it for at least one epoch.", "", None, 0)
         return _train(replace(config, epochs=extra_epochs), run_dir, on_event, stop, None, record.get("name"),
                       resume_from=None, extra_epochs=0)
     return _train(config, run_dir, on_event, stop, None, record.get("name"), resume_from=Path(run_dir), extra_epochs=extra_epochs)

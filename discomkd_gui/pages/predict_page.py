@@ -2,6 +2,8 @@
 
 Each file is routed to its modality by the engine (kind and shape); when several modalities fit,
 the user is asked. A few files are shown as cards; many become a sortable table with CSV export.
+Probabilities are the engine's calibrated ones; answers below a confidence threshold (each
+modality's default from its validation split, or one the user sets) are flagged as uncertain.
 Prediction runs in a background job.
 """
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -35,6 +38,8 @@ from ..widgets.thumbnails import thumbnail_pixmap
 from .common import page_header, read_only_table, table_item
 
 GALLERY_LIMIT = 12  # more files than this are shown as a table
+UNCERTAIN_COLOUR = "#b35c00"
+UNCERTAIN_HINT = "Answers whose (calibrated) confidence is below this are marked uncertain in the cards, the table and the CSV"
 
 
 @dataclass
@@ -83,10 +88,14 @@ def predict_paths(state: TaskState, predictor, paths: list[str], modality: str |
 
 
 class ResultCard(QFrame):
-    def __init__(self, item: PredictedFile, top_k: int, parent: QWidget | None = None) -> None:
+    """One file: thumbnail, answer with its confidence (flagged when uncertain), top-k bars."""
+
+    def __init__(self, item: PredictedFile, top_k: int, uncertain_below: float | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("card")
         self.item = item
+        self.uncertain = item.ok and item.result.is_uncertain(uncertain_below)
         row = QHBoxLayout(self)
         pic = QLabel()
         pic.setFixedSize(104, 104)
@@ -104,9 +113,14 @@ class ResultCard(QFrame):
         col.addWidget(name)
         if item.ok:
             r = item.result
+            threshold = r.uncertain_below if uncertain_below is None else uncertain_below
+            flag = (f" · <span style='color:{UNCERTAIN_COLOUR}; font-weight:600'>⚠ uncertain</span>"
+                    if self.uncertain else "")
             self.label = QLabel(f"<span style='font-size:15pt; font-weight:600'>{r.label}</span>"
-                                f"&nbsp;&nbsp;{100 * r.confidence:.1f}% · modality <b>{r.modality}</b>")
+                                f"&nbsp;&nbsp;{100 * r.confidence:.1f}% · modality <b>{r.modality}</b>{flag}")
             self.label.setObjectName("predictedLabel")
+            if self.uncertain:
+                self.label.setToolTip(f"Confidence below {100 * threshold:.0f}%: check this answer.")
             col.addWidget(self.label)
             self.bars = ProbabilityBars()
             self.bars.set_items(r.top(top_k))
@@ -181,6 +195,15 @@ class PredictPage(QWidget):
         self.top_k.setValue(3)
         self.top_k.valueChanged.connect(self._render)
         bar.addWidget(self.top_k)
+        bar.addWidget(QLabel("Flag answers below"))
+        self.uncertain_below = QSpinBox()
+        self.uncertain_below.setRange(0, 100)
+        self.uncertain_below.setSuffix("%")
+        # 0 shows the special text: each modality's threshold from its validation split, stored in the model.
+        self.uncertain_below.setSpecialValueText("model default")
+        self.uncertain_below.setToolTip(UNCERTAIN_HINT)
+        self.uncertain_below.valueChanged.connect(self._render)
+        bar.addWidget(self.uncertain_below)
         self.view_button = QPushButton("Show as table")
         self.view_button.setCheckable(True)
         self.view_button.toggled.connect(self._toggle_view)
@@ -199,7 +222,8 @@ class PredictPage(QWidget):
         self.gallery_grid = QGridLayout(self.gallery)
         self.gallery_grid.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.gallery_scroll.setWidget(self.gallery)
-        self.table = read_only_table(["File", "Modality", "Prediction", "Confidence", "Message"], stretch_column=4)
+        self.table = read_only_table(["File", "Modality", "Prediction", "Confidence", "Uncertain", "Message"],
+                                     stretch_column=5)
         self.table.setSortingEnabled(True)
         self.stack.addWidget(self.gallery_scroll)
         self.stack.addWidget(self.table)
@@ -229,11 +253,31 @@ class PredictPage(QWidget):
         bundle = predictor.bundle
         parts = [f"<b>{n}</b> ({s.describe()})" for n, s in predictor.specs.items()]
         name = bundle.metadata.get("run_name") or Path(path).name
-        self.model_label.setText(f"Model “{name}”: {len(bundle.classes)} classes · modalities " + "; ".join(parts))
+        self.model_label.setText(f"Model “{name}”: {len(bundle.classes)} classes · modalities " + "; ".join(parts)
+                                 + "<br>" + self._calibration_text(bundle))
         self.model_label.setToolTip(path)
+        self.uncertain_below.setToolTip(UNCERTAIN_HINT + " (model default: " + ", ".join(
+            f"{n} {100 * bundle.uncertain_below(n):.0f}%" for n in predictor.specs) + ")")
         self.status.setText("Model ready. Drop files to classify them.")
         self.set_enabled_for_model(True)
         self.model_loaded.emit(bundle)
+
+    @staticmethod
+    def _calibration_text(bundle) -> str:
+        calibrated = [n for n in bundle.modality_names if bundle.calibration(n)["fitted_on"] == "validation"]
+        defaults = ", ".join(f"{n} {100 * bundle.uncertain_below(n):.0f}%" for n in bundle.modality_names)
+        if len(calibrated) == len(bundle.modality_names):
+            text = "Probabilities calibrated on the validation split"
+        elif calibrated:
+            text = f"Probabilities calibrated for {', '.join(calibrated)} only (the others had no validation split)"
+        else:
+            text = "Probabilities not calibrated (no validation split, or a model from before calibration)"
+        return f"{text}; answers below {defaults} are flagged as uncertain by default."
+
+    def uncertain_threshold(self) -> float | None:
+        """The threshold the user set, or None for each modality's default from the model."""
+        value = self.uncertain_below.value()
+        return None if value == 0 else value / 100
 
     # ----- predicting -------------------------------------------------------------------------
     def choose_files(self) -> None:
@@ -310,10 +354,11 @@ class PredictPage(QWidget):
             if w:
                 w.deleteLater()
         self.cards: list[ResultCard] = []
+        threshold = self.uncertain_threshold()
         if len(self.items) <= GALLERY_LIMIT:
             columns = 2
             for n, item in enumerate(self.items):
-                card = ResultCard(item, self.top_k.value())
+                card = ResultCard(item, self.top_k.value(), threshold)
                 self.cards.append(card)
                 self.gallery_grid.addWidget(card, n // columns, n % columns)
             for row in range(self.gallery_grid.rowCount()):
@@ -323,12 +368,15 @@ class PredictPage(QWidget):
         self.table.setRowCount(len(self.items))
         for r, item in enumerate(self.items):
             res = item.result
+            uncertain = "uncertain" if item.ok and res.is_uncertain(threshold) else ""
             cells = [printable_name(Path(res.path).name), getattr(res, "modality", "—"), getattr(res, "label", "—"),
-                     round(res.confidence, 4) if item.ok else "—", "" if item.ok else res.message]
+                     round(res.confidence, 4) if item.ok else "—", uncertain, "" if item.ok else res.message]
             for c, v in enumerate(cells):
                 cell = table_item(v)
                 if c == 0:
                     cell.setToolTip(printable_name(res.path))
+                if uncertain and c in (3, 4):
+                    cell.setForeground(QColor(UNCERTAIN_COLOUR))
                 self.table.setItem(r, c, cell)
         self.table.setSortingEnabled(True)
         many = len(self.items) > GALLERY_LIMIT
@@ -363,7 +411,8 @@ class PredictPage(QWidget):
 
         try:
             write_predictions_csv([i.result for i in self.items], destination, self.predictor.classes, replace=replace,
-                                  inputs=[p for p in (self.model_path, *self.dropped_paths) if p])
+                                  inputs=[p for p in (self.model_path, *self.dropped_paths) if p],
+                                  uncertain_below=self.uncertain_threshold())
         except DisComKDError as exc:  # an input, a folder, an unwritable or full disk: the message says which
             self.error.emit(str(exc), "")
             return None
