@@ -35,7 +35,7 @@ from ..model.losses import (
 from ..model.networks import DisCoMKD, resolve_backbone
 from ..storage import runs
 from ..storage.atomic import atomic_write
-from .evaluation import branch_outputs, evaluate_branch
+from .evaluation import branch_outputs, evaluate_branch, metrics_from_logits
 from .events import BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken
 from .metrics import pca_2d
 from .preparation import PreparedModality, prepare_modalities
@@ -425,21 +425,34 @@ def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bo
 
     # Test metrics and embeddings with each modality's best weights.
     test_metrics = {}
+    test_predictions = {}
     emb_inv, emb_inf, emb_mod, emb_label = [], [], [], []
     for k, n in enumerate(session.names):
         branch = session.model.branches[n]
         branch.load_state_dict(session.best_states[n])
-        x_test, y_test = session.prepared[n].x["test"], session.prepared[n].y["test"]
-        metrics = evaluate_branch(branch, x_test, y_test, session.classes, session.device)
-        if metrics:
-            metrics["best_epoch"] = session.best[n]["best_epoch"]
-            test_metrics[n] = metrics
-            keep = slice(0, MAX_EMBEDDING_POINTS)
-            out = branch_outputs(branch, x_test[keep], session.device)
-            emb_inv.append(out["z_inv"].numpy())
-            emb_inf.append(out["z_inf"].numpy())
-            emb_mod.append(np.full(out["z_inv"].shape[0], k))
-            emb_label.append(y_test[keep].numpy())
+        prepared = session.prepared[n]
+        x_test, y_test = prepared.x["test"], prepared.y["test"]
+        if x_test.shape[0] == 0:
+            continue
+        out = branch_outputs(branch, x_test, session.device)
+        metrics = metrics_from_logits(out["logits"], y_test, session.classes)
+        metrics["best_epoch"] = session.best[n]["best_epoch"]
+        test_metrics[n] = metrics
+        # Each test file's prediction, for the Results page's error browser.
+        test_predictions[n] = {
+            "folder": prepared.data.folder,
+            "files": [prepared.data.files[int(i)] for i in prepared.rows["test"]],
+            "true": y_test.tolist(),
+            "predicted": out["logits"].argmax(1).tolist(),
+            "probabilities": torch.softmax(out["logits"], dim=1).tolist(),
+        }
+        keep = slice(0, MAX_EMBEDDING_POINTS)
+        emb_inv.append(out["z_inv"][keep].numpy())
+        emb_inf.append(out["z_inf"][keep].numpy())
+        emb_mod.append(np.full(emb_inv[-1].shape[0], k))
+        emb_label.append(y_test[keep].numpy())
+    if test_predictions:
+        runs.write_test_predictions(run.run_dir, session.classes, test_predictions)
     if emb_inv:
         runs.save_embeddings(
             run.run_dir,
