@@ -157,7 +157,8 @@ class MainWindow(QMainWindow):
         self._action(help_menu, "About DisCoM-KD Studio", self.show_about)
 
     def _connect_pages(self) -> None:
-        for page in (self.data_page, self.train_page, self.predict_page, self.runs_page, self.compare_page):
+        for page in (self.data_page, self.train_page, self.results_page, self.predict_page, self.runs_page,
+                     self.compare_page):
             page.error.connect(self.show_error)
         self.data_page.modalities_changed.connect(self._modalities_changed)
         self.train_page.start_requested.connect(self.start_training)

@@ -13,6 +13,8 @@ is gone or stale was killed; it is shown as "interrupted" and its temporary file
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -24,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError, RunFolderError, StorageError
 from .atomic import atomic_write, remove_orphan_temp_files, storage_error
-from .paths import runs_dir
+from .paths import printable_name, runs_dir
 from .run_lock import RunLock, lock_owner
 
 RUN_FORMAT_VERSION = 1
@@ -142,6 +144,18 @@ class TestPredictions:
         """The files of one confusion-matrix cell (row: true class, column: predicted class)."""
         return [p for p in self.by_modality.get(modality, [])
                 if p.true_index == true_index and p.predicted_index == predicted_index]
+
+
+def test_files_table(files: list[TestFilePrediction], classes: list[str], delimiter: str = ",") -> str:
+    """Test files as CSV (or tab-separated, for pasting into a spreadsheet): file, modality, true
+    and predicted class, then one probability column per class."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(["file", "modality", "true_class", "predicted_class", *[f"p_{c}" for c in classes]])
+    for f in files:
+        writer.writerow([printable_name(f.path), f.modality, classes[f.true_index], classes[f.predicted_index],
+                         *[f"{p:.4f}" for p in f.probabilities]])
+    return out.getvalue()
 
 
 def write_test_predictions(run_dir: Path, classes: list[str], by_modality: dict[str, dict]) -> None:
