@@ -293,7 +293,8 @@ class MainWindow(QMainWindow):
         try:
             record = runs.read_run_record(Path(run_dir))
             self.results_page.show_run(run_dir)
-            self.train_page.show_history(runs.read_history(Path(run_dir)), record.get("name", ""))
+            self.train_page.show_history(runs.read_history(Path(run_dir)), record.get("name", ""), record,
+                                         runs.read_log_tail(Path(run_dir)))
         except DataError as exc:
             self.show_error(str(exc))
             return

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from ..config import LossWeights, TrainingConfig
+from ..config import LossWeights, TrainingConfig, ramp_explanation
 from ..data.augment import augment_batch
 from ..data.dataset import MultiModalDataset
 from ..data.spec import ModalitySpec
@@ -248,12 +248,16 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             "train_sizes": session.train_sizes,
         },
     )
+    active = config.weights.active_terms(session.unlabelled_pairs)
     run.log(f"start: epochs {session.start_epoch + 1}..{session.target_epochs} on {session.device}, "
             f"backbones {session.backbones}, train sizes {session.train_sizes}")
+    ramp_note = ramp_explanation(config.term_ramp, session.target_epochs, active)
+    if ramp_note and session.start_epoch < config.term_ramp * session.target_epochs:
+        run.log(ramp_note)
     run.emit(RunStarted(str(run.run_dir), names, session.classes, session.train_sizes, session.start_epoch,
                         session.target_epochs, session.steps_per_epoch, str(session.device), session.backbones,
                         dataset.report.pairing.status,
-                        session.unlabelled_pairs))
+                        session.unlabelled_pairs, active, config.term_ramp))
 
 
 def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock: RunClock) -> EpochTraining:
