@@ -33,6 +33,8 @@ from .pages.train_page import TrainPage
 from .resources import app_icon
 
 DEFAULT_SIZE = QSize(1280, 820)
+MINIMUM_SIZE = QSize(1024, 700)  # every page is laid out to work from here up (tests/gui/test_small_window.py)
+STATUS_TIMEOUT_MS = 15000  # a message in the status bar goes after this long, or when the page changes
 SETTINGS_VERSION = 1
 
 
@@ -62,6 +64,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or open_settings()
         self.setWindowTitle("DisCoM-KD Studio")
         self.setWindowIcon(app_icon())
+        self.setMinimumSize(MINIMUM_SIZE)
         self.resize(DEFAULT_SIZE)
         self._close_when_stopped = False
         self._device_job: Job | None = None
@@ -121,7 +124,12 @@ class MainWindow(QMainWindow):
 
         self._build_menus()
         self._connect_pages()
-        self.statusBar().showMessage("Ready. Add modality folders on the Data page, or File → Add demo data.")
+        # What runs now (training, export) stays on the right; messages on the left time out.
+        self.activity = QLabel("")
+        self.activity.setObjectName("activity")
+        self.statusBar().addPermanentWidget(self.activity)
+        self.statusBar().showMessage("Ready. Add modality folders on the Data page, or File → Add demo data.",
+                                     STATUS_TIMEOUT_MS)
         self.restore_settings()
         self.sidebar.setCurrentRow(0)
 
@@ -182,11 +190,12 @@ class MainWindow(QMainWindow):
         if row < 0:
             return
         self.stack.setCurrentIndex(row)
+        self.statusBar().clearMessage()  # a message was about the page left
         if self.PAGES[row] == "Runs":
             self.runs_page.refresh()
 
     def show_error(self, message: str, details: str = "") -> None:
-        self.statusBar().showMessage(message.splitlines()[0] if message else "", 10000)
+        self.statusBar().showMessage(message.splitlines()[0] if message else "", STATUS_TIMEOUT_MS)
         box = show_error(self, message, details)
         self.error_boxes.append(box)
         box.finished.connect(lambda *_: self.error_boxes.remove(box) if box in self.error_boxes else None)
@@ -200,9 +209,19 @@ class MainWindow(QMainWindow):
         self.device_label.setText("loading PyTorch…")
         job = Job(probe_devices, "devices", self)
         job.succeeded.connect(self._devices_found)
-        job.failed.connect(lambda message, details: self.device_label.setText("PyTorch could not be loaded"))
+        job.failed.connect(self._devices_failed)
         self._device_job = job
         job.start()
+
+    def _devices_failed(self, message: str, details: str) -> None:
+        """Name the import error itself (label, and the error box with the traceback under its details)."""
+        from .startup import torch_failure_message
+
+        text = torch_failure_message(message)
+        cause = (message.removeprefix("Something went wrong: ").splitlines() or ["unknown error"])[0][:160]
+        self.device_label.setText(f"PyTorch could not be loaded: {cause}")
+        self.device_label.setToolTip(details or cause)
+        self.show_error(text, details)
 
     def _devices_found(self, devices: list[str]) -> None:
         self.configure_page.set_available_devices(devices)
@@ -269,7 +288,7 @@ class MainWindow(QMainWindow):
         self.start_action.setEnabled(not active)
         self.stop_action.setEnabled(active)
         self.runs_page.active_run_dir = self.train_page.run_dir if active else None
-        self.statusBar().showMessage("Training… the window stays usable; Stop keeps the best model." if active else "Ready.")
+        self.activity.setText("Training… the window stays usable; Stop keeps the best model." if active else "")
         if not active and self._close_when_stopped:
             QTimer.singleShot(0, self.close)
 
@@ -283,7 +302,7 @@ class MainWindow(QMainWindow):
             self.predict_page.load_model(result.bundle_path)
         self.runs_page.refresh()
         summary = "; ".join(f"{m} accuracy {v['accuracy']:.3f}" for m, v in (result.test_metrics or {}).items())
-        self.statusBar().showMessage(f"{result.reason} {summary}".strip(), 15000)
+        self.statusBar().showMessage(f"{result.reason} {summary}".strip(), STATUS_TIMEOUT_MS)
 
     # ----- runs and models --------------------------------------------------------------------
     def open_run(self, run_dir: str) -> None:
@@ -341,7 +360,7 @@ class MainWindow(QMainWindow):
             message = (f"Exported the {result.modality} classifier to {result.model_path} and its preprocessing to "
                        f"{result.sidecar_path.name}. Checked: probabilities match the model within "
                        f"{result.max_abs_diff:.1e} on {result.checked_on}.")
-            self.statusBar().showMessage(message, 15000)
+            self.statusBar().showMessage(message, STATUS_TIMEOUT_MS)
             box = QMessageBox(QMessageBox.Icon.Information, "Export done", message, QMessageBox.StandardButton.Ok, self)
             box.setObjectName("exportDone")
             box.open()
@@ -351,7 +370,8 @@ class MainWindow(QMainWindow):
         job = Job(lambda state: export_modality(bundle_path, modality, fmt, out), "export", self)
         job.succeeded.connect(done)
         job.failed.connect(self.show_error)
-        self.statusBar().showMessage(f"Exporting the {modality} classifier ({fmt})…")
+        job.finished.connect(lambda: self.activity.setText(""))
+        self.activity.setText(f"Exporting the {modality} classifier ({fmt})…")
         return job.start()
 
     # ----- settings ---------------------------------------------------------------------------
@@ -408,7 +428,7 @@ class MainWindow(QMainWindow):
                 return
             self._close_when_stopped = True
             self.train_page.stop()
-            self.statusBar().showMessage("Stopping the training cleanly before quitting…")
+            self.activity.setText("Stopping the training cleanly before quitting…")
             event.ignore()  # closed again when the training thread has ended
             return
         self.save_settings()
