@@ -6,7 +6,7 @@ import importlib
 import json
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QSettings, QSize, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -52,6 +53,44 @@ def probe_devices(state) -> list[str]:
     from discomkd.training.trainer import available_devices
 
     return available_devices()
+
+
+class PageScrollArea(QScrollArea):
+    """Holds a page: the page fills the window, and scrolls instead of being cut off when the
+    window is smaller than the page's minimum size.
+
+    QScrollArea's own resizing gives a page with word-wrapped labels its preferred height (height
+    for width), which would make every page scroll; here the page gets the viewport's size, never
+    less than its minimum.
+    """
+
+    def __init__(self, page_holder: QWidget) -> None:
+        super().__init__()
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setWidgetResizable(False)
+        self.setWidget(page_holder)
+        page_holder.installEventFilter(self)
+
+    def fit_page(self) -> None:
+        holder = self.widget()
+        minimum = holder.minimumSizeHint().expandedTo(holder.minimumSize())
+        viewport = self.maximumViewportSize()  # the room without scroll bars
+        size = minimum.expandedTo(viewport)
+        if size.width() > viewport.width():  # a horizontal scroll bar takes height
+            size.setHeight(max(minimum.height(), viewport.height() - self.horizontalScrollBar().sizeHint().height()))
+        if size.height() > viewport.height():  # a vertical one takes width
+            size.setWidth(max(minimum.width(), viewport.width() - self.verticalScrollBar().sizeHint().width()))
+        if holder.size() != size:
+            holder.resize(size)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.fit_page()
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest:  # the page's minimum size may have changed
+            QTimer.singleShot(0, self.fit_page)
+        return super().eventFilter(watched, event)
 
 
 class MainWindow(QMainWindow):
@@ -117,7 +156,7 @@ class MainWindow(QMainWindow):
             v = QVBoxLayout(holder)
             v.setContentsMargins(16, 12, 16, 12)
             v.addWidget(self.pages[name])
-            self.stack.addWidget(holder)
+            self.stack.addWidget(PageScrollArea(holder))
         row.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.sidebar.currentRowChanged.connect(self._page_changed)

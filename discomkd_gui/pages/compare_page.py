@@ -125,33 +125,30 @@ class ComparePage(QWidget):
         buttons.addWidget(self.stop_button)
         layout.addWidget(header)
 
-        options = QHBoxLayout()
+        # The methods take the page's whole width (three columns fit a 1024-pixel window); the
+        # repetitions sit on one line below them, so the table and chart keep their height.
         self.methods_box = QGroupBox("Methods")
         self.methods_grid = QGridLayout(self.methods_box)
-        options.addWidget(self.methods_box, 3)
-        seeds_box = QGroupBox("Repetitions")
-        sl = QVBoxLayout(seeds_box)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Random splits (seeds)"))
+        self.methods_grid.setVerticalSpacing(2)
+        layout.addWidget(self.methods_box)
+        seeds_row = QHBoxLayout()
+        seeds_row.addWidget(QLabel("Random splits (seeds)"))
         self.seeds = QSpinBox()
         self.seeds.setRange(1, 20)
         self.seeds.setValue(5)
         self.seeds.setToolTip("Each seed is a different train/validation/test split, the same for every method; "
                               "the differences to the student alone are paired by seed. Use 5 or more.")
-        row.addWidget(self.seeds)
-        sl.addLayout(row)
+        seeds_row.addWidget(self.seeds)
         note = QLabel("Every method trains for the Configure page's epochs on each seed. Compare at "
                       "convergence: a warning says when a best epoch falls in the last 20% of the epochs.")
         note.setWordWrap(True)
         note.setObjectName("hint")
-        sl.addWidget(note)
+        seeds_row.addWidget(note, 1)
+        layout.addLayout(seeds_row)
         self.estimate = QLabel("Before it starts, the time is estimated from your earlier trainings of the same data.")
         self.estimate.setWordWrap(True)
         self.estimate.setObjectName("hint")
-        sl.addWidget(self.estimate)
-        sl.addStretch(1)
-        options.addWidget(seeds_box, 1)
-        layout.addLayout(options)
+        layout.addWidget(self.estimate)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -183,6 +180,8 @@ class ComparePage(QWidget):
                               "Verdict: helps / hurts when the interval lies above / below 0, otherwise no evidence.")
         self.table.setSortingEnabled(True)
         self.chart = ComparisonChart()
+        self.table.setMinimumHeight(115)  # the header and three rows
+        self.chart.setMinimumHeight(125)
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
         split.addWidget(self.table)
@@ -248,7 +247,7 @@ class ComparePage(QWidget):
             box = QCheckBox(label)
             box.setChecked(method in DEFAULT_CHOICE)
             self.method_boxes[method] = box
-            self.methods_grid.addWidget(box, i % 3, i // 3)
+            self.methods_grid.addWidget(box, i // 3, i % 3)
 
     def selected_methods(self) -> list[str]:
         self.ensure_methods()

@@ -99,7 +99,7 @@ class ResultsPage(QWidget):
         cml.addWidget(self.cell_hint)
         cml.addWidget(self.confusion)
         split.addWidget(cm_box)
-        split.setSizes([420, 620])
+        split.setSizes([440, 400])  # the per-class columns fit beside the matrix in a 1024-pixel window
         mt.addWidget(split, 1)
         self.tabs.addTab(metrics_tab, "Metrics per modality")
 

@@ -66,7 +66,7 @@ class RunsPage(QWidget):
         split.setChildrenCollapsible(False)
         split.addWidget(self.table)
         split.addWidget(self.side_by_side)
-        split.setSizes([220, 320])
+        split.setSizes([150, 400])
         layout.addWidget(split, 1)
 
         actions = QHBoxLayout()

@@ -37,7 +37,7 @@ MODALITY_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c5
 PLOT_HZ = 10  # timer ticks per second; the two plots take turns, so each redraws at most 5 times a second
 SMOOTHING = 0.9  # exponential moving average of per-batch losses
 LOSS_TOOLTIP = ("Lines: each loss term per batch (smoothed); dots: epoch means. Terms are unweighted; the total is "
-                "their weighted sum, as the optimiser sees it.")
+                "their weighted sum, as the optimiser sees it. Terms switched off, or without data, are not drawn.")
 
 
 class Series:
@@ -162,8 +162,8 @@ class TrainPage(QWidget):
         plots = QSplitter(Qt.Orientation.Horizontal)
         self.loss_widget = pg.PlotWidget()
         self.loss_plot = self.loss_widget.getPlotItem()
-        _style_plot(self.loss_plot, "Training losses: per batch (smoothed lines), epoch means (dots)",
-                    "loss (unweighted terms, weighted total)", None, "epoch")
+        # Short titles: a title's width is the plot's minimum width; the details are in the tooltip.
+        _style_plot(self.loss_plot, "Training losses", "loss (terms unweighted, total weighted)", None, "epoch")
         self.loss_legend = self.loss_plot.addLegend(offset=(-10, 10), colCount=3)
         self.loss_curves: dict[str, pg.PlotDataItem] = {}
         self.epoch_curves: dict[str, pg.PlotDataItem] = {}
@@ -188,8 +188,10 @@ class TrainPage(QWidget):
 
         self.val_widget = pg.PlotWidget()
         self.val_plot = self.val_widget.getPlotItem()
-        _style_plot(self.val_plot, "Validation per modality: accuracy (solid), weighted F1 (dashed)",
-                    "score (0 = worst, 1 = best)", None, "epoch")
+        _style_plot(self.val_plot, "Validation per modality", "score (0 = worst, 1 = best)", None, "epoch")
+        self.val_widget.setToolTip("Each modality's classifier on the validation split after each epoch: accuracy "
+                                   "(solid line, round dot), weighted F1 (dashed line, square dot). The dots mark "
+                                   "the latest epoch; the best epoch per modality is the model kept.")
         self.val_plot.setYRange(0, 1.02, padding=0)
         self.val_legend = self.val_plot.addLegend(offset=(-10, -10), colCount=2)
         self.val_curves: dict[tuple[str, str], pg.PlotDataItem] = {}

@@ -109,8 +109,10 @@ class ConfusionMatrixView(QWidget):
         painter.rotate(-90)
         painter.drawText(QRectF(-grid_w / 2, 0, grid_w, title_h), Qt.AlignmentFlag.AlignCenter, "True class")
         painter.restore()
-        painter.drawText(QRectF(left, 0, grid_w, title_h), Qt.AlignmentFlag.AlignCenter,
-                         "Test set: counts (colour = share of the true class)")
+        # Over the whole width (the grid alone is narrower than the title in a small window), elided if need be.
+        painter.drawText(QRectF(0, 0, self.width(), title_h), Qt.AlignmentFlag.AlignCenter,
+                         QFontMetrics(bold).elidedText("Test set: counts (colour = share of the true class)",
+                                                       Qt.TextElideMode.ElideRight, self.width()))
         painter.setFont(font)
         cell_font = QFont(font)
         if cell < metrics.height() * 1.6:

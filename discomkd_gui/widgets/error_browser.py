@@ -52,7 +52,7 @@ class ErrorBrowser(QWidget):
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.setChildrenCollapsible(False)
-        self.table = read_only_table(["File", "True class", "Predicted", "P(predicted)", "P(true)"])
+        self.table = read_only_table(["File", "True", "Predicted", "P(predicted)", "P(true)"])
         self.table.setSortingEnabled(True)
         self.table.itemSelectionChanged.connect(self._show_selected)
         self.table.itemDoubleClicked.connect(lambda *_: self.open_folder())
@@ -73,7 +73,7 @@ class ErrorBrowser(QWidget):
         dl.addWidget(self.bars)
         dl.addStretch(1)
         split.addWidget(detail)
-        split.setSizes([460, 240])
+        split.setSizes([600, 260])
         layout.addWidget(split, 1)
 
         buttons = QHBoxLayout()
@@ -223,4 +223,4 @@ class ErrorBrowserDialog(QDialog):
         self.browser = ErrorBrowser(self)
         layout = QVBoxLayout(self)
         layout.addWidget(self.browser)
-        self.resize(760, 480)
+        self.resize(900, 520)
