@@ -55,6 +55,16 @@ def probe_devices(state) -> list[str]:
     return available_devices()
 
 
+def torch_failure_message(message: str) -> str:
+    """What the user reads when PyTorch cannot be imported: the import error itself (a missing
+    library, a CPU or CUDA mismatch) and what to do, not only that it failed."""
+    cause = message.removeprefix("Something went wrong: ").strip() or "unknown error"
+    return (f"PyTorch could not be loaded, so training, prediction and export are unavailable.\n\n"
+            f"The error was: {cause}\n\n"
+            "Reinstall it in this environment (pip install --force-reinstall torch) or install the build "
+            "for your computer from pytorch.org; the details below show where the import failed.")
+
+
 class PageScrollArea(QScrollArea):
     """Holds a page: the page fills the window, and scrolls instead of being cut off when the
     window is smaller than the page's minimum size.
@@ -254,8 +264,6 @@ class MainWindow(QMainWindow):
 
     def _devices_failed(self, message: str, details: str) -> None:
         """Name the import error itself (label, and the error box with the traceback under its details)."""
-        from .startup import torch_failure_message
-
         text = torch_failure_message(message)
         cause = (message.removeprefix("Something went wrong: ").splitlines() or ["unknown error"])[0][:160]
         self.device_label.setText(f"PyTorch could not be loaded: {cause}")

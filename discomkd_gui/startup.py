@@ -51,12 +51,3 @@ def create_main_window(demo: bool = False, model: str | None = None, restore_ses
         window.open_model(model)
     return window
 
-
-def torch_failure_message(message: str) -> str:
-    """What the user reads when PyTorch cannot be imported: the import error itself (a missing
-    library, a CPU or CUDA mismatch) and what to do, not only that it failed."""
-    cause = message.removeprefix("Something went wrong: ").strip() or "unknown error"
-    return (f"PyTorch could not be loaded, so training, prediction and export are unavailable.\n\n"
-            f"The error was: {cause}\n\n"
-            "Reinstall it in this environment (pip install --force-reinstall torch) or install the build "
-            "for your computer from pytorch.org; the details below show where the import failed.")
