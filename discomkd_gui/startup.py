@@ -50,4 +50,3 @@ def create_main_window(demo: bool = False, model: str | None = None, restore_ses
     if model:
         window.open_model(model)
     return window
-
