@@ -43,7 +43,8 @@ class ConsoleReporter:
             self.err.flush()
 
     def __call__(self, event) -> None:
-        from .training.events import BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted
+        from .training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
+                                      StageStarted, TeachingChanged)
 
         if isinstance(event, DataProgress):
             self._bar(f"{event.stage}: {event.done}/{event.total} files")
@@ -70,6 +71,12 @@ class ConsoleReporter:
             val = "  ".join(f"{n}: acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in event.val_metrics.items())
             print(f"epoch {event.epoch}/{event.epochs}  loss {event.train_losses['total']:.4f}  val {val or 'n/a'}  "
                   f"({event.epoch_time_s:.1f} s)", file=self.out, flush=True)
+        elif isinstance(event, TeachingChanged):
+            self._bar("")
+            print(f"epoch {event.epoch}: {event.text}", file=self.out, flush=True)
+        elif isinstance(event, StageStarted):
+            self._bar("")
+            print(event.text[0].upper() + event.text[1:], file=self.out, flush=True)
         elif isinstance(event, BestModelSaved):
             pass
         elif isinstance(event, RunEnded):
@@ -94,6 +101,10 @@ class ConsoleReporter:
                     print(f"  {s['path']}: {s['reason']}", file=self.out)
                 if len(skipped) > limit:
                     print(f"  … and {len(skipped) - limit} more (all are listed in {run_dir}/run.json)", file=self.out)
+        if data.get("unlabelled_dropped"):
+            from .data.dataset import unlabelled_dropped_text
+
+            print(unlabelled_dropped_text(data["unlabelled_dropped"]), file=self.out)
         for name, classes in (data.get("missing") or {}).items():
             if classes:
                 print(f"{name} has no files for class(es): {', '.join(classes)} (its classifier never sees them)",

@@ -110,6 +110,9 @@ class TrainingConfig:
     orthogonality: str = "abs"  # |cos|; the authors' code uses the signed cosine
     agree_temperature: float = 1.0  # softens both sides of L_agree (Hinton's KD temperature)
     term_ramp: float = DEFAULT_TERM_RAMP  # share of training over which L_aux, L_adv, L_mod, L_perp ramp in (paper: 0)
+    # After the joint epochs, weaker modalities continue for as many epochs taught by the converged
+    # better-validated one on the unlabelled recordings (training/distill_stage.py); only with such recordings.
+    distill_stage: bool = False
     backbone: str = "auto"  # compact CNN on CPU, ResNet-18 on a GPU; signals always use the 1-D CNN
     embed_dim: int = 64  # size of z_inv, z_inf and z_irr; encoders output 2 * embed_dim (paper: 256)
     optimizer: str = "adam"
@@ -176,6 +179,7 @@ class TrainingConfig:
         d["weights"] = LossWeights(**{"agree": 0.0, "unlabelled": 0.0, **d.get("weights", {})})
         d.setdefault("term_ramp", 0.0)
         d.setdefault("agree_temperature", 1.0)
+        d.setdefault("distill_stage", False)  # runs saved before the stage existed ended with the joint epochs
         if "split" in d:
             d["split"] = tuple(float(v) for v in d["split"])
         return cls(**d)

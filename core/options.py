@@ -83,6 +83,8 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", choices=DEVICES, default=d.device)
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    g.add_argument("--no-distill-stage", action="store_true",
+                   help="end with the epochs: no distillation stage after them (it runs only with unlabelled recordings)")
     w = parser.add_argument_group("loss weights (paper: the five DisCoM-KD terms 1, no agreement)")
     for term in LossWeights.TERMS:
         w.add_argument(f"--w-{term}", type=float, default=getattr(d.weights, term), help=LOSS_EXPLANATIONS[term])
@@ -123,5 +125,6 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
         seed=args.seed,
         device=args.device,
         mixed_precision=not args.no_amp,
+        distill_stage=not args.no_distill_stage,
     )
     return paper_objective(config) if args.paper_objective else config

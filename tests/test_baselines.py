@@ -254,13 +254,15 @@ def test_comparison_table_formatting():
     result = ComparisonResult(rows=rows, skipped={"kd": "needs paired data"}, per_run=per_run,
                               settings={"seeds": 2, "config": {"epochs": 10}})
     md = result.to_markdown()
-    assert "| DisCoM-KD | rgb | 0.700 ± 0.141 | 0.800 ± 0.141 |  |  | 2 | 4/10 | 15.0 |" in md
+    assert "| DisCoM-KD | rgb | no | 0.700 ± 0.141 | 0.800 ± 0.141 |  |  | 2 | 4/10 | 15.0 |" in md
     assert "- Teacher + KD (Hinton): needs paired data" in md
     assert "- DisCoM-KD, rgb: best epoch 10 of 10 (in the last 20%): train longer" in md
     csv_lines = result.to_csv().splitlines()
-    assert csv_lines[0] == ("method,label,modality,wf1_mean,wf1_std,acc_mean,acc_std,time_s,n_runs,"
-                            "diff_mean,diff_ci_low,diff_ci_high,diff_wilcoxon_p,diff_seeds,verdict")
-    assert csv_lines[1].startswith("discomkd,DisCoM-KD,rgb,0.7000,0.1414,0.8000,0.1414,15.0000,2")
+    assert csv_lines[0] == ("method,label,modality,unlabelled,wf1_mean,wf1_std,acc_mean,acc_std,time_s,n_runs,"
+                            "diff_mean,diff_ci_low,diff_ci_high,diff_wilcoxon_p,diff_seeds,verdict,"
+                            "strongest_baseline,vs_strongest_mean,vs_strongest_ci_low,vs_strongest_ci_high,"
+                            "vs_strongest_wilcoxon_p,vs_strongest_seeds,vs_strongest_verdict")
+    assert csv_lines[1].startswith("discomkd,DisCoM-KD,rgb,no,0.7000,0.1414,0.8000,0.1414,15.0000,2")
 
 
 def test_paired_differences_to_the_student_and_verdicts():
@@ -291,13 +293,13 @@ def test_paired_differences_to_the_student_and_verdicts():
         "5 seeds); weak: helps, +2.9 F1 points (95% CI +2.0 to +3.8, Wilcoxon p 0.062, 5 seeds)"]
     assert result.warnings == []
     md = result.to_markdown()
-    assert "| DisCoM-KD | weak | 0.575 ± 0.018 | 0.000 ± 0.000 | +2.9 (+2.0 to +3.8; p 0.062) | helps | 5 |" in md
+    assert "| DisCoM-KD | weak | no | 0.575 ± 0.018 | 0.000 ± 0.000 | +2.9 (+2.0 to +3.8; p 0.062) | helps | 5 |" in md
 
 
 def test_methods_contract():
     assert list(METHODS) == ["discomkd", "student", "classifiers_only", "discomkd_paper", "kd", "dkd", "dml",
-                             "discomkd_no_aux", "discomkd_no_adv", "discomkd_no_mod", "discomkd_no_perp",
-                             "discomkd_no_agree"]
+                             "distill", "self_training", "discomkd_no_aux", "discomkd_no_adv", "discomkd_no_mod",
+                             "discomkd_no_perp", "discomkd_no_agree", "discomkd_no_unlabelled", "discomkd_no_stage"]
     with pytest.raises(ConfigError):
         run_comparison(TrainingConfig(), ["nonsense"], seeds=1)
 
@@ -331,3 +333,131 @@ def test_compare_command_line_writes_the_report(tmp_path, capsys):
     assert "| Student alone (CE) | a |" in out and "Teacher + KD (Hinton): needs paired data" in out
     payload = json.loads((tmp_path / "report" / "per_run.json").read_text())
     assert payload["settings"]["config"]["modalities"][1]["overrides"] == {"augmentation": "none"}
+
+
+# --- the same data for every method: unlabelled recordings ----------------------------------------
+
+
+def _with_unlabelled(tmp_path: Path, weak_signal: float = 0.2) -> TrainingConfig:
+    """Paired a (strong) and b (weak: a faint band) with 30 unlabelled recordings in each _unlabelled folder."""
+    config = _tiny_config(tmp_path, paired=True, epochs=2)
+    rng = np.random.default_rng(5)
+    for name, channels, signal in (("a", 1, 2.0), ("b", 2, weak_signal)):
+        if name == "b":  # the labelled files of b too: a faint band, so that a teaches b
+            for f in sorted((tmp_path / "b").glob("class*/*.npy")):
+                x = np.load(f)
+                c = int(f.parent.name[-1])
+                x[:, 4 * c : 4 * c + 4, :] -= 2.0 - weak_signal
+                np.save(f, x)
+        folder = tmp_path / name / "_unlabelled"
+        folder.mkdir()
+        for k in range(30):
+            x = rng.normal(0.0, 0.5, (channels, 12, 12)).astype(np.float32)
+            x[:, 4 * (k % N_CLASSES) : 4 * (k % N_CLASSES) + 4, :] += signal
+            np.save(folder / f"u{k}.npy", x)
+    return config
+
+
+@pytest.fixture(scope="module")
+def unlabelled_setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("unlabelled")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DISCOMKD_CACHE_DIR", str(tmp / "cache"))
+    config = _with_unlabelled(tmp)
+    dataset = _dataset(config)
+    assert dataset.report.unlabelled_pairs == 30
+    yield config, dataset
+    mp.undo()
+
+
+@pytest.mark.parametrize("method", ["dml", "kd", "dkd", "distill", "self_training", "discomkd"])
+def test_baselines_are_given_the_unlabelled_recordings(unlabelled_setup, method, monkeypatch):
+    """Every baseline that can learn from the recordings does: its loss sees a batch of them each
+    step, and the run says so."""
+    import discomkd.training.students as students
+
+    seen = []
+    original = students._student_losses
+
+    def spy(method_, setup, settings, logits, labels, rows, targets, u_logits, u_rows, progress):
+        seen.append({n: int(t.shape[0]) for n, t in u_logits.items()})
+        return original(method_, setup, settings, logits, labels, rows, targets, u_logits, u_rows, progress)
+
+    monkeypatch.setattr(students, "_student_losses", spy)
+    config, dataset = unlabelled_setup
+    if method == "discomkd":  # its distillation stage trains students like the baselines
+        config = replace(config, distill_stage=True)
+    run = run_method(method, config, dataset, settings=BaselineSettings(self_training_threshold=0.0))
+    assert run.status == "finished", run.reason
+    assert run.uses_unlabelled
+    assert any(batch for batch in seen), "no step saw unlabelled recordings"
+    assert all(size == config.batch_size for batch in seen for size in batch.values())
+    assert run.test_metrics["a"]["accuracy"] > 0.6, run.test_metrics
+    if method == "discomkd":
+        return  # the trainer follows its own L_unlabelled weight (its stage's steps were seen above)
+    without = run_method(method, config, dataset, settings=BaselineSettings(use_unlabelled=False,
+                                                                            self_training_threshold=0.0))
+    if method == "self_training":
+        assert without.status == "skipped" and "unlabelled" in without.reason
+    else:
+        assert without.status == "finished" and not without.uses_unlabelled
+
+
+def test_distill_retrains_only_the_weaker_modality_with_the_stronger_as_teacher(unlabelled_setup, monkeypatch):
+    import discomkd.training.baselines as baselines
+
+    calls = []
+    original = baselines.train_students
+
+    def spy(method, setup, settings, progress, stop, targets=None, train_names=None):
+        result = original(method, setup, settings, progress, stop, targets, train_names)
+        calls.append((method, train_names, result.best_scores))
+        return result
+
+    monkeypatch.setattr(baselines, "train_students", spy)
+    config, dataset = unlabelled_setup
+    run = run_method("distill", config, dataset)
+    assert run.status == "finished", run.reason
+    (stage1, names1, scores), (stage2, names2, _) = calls
+    assert stage1 == "student" and names1 is None
+    assert scores["a"] > scores["b"] + 0.02  # the faint band validates lower
+    assert stage2 == "distill" and names2 == ["b"] and "Retrained with a teacher: b" in run.reason
+
+
+def test_self_training_uses_only_confident_pseudo_labels():
+    from discomkd.training.students import StudentTargets, _unlabelled_batch_rows
+
+    targets = StudentTargets(pseudo_rows={"a": torch.tensor([3, 7]), "b": torch.tensor([], dtype=torch.long)})
+    rows = _unlabelled_batch_rows("self_training", None, targets, ["a", "b"], 16, torch.Generator().manual_seed(0))
+    assert set(rows) == {"a"} and set(rows["a"].tolist()) <= {3, 7}  # b has none: no unlabelled batch
+
+
+def test_methods_without_unlabelled_recordings_are_skipped_with_a_reason(tmp_path):
+    config = _tiny_config(tmp_path, paired=False, epochs=1)
+    result = run_comparison(config, ["student", "distill", "self_training"], seeds=1, dataset=_dataset(config))
+    assert set(result.skipped) == {"distill", "self_training"}
+    assert "unlabelled" in result.skipped["self_training"] and "paired" in result.skipped["distill"]
+
+
+def test_the_verdict_compares_the_default_with_the_strongest_baseline_given_the_same_data():
+    def runs(method, wf1, unlabelled):
+        return [{"method": method, "seed": k, "status": "finished", "time_s": 1.0, "uses_unlabelled": unlabelled,
+                 "metrics": {"weak": {"weighted_f1": w, "accuracy": w, "best_epoch": 3}}}
+                for k, w in enumerate(wf1)]
+
+    per_run = (runs("student", [0.50, 0.52, 0.51], False) + runs("discomkd", [0.60, 0.61, 0.63], True)
+               + runs("distill", [0.59, 0.60, 0.61], True) + runs("dml", [0.55, 0.56, 0.55], True)
+               + runs("kd", [0.70, 0.70, 0.70], False))  # stronger, but not given the recordings
+    methods = ["student", "discomkd", "distill", "dml", "kd"]
+    result = ComparisonResult(summarise(per_run, methods, ["weak"]), {}, per_run,
+                              {"seeds": 3, "unlabelled_pairs": 30, "config": {"epochs": 10}})
+    row = next(r for r in result.rows if r["method"] == "discomkd")
+    assert row["strongest_baseline"] == "distill"
+    assert row["vs_strongest_mean"] == pytest.approx((0.01 + 0.01 + 0.02) / 3)
+    lines = result.verdict_lines()
+    assert lines[0].startswith("DisCoM-KD vs student alone: weak: helps")
+    assert lines[1].startswith("DisCoM-KD vs the strongest baseline with the unlabelled recordings: weak: vs "
+                               "Two-stage distillation, ")
+    assert result.unlabelled_line() == ("30 unlabelled recordings: given to DisCoM-KD, Two-stage distillation, "
+                                        "Deep mutual learning; not used by Student alone (CE), Teacher + KD (Hinton).")
+    assert "| DisCoM-KD | weak | yes |" in result.to_markdown()

@@ -11,9 +11,9 @@ import torch
 
 from discomkd.config import LossWeights, ModalitySource, TrainingConfig
 from discomkd.data.load import load_modality
-from discomkd.model.losses import better_validated, mimicry, unlabelled_pair_loss
-from discomkd.storage.runs import read_history
-from discomkd.training.events import StopToken
+from discomkd.model.losses import mimicry, teaching_direction, unlabelled_pair_loss
+from discomkd.storage.runs import read_history, read_run_record
+from discomkd.training.events import StopToken, TeachingChanged
 from discomkd.training.preparation import load_dataset, prepare_modalities
 from discomkd.training.trainer import train
 
@@ -83,8 +83,8 @@ def test_only_recordings_every_modality_has_are_used_row_aligned(tmp_path):
 
 
 def test_the_better_validated_modality_teaches_on_unlabelled_pairs():
-    assert better_validated({"strong": 0.9, "weak": 0.5}) == {"strong": [], "weak": ["strong"]}
-    assert better_validated({"a": 0.5, "b": 0.5}) == {"a": [], "b": []}  # a tie: nobody teaches
+    assert teaching_direction({"strong": 0.9, "weak": 0.5}) == {"strong": [], "weak": ["strong"]}
+    assert teaching_direction({"a": 0.5, "b": 0.5}) == {"a": [], "b": []}  # a tie: nobody teaches
     strong = torch.tensor([[2.0, 0.5], [0.1, 0.3]], requires_grad=True)
     weak = torch.tensor([[0.0, 1.0], [1.0, 0.0]], requires_grad=True)
     loss = unlabelled_pair_loss({"strong": strong, "weak": weak}, {"strong": [], "weak": ["strong"]})
@@ -104,10 +104,82 @@ def test_training_uses_unlabelled_pairs_once_a_modality_validates_better(tmp_pat
     history = read_history(tmp_path / "run")
     assert history[0]["train_losses"]["unlabelled"] == 0.0  # no validation score yet: nobody teaches
     assert history[0]["val"]["strong"]["weighted_f1"] > history[0]["val"]["weak"]["weighted_f1"]
-    assert all(h["train_losses"]["unlabelled"] > 0 for h in history[1:])
+    assert all(h["train_losses"]["unlabelled"] > 0 for h in history[1:] if "stage" not in h)
     assert ended.test_metrics["strong"]["accuracy"] > 0.6
     # Switched off, the same data trains without the term.
     off = train(config_for(tmp_path, weights=LossWeights(unlabelled=0.0)), run_dir=tmp_path / "off",
                 on_event=lambda e: None, stop=StopToken())
     assert all(h["train_losses"]["unlabelled"] == 0.0 for h in read_history(tmp_path / "off"))
     assert off.status == "finished"
+
+
+def test_teaching_needs_a_margin_and_holds_until_overtaken_by_it():
+    assert teaching_direction({"a": 0.51, "b": 0.50}) == {"a": [], "b": []}  # within 2 points: nobody
+    assert teaching_direction({"a": -1.0, "b": -1.0}) == {"a": [], "b": []}  # nothing validated yet
+    held = teaching_direction({"a": 0.60, "b": 0.50})
+    assert held == {"a": [], "b": ["a"]}
+    # b catches up to within the margin, even slightly above a: a keeps teaching (no flapping).
+    assert teaching_direction({"a": 0.60, "b": 0.615}, held) == {"a": [], "b": ["a"]}
+    # b overtakes a by more than the margin: the direction turns, never both ways at once.
+    assert teaching_direction({"a": 0.60, "b": 0.63}, held) == {"a": ["b"], "b": []}
+    three = teaching_direction({"rgb": 0.9, "depth": 0.85, "thermal": 0.6})
+    assert three == {"rgb": [], "depth": ["rgb"], "thermal": ["rgb", "depth"]}
+
+
+def test_unlabelled_recordings_named_like_a_labelled_file_are_left_out_and_listed(tmp_path):
+    stems = [f"s{i}" for i in range(4)]
+    # "s1_0" is also a labelled file of class0 (a copy of a possible test sample) in both modalities.
+    write_modality(tmp_path / "strong", stems, ["u0", "u1", "s1_0"], 1, 2.0)
+    write_modality(tmp_path / "weak", stems, ["u0", "u1", "s1_0"], 2, 2.0)
+    config = config_for(tmp_path, epochs=1)
+    dataset = load_dataset(config, lambda event: None, StopToken())
+    assert dataset.report.unlabelled_pairs == 2 and dataset.report.unlabelled_dropped == ["s1_0"]
+    assert any("1 unlabelled recording(s) left out" in line and "s1_0" in line
+               for line in dataset.report.summary_lines())
+    assert prepare_modalities(config, dataset)["weak"].unlabelled.shape[0] == 2
+    ended = train(config, run_dir=tmp_path / "run", on_event=lambda e: None, stop=StopToken(), dataset=dataset)
+    from discomkd.storage.runs import read_run_record
+    assert read_run_record(tmp_path / "run")["data"]["unlabelled_dropped"] == ["s1_0"], ended.reason
+
+
+def test_who_teaches_whom_is_announced_and_logged(tmp_path):
+    stems = [f"s{i}" for i in range(10)]
+    unlabelled = [f"u{i}" for i in range(24)]
+    write_modality(tmp_path / "strong", stems, unlabelled, 1, 2.0)
+    write_modality(tmp_path / "weak", stems, unlabelled, 2, 0.05)
+    events = []
+    ended = train(config_for(tmp_path), run_dir=tmp_path / "run", on_event=events.append, stop=StopToken())
+    assert ended.status == "finished", ended.reason
+    changes = [e for e in events if isinstance(e, TeachingChanged)]
+    assert changes and changes[0].epoch == 2 and changes[0].teachers == {"strong": [], "weak": ["strong"]}
+    assert "strong teaches weak" in changes[0].text
+    assert "strong teaches weak" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
+
+
+def test_a_distillation_stage_follows_the_joint_epochs(tmp_path):
+    """With unlabelled recordings the weaker modality continues from its best weights, taught by the
+    converged stronger one; the stage's epochs are reported like the others and can only replace a
+    model that validates higher. Switched off, the run ends with the joint epochs."""
+    from discomkd.training.events import EpochEnded, StageStarted
+
+    stems = [f"s{i}" for i in range(10)]
+    unlabelled = [f"u{i}" for i in range(24)]
+    write_modality(tmp_path / "strong", stems, unlabelled, 1, 2.0)
+    write_modality(tmp_path / "weak", stems, unlabelled, 2, 0.05)
+    events = []
+    ended = train(config_for(tmp_path, distill_stage=True), run_dir=tmp_path / "run", on_event=events.append, stop=StopToken())
+    assert ended.status == "finished", ended.reason
+    stage = [e for e in events if isinstance(e, StageStarted)]
+    assert len(stage) == 1 and (stage[0].first_epoch, stage[0].last_epoch) == (4, 6) and stage[0].students == ["weak"]
+    assert "strong teaches weak" in stage[0].text
+    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2, 3, 4, 5, 6]
+    history = read_history(tmp_path / "run")
+    assert [h.get("stage") for h in history] == [None, None, None, "distillation", "distillation", "distillation"]
+    assert all(set(h["val"]) == {"weak"} for h in history[3:])  # the teacher keeps its weights
+    assert ended.epochs_done == 6 and "distillation stage" in (tmp_path / "run" / "train.log").read_text()
+    record = read_run_record(tmp_path / "run")
+    best_val = max(h["val"]["weak"]["weighted_f1"] for h in history)
+    assert record["best"]["weak"]["val_weighted_f1"] == pytest.approx(best_val)
+    off = train(config_for(tmp_path, distill_stage=False), run_dir=tmp_path / "off", on_event=lambda e: None,
+                stop=StopToken())
+    assert off.epochs_done == 3 and len(read_history(tmp_path / "off")) == 3

@@ -75,9 +75,22 @@ def split_off_unlabelled(data: ModalityData) -> ModalityData:
 
 
 def unlabelled_pairs(modalities: list[ModalityData]) -> list[str]:
-    """The file stems that have an unlabelled file in every modality, sorted."""
+    """The file stems that have an unlabelled file in every modality, sorted, without those that are
+    also a labelled file's stem (see :func:`unlabelled_also_labelled`)."""
     stems = [set(m.unlabelled_stems) for m in modalities]
-    return sorted(set.intersection(*stems)) if all(stems) else []
+    if not all(stems):
+        return []
+    return sorted(set.intersection(*stems) - set(unlabelled_also_labelled(modalities)))
+
+
+def unlabelled_also_labelled(modalities: list[ModalityData]) -> list[str]:
+    """Stems of unlabelled files that are also a labelled file's stem in some modality, sorted.
+
+    Such a recording is probably a labelled sample copied twice; it may land in the validation or
+    test split, so learning from it would leak the held-out data into training. It is left out.
+    """
+    labelled = set().union(*(m.stems for m in modalities))
+    return sorted(set().union(*(m.unlabelled_stems for m in modalities)) & labelled)
 
 
 @dataclass
@@ -97,7 +110,8 @@ class DatasetReport:
     skipped: dict[str, list[SkippedFile]]
     pairing: PairingReport
     unlabelled: dict[str, int] = field(default_factory=dict)  # modality -> files in "_unlabelled"
-    unlabelled_pairs: int = 0  # stems with an unlabelled file in every modality
+    unlabelled_pairs: int = 0  # stems with an unlabelled file in every modality (and no labelled one)
+    unlabelled_dropped: list[str] = field(default_factory=list)  # unlabelled stems that are also labelled files
 
     def summary_lines(self) -> list[str]:
         lines = [f"{len(self.classes)} classes: {', '.join(self.classes)}"]
@@ -111,7 +125,16 @@ class DatasetReport:
             lines.append(f"unlabelled: {self.unlabelled_pairs} recordings in every modality's _unlabelled folder "
                          "(the better-validated modality teaches the others on them)" if self.unlabelled_pairs else
                          "unlabelled: the _unlabelled folders share no file name across modalities, so they are not used")
+        if self.unlabelled_dropped:
+            lines.append(unlabelled_dropped_text(self.unlabelled_dropped))
         return lines
+
+
+def unlabelled_dropped_text(stems: list[str], limit: int = 5) -> str:
+    """The message for unlabelled recordings left out because a labelled file has the same name."""
+    shown = ", ".join(stems[:limit]) + (f" and {len(stems) - limit} more" if len(stems) > limit else "")
+    return (f"{len(stems)} unlabelled recording(s) left out because a labelled file has the same name "
+            f"(they could be validation or test samples): {shown}. Rename or remove them from _unlabelled.")
 
 
 def pairing_report(modalities: list[ModalityData]) -> PairingReport:
@@ -170,6 +193,7 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
         pairing=pairing_report(modalities),
         unlabelled={m.name: len(m.unlabelled_files) for m in modalities},
         unlabelled_pairs=len(unlabelled_pairs(modalities)),
+        unlabelled_dropped=unlabelled_also_labelled(modalities),
     )
     return MultiModalDataset(list(modalities), classes, report)
 

@@ -132,9 +132,39 @@ def agreement_loss(
     return torch.stack(parts).mean() * t * t
 
 
-def better_validated(val_scores: dict[str, float]) -> dict[str, list[str]]:
-    """For each modality, the peers whose best validation score so far is higher: its teachers."""
-    return {n: [p for p, score in val_scores.items() if p != n and score > val_scores[n]] for n in val_scores}
+TEACHING_MARGIN = 0.02  # weighted F1 a modality must validate above another to teach it (2 points)
+
+
+def teaching_direction(val_scores: dict[str, float], previous: dict[str, list[str]] | None = None,
+                       margin: float = TEACHING_MARGIN) -> dict[str, list[str]]:
+    """For each modality, the peers that teach it on unlabelled recordings (from best validation scores).
+
+    A peer starts teaching when it validates higher by more than ``margin``, and a direction once
+    taken holds until the taught modality overtakes its teacher by the margin (hysteresis): two
+    sensors of similar quality, or early epochs' noisy scores, do not swap roles from epoch to epoch,
+    and a pair is never taught both ways. Scores below 0 (no epoch validated yet) teach nobody.
+    """
+    previous = previous or {}
+    teachers: dict[str, list[str]] = {}
+    for n, own in val_scores.items():
+        teachers[n] = []
+        for p, score in val_scores.items():
+            if p == n or score < 0:
+                continue
+            held = p in previous.get(n, [])
+            if score > own + margin or (held and own <= score + margin):
+                teachers[n].append(p)
+    return teachers
+
+
+def teaching_text(teachers: dict[str, list[str]], val_scores: dict[str, float]) -> str:
+    """'strong teaches weak (validation weighted F1 0.951 vs 0.532)', or that nobody teaches."""
+    pairs = [f"{p} teaches {n} (validation weighted F1 {val_scores[p]:.3f} vs {val_scores[n]:.3f})"
+             for n, peers in teachers.items() for p in peers]
+    if not pairs:
+        return (f"no modality validates {100 * TEACHING_MARGIN:.0f} points above another yet, so none teaches "
+                "on the unlabelled recordings")
+    return "on the unlabelled recordings " + "; ".join(pairs)
 
 
 def unlabelled_pair_loss(logits: dict[str, torch.Tensor], teachers: dict[str, list[str]],

@@ -39,7 +39,7 @@ from ..config import TrainingConfig
 from ..data.dataset import MultiModalDataset
 from ..errors import Cancelled, ConfigError, DataError
 from ..storage import runs
-from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, pairing_skip_reason, run_method
+from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, run_method, skip_reason
 from .events import DataProgress, StopToken
 from .preparation import load_dataset
 from .significance import paired_difference
@@ -52,16 +52,24 @@ METHODS: dict[str, str] = {
     "kd": "Teacher + KD (Hinton)",
     "dkd": "Teacher + DKD",
     "dml": "Deep mutual learning",
+    "distill": "Two-stage distillation",
+    "self_training": "Self-training",
     "discomkd_no_aux": "DisCoM-KD without L_aux",
     "discomkd_no_adv": "DisCoM-KD without L_adv",
     "discomkd_no_mod": "DisCoM-KD without L_mod",
     "discomkd_no_perp": "DisCoM-KD without L_perp",
     "discomkd_no_agree": "DisCoM-KD without L_agree",
+    "discomkd_no_unlabelled": "DisCoM-KD without L_unlabelled",
+    "discomkd_no_stage": "DisCoM-KD without its distillation stage",
 }
 DEFAULT_METHODS = list(METHODS)
 REFERENCE = "student"  # every other method is compared with the modality's classifier trained alone
+DEFAULT = "discomkd"  # the method the verdict is about
+# The baselines (not DisCoM-KD variants or controls): the default is also compared with the strongest
+# of them given the same data (the unlabelled recordings too, when the default learnt from them).
+BASELINES = ("student", "kd", "dkd", "dml", "distill", "self_training")
 LATE_BEST_EPOCH = 0.8  # a best epoch after this share of the epochs: the run may not have converged
-FORMAT_VERSION = 2  # 2: paired differences to the student alone and convergence warnings
+FORMAT_VERSION = 3  # 2: paired differences to the student alone and convergence warnings; 3: uses_unlabelled per run
 
 
 @dataclass
@@ -103,14 +111,17 @@ class ComparisonResult:
                          "student alone on the same seed, in F1 points, mean with 95% t-interval and Wilcoxon p.")
             lines.append("")
         lines += [f"**{line}**" for line in self.verdict_lines()]
+        if self.unlabelled_line():
+            lines += ["", self.unlabelled_line()]
         if lines and lines[-1]:
             lines.append("")
-        lines.append("| Method | Modality | Weighted F1 | Accuracy | Difference to student alone | Verdict | Runs "
-                     "| Best epoch | Time per seed (s) |")
-        lines.append("|---|---|---|---|---|---|---|---|---|")
+        lines.append("| Method | Modality | Unlabelled recordings | Weighted F1 | Accuracy | Difference to student alone "
+                     "| Verdict | Runs | Best epoch | Time per seed (s) |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in self.rows:
             lines.append(
                 f"| {r.get('label', METHODS.get(r['method'], r['method']))} | {r['modality']} "
+                f"| {'yes' if r.get('unlabelled') else 'no'} "
                 f"| {r['wf1_mean']:.3f} ± {r['wf1_std']:.3f} | {r['acc_mean']:.3f} ± {r['acc_std']:.3f} "
                 f"| {difference_text(r)} | {r.get('verdict', '')} | {r.get('n_runs', '')} "
                 f"| {r.get('best_epoch_text', '')} | {r['time_s']:.1f} |"
@@ -140,22 +151,46 @@ class ComparisonResult:
     def warnings(self) -> list[str]:
         return convergence_warnings(self.per_run, int(self.settings.get("config", {}).get("epochs", 0)))
 
-    def verdict_lines(self, method: str = "discomkd") -> list[str]:
-        """One line per method compared, e.g. 'DisCoM-KD vs student alone: weak helps (+3.1 points ...)'."""
-        rows = [r for r in self.rows if r["method"] == method and r.get("verdict")]
-        if not rows:
-            return []
-        parts = [f"{r['modality']}: {r['verdict']}, {_verdict_detail(r)}" for r in rows]
-        return [f"{METHODS.get(method, method)} vs student alone: " + "; ".join(parts)]
+    def verdict_lines(self, method: str = DEFAULT) -> list[str]:
+        """What a user reads first: the default against the student alone, then, per modality, against
+        the strongest baseline given the same data, e.g. 'DisCoM-KD vs student alone: weak: helps, +3.1
+        F1 points (...)'."""
+        rows = [r for r in self.rows if r["method"] == method]
+        lines = []
+        parts = [f"{r['modality']}: {r['verdict']}, {_verdict_detail(r)}" for r in rows if r.get("verdict")]
+        if parts:
+            lines.append(f"{METHODS.get(method, method)} vs student alone: " + "; ".join(parts))
+        parts = [f"{r['modality']}: vs {METHODS.get(r['strongest_baseline'], r['strongest_baseline'])}, "
+                 f"{r['vs_strongest_verdict']}, {_verdict_detail(r, 'vs_strongest')}"
+                 for r in rows if r.get("strongest_baseline")]
+        if parts:
+            data = "with the unlabelled recordings" if any(r["unlabelled"] for r in rows) else "on the same data"
+            lines.append(f"{METHODS.get(method, method)} vs the strongest baseline {data}: " + "; ".join(parts))
+        return lines
+
+    def unlabelled_line(self) -> str:
+        """Which methods were given the unlabelled recordings ('' when the data has none)."""
+        count = self.settings.get("unlabelled_pairs", 0)
+        if not count:
+            return ""
+        methods = list(dict.fromkeys(r["method"] for r in self.rows))
+        given = [METHODS.get(m, m) for m in methods if any(r["unlabelled"] for r in self.rows if r["method"] == m)]
+        not_given = [METHODS.get(m, m) for m in methods if m not in
+                     {r["method"] for r in self.rows if r["unlabelled"]}]
+        return (f"{count} unlabelled recordings: given to {', '.join(given) or 'no method'}"
+                + (f"; not used by {', '.join(not_given)}" if not_given else "") + ".")
 
     def to_csv(self) -> str:
         out = io.StringIO()
-        columns = ["method", "label", "modality", "wf1_mean", "wf1_std", "acc_mean", "acc_std", "time_s", "n_runs",
-                   "diff_mean", "diff_ci_low", "diff_ci_high", "diff_wilcoxon_p", "diff_seeds", "verdict"]
+        columns = ["method", "label", "modality", "unlabelled", "wf1_mean", "wf1_std", "acc_mean", "acc_std", "time_s",
+                   "n_runs", "diff_mean", "diff_ci_low", "diff_ci_high", "diff_wilcoxon_p", "diff_seeds", "verdict",
+                   "strongest_baseline", "vs_strongest_mean", "vs_strongest_ci_low", "vs_strongest_ci_high",
+                   "vs_strongest_wilcoxon_p", "vs_strongest_seeds", "vs_strongest_verdict"]
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for r in self.rows:
-            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+            writer.writerow({k: ("yes" if v else "no") if isinstance(v, bool) else f"{v:.4f}" if isinstance(v, float)
+                             else v for k, v in r.items()})
         return out.getvalue()
 
     def write(self, out_dir: str | Path) -> None:
@@ -218,36 +253,70 @@ def summarise(per_run: list[dict], methods: list[str], modalities: list[str]) ->
                 "wf1_mean": _mean(wf1), "wf1_std": _std(wf1), "acc_mean": _mean(acc), "acc_std": _std(acc),
                 "time_s": time_s, "n_runs": len(metrics),
                 "best_epoch_text": "/".join(str(e) for e in best_epochs),
+                "unlabelled": any(p.get("uses_unlabelled", False) for p in done),
             }
             if method != REFERENCE:
-                seeds = [seed for seed, p in finished[method].items()
-                         if name in p["metrics"] and seed in finished[REFERENCE] and name in finished[REFERENCE][seed]["metrics"]]
-                if seeds:
-                    diff = paired_difference([finished[method][k]["metrics"][name]["weighted_f1"] for k in seeds],
-                                             [finished[REFERENCE][k]["metrics"][name]["weighted_f1"] for k in seeds])
+                diff = _paired(finished, method, REFERENCE, name)
+                if diff:
                     row.update(diff_mean=diff.mean, diff_ci_low=diff.ci_low, diff_ci_high=diff.ci_high,
                                diff_wilcoxon_p=diff.wilcoxon_p, diff_seeds=diff.n, verdict=diff.verdict)
             rows.append(row)
+    _compare_default_with_strongest_baseline(rows, finished)
     return rows
 
 
-def difference_text(row: dict) -> str:
-    """'+3.1 (+1.2 to +5.0; p 0.06)' in F1 points, or '' for the reference and rows without pairs."""
-    if "diff_mean" not in row:
+def _paired(finished: dict[str, dict[int, dict]], method: str, reference: str, modality: str):
+    """The paired difference of test weighted F1, ``method`` minus ``reference``, on the seeds both
+    finished with this modality; None without such a seed."""
+    seeds = [seed for seed, p in finished.get(method, {}).items()
+             if modality in p["metrics"] and seed in finished.get(reference, {})
+             and modality in finished[reference][seed]["metrics"]]
+    if not seeds:
+        return None
+    return paired_difference([finished[method][k]["metrics"][modality]["weighted_f1"] for k in seeds],
+                             [finished[reference][k]["metrics"][modality]["weighted_f1"] for k in seeds])
+
+
+def _compare_default_with_strongest_baseline(rows: list[dict], finished: dict[str, dict[int, dict]]) -> None:
+    """On the default's rows, per modality, the paired difference to the baseline with the highest mean
+    test weighted F1 among those given the same data: when the default learnt from unlabelled
+    recordings, only baselines that did too, otherwise only those that did not (more data is no fair yardstick)."""
+    for row in rows:
+        if row["method"] != DEFAULT:
+            continue
+        candidates = [r for r in rows if r["modality"] == row["modality"] and r["method"] in BASELINES
+                      and r["method"] != REFERENCE and r["unlabelled"] == row["unlabelled"]]
+        if not candidates:
+            continue
+        strongest = max(candidates, key=lambda r: r["wf1_mean"])
+        diff = _paired(finished, DEFAULT, strongest["method"], row["modality"])
+        if diff:
+            row.update(strongest_baseline=strongest["method"], vs_strongest_mean=diff.mean,
+                       vs_strongest_ci_low=diff.ci_low, vs_strongest_ci_high=diff.ci_high,
+                       vs_strongest_wilcoxon_p=diff.wilcoxon_p, vs_strongest_seeds=diff.n,
+                       vs_strongest_verdict=diff.verdict)
+
+
+def difference_text(row: dict, prefix: str = "diff") -> str:
+    """'+3.1 (+1.2 to +5.0; p 0.06)' in F1 points, or '' for the reference and rows without pairs.
+    ``prefix`` "vs_strongest": the default's difference to the strongest baseline instead."""
+    if f"{prefix}_mean" not in row:
         return ""
-    if row["diff_seeds"] < 2:
-        return f"{100 * row['diff_mean']:+.1f} (1 seed)"
-    p = f"; p {row['diff_wilcoxon_p']:.2g}" if row.get("diff_wilcoxon_p") is not None else ""
-    return f"{100 * row['diff_mean']:+.1f} ({100 * row['diff_ci_low']:+.1f} to {100 * row['diff_ci_high']:+.1f}{p})"
+    mean = 100 * row[f"{prefix}_mean"]
+    if row[f"{prefix}_seeds"] < 2:
+        return f"{mean:+.1f} (1 seed)"
+    p = f"; p {row[f'{prefix}_wilcoxon_p']:.2g}" if row.get(f"{prefix}_wilcoxon_p") is not None else ""
+    return f"{mean:+.1f} ({100 * row[f'{prefix}_ci_low']:+.1f} to {100 * row[f'{prefix}_ci_high']:+.1f}{p})"
 
 
-def _verdict_detail(row: dict) -> str:
+def _verdict_detail(row: dict, prefix: str = "diff") -> str:
     """'+2.9 F1 points (95% CI +2.0 to +3.8, Wilcoxon p 0.062, 5 seeds)'."""
-    if row["diff_seeds"] < 2:
-        return f"{100 * row['diff_mean']:+.1f} F1 points (1 seed, no interval)"
-    p = f", Wilcoxon p {row['diff_wilcoxon_p']:.2g}" if row.get("diff_wilcoxon_p") is not None else ""
-    return (f"{100 * row['diff_mean']:+.1f} F1 points (95% CI {100 * row['diff_ci_low']:+.1f} to "
-            f"{100 * row['diff_ci_high']:+.1f}{p}, {row['diff_seeds']} seeds)")
+    mean = 100 * row[f"{prefix}_mean"]
+    if row[f"{prefix}_seeds"] < 2:
+        return f"{mean:+.1f} F1 points (1 seed, no interval)"
+    p = f", Wilcoxon p {row[f'{prefix}_wilcoxon_p']:.2g}" if row.get(f"{prefix}_wilcoxon_p") is not None else ""
+    return (f"{mean:+.1f} F1 points (95% CI {100 * row[f'{prefix}_ci_low']:+.1f} to "
+            f"{100 * row[f'{prefix}_ci_high']:+.1f}{p}, {row[f'{prefix}_seeds']} seeds)")
 
 
 def convergence_warnings(per_run: list[dict], epochs: int) -> list[str]:
@@ -348,10 +417,11 @@ def run_comparison(
     result.settings["pairing"] = dataset.report.pairing.detail
     result.settings["train_counts"] = dataset.report.counts
 
-    reason = pairing_skip_reason(dataset)
+    result.settings["unlabelled_pairs"] = dataset.report.unlabelled_pairs
     runnable = []
     for m in methods:
-        if m in PAIRED_ONLY and reason:
+        reason = skip_reason(m, dataset, settings)
+        if reason:
             result.skipped[m] = reason
         else:
             runnable.append(m)
@@ -388,7 +458,8 @@ def run_comparison(
 
 def _run_record(run: BaselineRun, seed_index: int) -> dict:
     record = {"method": run.method, "seed_index": seed_index, "seed": run.seed, "status": run.status,
-              "reason": run.reason, "time_s": run.time_s, "metrics": run.test_metrics}
+              "reason": run.reason, "time_s": run.time_s, "metrics": run.test_metrics,
+              "uses_unlabelled": run.uses_unlabelled}
     if run.teacher_metrics:
         record["teacher"] = run.teacher_metrics
     return record

@@ -73,6 +73,25 @@ class EpochEnded:
 
 
 @dataclass
+class TeachingChanged:
+    """Who teaches whom on the unlabelled recordings changed as an epoch starts (see losses.teaching_direction)."""
+
+    epoch: int  # the epoch that trains with this direction
+    teachers: dict[str, list[str]]  # modality -> the peers it mimics on unlabelled recordings
+    text: str  # the same sentence for the log, the console and the Train page
+
+
+@dataclass
+class StageStarted:
+    """The distillation stage begins after the joint epochs (see training/distill_stage.py)."""
+
+    first_epoch: int
+    last_epoch: int
+    students: list[str]  # the modalities it trains; the others keep their weights
+    text: str  # the same sentence for the log, the console and the Train page
+
+
+@dataclass
 class BestModelSaved:
     epoch: int
     improved: list[str]  # modalities whose validation weighted F1 improved
@@ -89,5 +108,6 @@ class RunEnded:
     test_metrics: dict[str, dict] = field(default_factory=dict)  # modality -> metrics (see metrics.py)
 
 
-TrainingEvent = DataProgress | RunStarted | BatchEnded | EpochEnded | BestModelSaved | RunEnded
+TrainingEvent = (DataProgress | RunStarted | BatchEnded | EpochEnded | TeachingChanged | StageStarted | BestModelSaved
+                 | RunEnded)
 EventCallback = Callable[[TrainingEvent], None]  # where a job sends its events

@@ -25,18 +25,21 @@ from ..errors import DisComKDError, TrainingError
 from ..model.bundle import make_metadata, save_bundle
 from ..model.losses import (
     agreement_loss,
-    better_validated,
     discomkd_loss_terms,
     grl_factor,
     ramp_factor,
+    teaching_direction,
+    teaching_text,
     unlabelled_pair_loss,
     weighted_total,
 )
 from ..model.networks import DisCoMKD, resolve_backbone
 from ..storage import runs
 from ..storage.atomic import atomic_write
+from .distill_stage import run_distillation_stage, wants_distillation_stage
 from .evaluation import branch_outputs, evaluate_branch, metrics_from_logits
-from .events import BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken
+from .events import (BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken,
+                     TeachingChanged)
 from .metrics import pca_2d
 from .preparation import PreparedModality, prepare_modalities
 from .schedule import epoch_orders, learning_rate_at, make_optimizer
@@ -100,6 +103,7 @@ class TrainingSession:
     paired: bool  # rows aligned across modalities: one shared batch order
     steps_per_epoch: int
     unlabelled_x: dict[str, torch.Tensor] | None = None  # unlabelled recordings, row i the same in every modality
+    teachers: dict[str, list[str]] = field(default_factory=dict)  # who teaches whom on them this epoch
 
     @property
     def unlabelled_pairs(self) -> int:
@@ -144,6 +148,8 @@ def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device,
             break
         val_metrics, improved = evaluate_and_select(session, epoch)
         write_epoch(run, session, epoch, trained, val_metrics, improved, clock)
+    if not stopped and wants_distillation_stage(session):
+        epoch, stopped = run_distillation_stage(run, session, epoch, bundle_metadata)
     return finish_run(run, session, epoch, stopped)
 
 
@@ -166,7 +172,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    start_epoch, history = 0, []
+    start_epoch, history, teachers = 0, [], {}
     best = {n: {"best_epoch": 0, "val_weighted_f1": -1.0} for n in names}
     best_states: dict[str, dict[str, torch.Tensor]] = {}
     target_epochs = config.epochs
@@ -184,6 +190,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
         start_epoch = int(state["epoch"])
         best = {n: dict(state["best"][n]) for n in names}
         best_states = state["best_states"]
+        teachers = state.get("teachers", {})  # older checkpoints have none: decided afresh
         history = runs.read_history(run.run_dir)[:start_epoch]
         target_epochs = start_epoch + int(extra_epochs)
         run.config = config = replace(config, epochs=target_epochs)
@@ -216,7 +223,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
         use_amp=use_amp, amp_dtype=amp_dtype, generator=generator, start_epoch=start_epoch,
         target_epochs=target_epochs, history=history, best=best, best_states=best_states, train_x=train_x,
         train_y=train_y, train_sizes=train_sizes, paired=paired, steps_per_epoch=steps_per_epoch,
-        unlabelled_x=unlabelled_x,
+        unlabelled_x=unlabelled_x, teachers=teachers,
     )
 
 
@@ -242,6 +249,7 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
         data={
             "pairing": dataset.report.pairing.detail,
             "unlabelled_pairs": session.unlabelled_pairs,
+            "unlabelled_dropped": dataset.report.unlabelled_dropped,
             "counts": dataset.report.counts,
             "missing": dataset.report.missing,
             "skipped": {n: [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped[n][:500]] for n in names},
@@ -269,9 +277,7 @@ def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock:
     trained = EpochTraining(sums={k: 0.0 for k in (*LossWeights.TERMS, "total")}, t_epoch=time.perf_counter())
     order = epoch_orders(session.train_sizes, steps_per_epoch, config.batch_size, session.generator,
                          shared=session.paired)
-    # Who teaches whom on unlabelled recordings: the best validation scores change between epochs only.
-    teachers = ({} if session.unlabelled_x is None
-                else better_validated({n: session.best[n]["val_weighted_f1"] for n in names}))
+    teachers = _update_teaching(run, session, epoch)
     for step in range(1, steps_per_epoch + 1):
         if run.dist.any_rank(run.stop.is_set()):  # a stop on one rank stops all at the same step
             trained.stopped = True
@@ -293,6 +299,21 @@ def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock:
                             elapsed / fraction * (1 - fraction) if fraction > 0 else None,
                             len(names) * config.batch_size / max(time.perf_counter() - t_step, 1e-9)))
     return trained
+
+
+def _update_teaching(run: ActiveRun, session: TrainingSession, epoch: int) -> dict[str, list[str]]:
+    """Who teaches whom on the unlabelled recordings this epoch (the best validation scores change
+    between epochs only); a change is logged and announced."""
+    if session.unlabelled_x is None:
+        return {}
+    scores = {n: session.best[n]["val_weighted_f1"] for n in session.names}
+    teachers = teaching_direction(scores, session.teachers)
+    if teachers != session.teachers and (any(teachers.values()) or any(session.teachers.values())):
+        text = teaching_text(teachers, scores)
+        run.log(f"epoch {epoch}: {text}")
+        run.emit(TeachingChanged(epoch, teachers, text))
+    session.teachers = teachers
+    return teachers
 
 
 def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch.Tensor], step: int,
@@ -399,7 +420,7 @@ def write_epoch(run: ActiveRun, session: TrainingSession, epoch: int, trained: E
         # Checkpoint before bundle: a kill between the two leaves a run that can still be continued.
         checkpoint = {"model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
                       "epoch": epoch, "best": session.best, "best_states": session.best_states,
-                      "generator": session.generator.get_state()}
+                      "teachers": session.teachers, "generator": session.generator.get_state()}
         atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
         if improved:
             save_bundle(bundle_path, bundle_metadata(run, session), session.best_states)

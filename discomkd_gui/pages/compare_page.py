@@ -172,7 +172,7 @@ class ComparePage(QWidget):
         self.verdict.setObjectName("banner")
         self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.verdict)
-        self.table = read_only_table(["Method", "Modality", "Weighted F1 (mean ± std)", "Accuracy (mean ± std)",
+        self.table = read_only_table(["Method", "Modality", "Unlabelled recordings", "Weighted F1 (mean ± std)", "Accuracy (mean ± std)",
                                       "Δ to student alone, F1 points (95% CI; p)", "Verdict", "Runs",
                                       "Best epochs", "Time per seed (s)"], stretch_column=0)
         self.table.setToolTip("Δ: the method's test weighted F1 minus the student alone's, on the same split, "
@@ -356,14 +356,15 @@ class ComparePage(QWidget):
         self.table.setRowCount(len(result.rows))
         for r, row in enumerate(result.rows):
             cells = [row.get("label") or METHODS.get(row["method"], row["method"]), row["modality"],
-                     f"{row['wf1_mean']:.3f} ± {row['wf1_std']:.3f}", f"{row['acc_mean']:.3f} ± {row['acc_std']:.3f}",
+                     "yes" if row.get("unlabelled") else "no", f"{row['wf1_mean']:.3f} ± {row['wf1_std']:.3f}", f"{row['acc_mean']:.3f} ± {row['acc_std']:.3f}",
                      difference_text(row), row.get("verdict", ""), row.get("n_runs", ""),
                      row.get("best_epoch_text", ""), round(float(row["time_s"]), 1)]
             for c, v in enumerate(cells):
                 self.table.setItem(r, c, table_item(v))
         self.table.setSortingEnabled(True)
         self.verdict.setText(verdict_text(result))
-        lines = [f"{METHODS.get(m, m)} skipped: {why}" for m, why in result.skipped.items()]
+        lines = [result.unlabelled_line()] if result.unlabelled_line() else []
+        lines += [f"{METHODS.get(m, m)} skipped: {why}" for m, why in result.skipped.items()]
         warnings = result.warnings
         if len(warnings) > 1:  # one line here, the list in the tooltip, so the table keeps its room
             lines.append(f"Convergence: {len(warnings)} rows had a best epoch in the last 20% of the epochs on "

@@ -188,6 +188,11 @@ class ConfigurePage(QWidget):
         self.device_note.setObjectName("hint")
         self.mixed_precision = QCheckBox("Mixed precision on CUDA")
         self.mixed_precision.setToolTip("Faster and less memory on an NVIDIA GPU; no effect on a CPU.")
+        self.distill_stage = QCheckBox("Distillation stage after the epochs")
+        self.distill_stage.setToolTip(
+            "With unlabelled recordings (_unlabelled folders): after the epochs, each weaker modality trains as many "
+            "epochs again, taught by the better-validated one, now fully trained, on the labelled pairs and the "
+            "unlabelled recordings. Its model is replaced only where validation improves.")
         tf.addRow("Epochs", self.epochs)
         tf.addRow("Batch size", self.batch_size)
         tf.addRow("Learning rate", self.learning_rate)
@@ -197,6 +202,7 @@ class ConfigurePage(QWidget):
         tf.addRow("Device", self.device)
         tf.addRow("", self.device_note)
         tf.addRow("", self.mixed_precision)
+        tf.addRow("", self.distill_stage)
         grid.addWidget(training, 0, 1)
 
         # --- network and data -------------------------------------------------------------
@@ -356,12 +362,15 @@ class ConfigurePage(QWidget):
             "seed": self.seed.value(),
             "device": self.device.currentData(),
             "mixed_precision": self.mixed_precision.isChecked(),
+            "distill_stage": self.distill_stage.isChecked(),
             "augmentation": {n: c.currentData() for n, c in self.augment_combos.items()} | {
                 n: v for n, v in self._augment_choice.items() if n not in self.augment_combos},
         }
 
     def set_values(self, values: dict) -> None:
         """Fill the form from a (possibly older or partial) saved dict; unknown values are ignored."""
+        # Settings saved before the stage existed get today's default, not a run record's "off".
+        values = {"distill_stage": TrainingConfig().distill_stage, **values}
         try:
             config = TrainingConfig.from_dict({k: v for k, v in values.items() if k != "modalities"})
         except (TypeError, ValueError):
@@ -392,6 +401,7 @@ class ConfigurePage(QWidget):
         self.seed.setValue(config.seed)
         self.device.setCurrentIndex(max(0, self.device.findData(config.device)))
         self.mixed_precision.setChecked(config.mixed_precision)
+        self.distill_stage.setChecked(config.distill_stage)
         for name, choice in (values.get("augmentation") or {}).items():
             self._augment_choice[name] = choice
             if name in self.augment_combos:

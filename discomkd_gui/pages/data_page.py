@@ -388,7 +388,7 @@ class DataPage(QWidget):
             self.summary.setText(f"{len(ready)} modality ready. DisCoM-KD needs at least two modalities.")
             self.summary.setProperty("level", "warn")
         else:
-            from discomkd.data.dataset import combine_modalities
+            from discomkd.data.dataset import combine_modalities, unlabelled_dropped_text
             from discomkd.errors import DataError
 
             try:
@@ -407,12 +407,14 @@ class DataPage(QWidget):
                 elif any(report.unlabelled.values()):
                     text += (" The _unlabelled folders share no file name across modalities, so they are not used "
                              "(name a recording's files the same in every modality).")
+                if report.unlabelled_dropped:
+                    text += " " + unlabelled_dropped_text(report.unlabelled_dropped)
                 if skipped:
                     text += f" {skipped} file(s) skipped (see each modality)."
                 if gaps:
                     text += " Missing classes: " + "; ".join(gaps) + "."
                 self.summary.setText(text)
-                self.summary.setProperty("level", "warn" if gaps else "ok")
+                self.summary.setProperty("level", "warn" if gaps or report.unlabelled_dropped else "ok")
         self.summary.style().unpolish(self.summary)
         self.summary.style().polish(self.summary)
         self._fill_class_table()

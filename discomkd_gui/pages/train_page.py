@@ -441,6 +441,12 @@ class TrainPage(QWidget):
             val = ", ".join(f"{m} acc {v['accuracy']:.3f} / wF1 {v['weighted_f1']:.3f}" for m, v in event.val_metrics.items())
             self.append_log(f"Epoch {event.epoch}/{event.epochs}: loss {event.train_losses.get('total', 0):.4f} · "
                             f"validation {val or 'n/a'} · {event.epoch_time_s:.1f} s")
+        elif kind == "TeachingChanged":
+            self.append_log(f"Epoch {event.epoch}: {event.text}")
+        elif kind == "StageStarted":
+            self._epochs_target = event.last_epoch
+            self._set_epoch_axis(event.last_epoch)
+            self.append_log(event.text[0].upper() + event.text[1:])
         elif kind == "BestModelSaved":
             self.append_log(f"Best model saved (epoch {event.epoch}; improved: {', '.join(event.improved)}).")
             self.best_saved.emit(event.bundle_path)

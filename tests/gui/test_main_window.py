@@ -330,13 +330,13 @@ def test_compare_page_runs_methods_fills_table_and_chart_and_saves(window, tiny_
     result = finished.args[0]
     assert {r["method"] for r in result.rows} == {"discomkd", "student"}
     assert page.table.rowCount() == len(result.rows) == 4
-    assert "±" in page.table.item(0, 2).text()
+    assert "±" in page.table.item(0, 3).text()
     # DisCoM-KD's rows carry the paired difference to the student alone and a verdict; so does the banner.
     page.table.sortItems(0)
     texts = {(page.table.item(r, 0).text(), page.table.item(r, 1).text()): r for r in range(4)}
     row = texts[("DisCoM-KD", "image")]
-    assert " to " in page.table.item(row, 4).text()
-    assert page.table.item(row, 5).text() in ("helps", "hurts", "no evidence")
+    assert " to " in page.table.item(row, 5).text()
+    assert page.table.item(row, 6).text() in ("helps", "hurts", "no evidence")
     assert page.verdict.text().startswith("DisCoM-KD vs student alone: ")
     assert "compare at convergence" in page.skipped.text()  # one epoch: the convergence check warns
     heights = page.chart.bar_heights()
