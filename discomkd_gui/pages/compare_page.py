@@ -125,11 +125,12 @@ class ComparePage(QWidget):
         buttons.addWidget(self.stop_button)
         layout.addWidget(header)
 
-        # The methods take the page's whole width (three columns fit a 1024-pixel window); the
-        # repetitions sit on one line below them, so the table and chart keep their height.
+        # The methods take the page's whole width in three columns, packed tight (they fit a 1024x700
+        # window); the repetitions sit on one line below them, so the table and chart keep their height.
         self.methods_box = QGroupBox("Methods")
         self.methods_grid = QGridLayout(self.methods_box)
-        self.methods_grid.setVerticalSpacing(2)
+        self.methods_grid.setVerticalSpacing(0)
+        self.methods_grid.setContentsMargins(8, 2, 8, 2)
         layout.addWidget(self.methods_box)
         seeds_row = QHBoxLayout()
         seeds_row.addWidget(QLabel("Random splits (seeds)"))
@@ -137,18 +138,17 @@ class ComparePage(QWidget):
         self.seeds.setRange(1, 20)
         self.seeds.setValue(5)
         self.seeds.setToolTip("Each seed is a different train/validation/test split, the same for every method; "
-                              "the differences to the student alone are paired by seed. Use 5 or more.")
+                              "the differences to the student alone are paired by seed. Use 5 or more. Every method "
+                              "trains for the Configure page's epochs on each seed; compare at convergence: a warning "
+                              "says when a best epoch falls in the last 20% of the epochs.")
         seeds_row.addWidget(self.seeds)
-        note = QLabel("Every method trains for the Configure page's epochs on each seed. Compare at "
-                      "convergence: a warning says when a best epoch falls in the last 20% of the epochs.")
-        note.setWordWrap(True)
-        note.setObjectName("hint")
-        seeds_row.addWidget(note, 1)
-        layout.addLayout(seeds_row)
-        self.estimate = QLabel("Before it starts, the time is estimated from your earlier trainings of the same data.")
+        # One line for the repetitions and the time estimate, so the table and chart keep their height.
+        self.estimate = QLabel("Every method trains for the Configure page's epochs on each seed; the time it will "
+                               "take is estimated from your earlier trainings of the same data when you start.")
         self.estimate.setWordWrap(True)
         self.estimate.setObjectName("hint")
-        layout.addWidget(self.estimate)
+        seeds_row.addWidget(self.estimate, 1)
+        layout.addLayout(seeds_row)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
