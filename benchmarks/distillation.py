@@ -179,21 +179,6 @@ def targets(result, name: str) -> list[str]:
                   "interval above 0")
         else:
             check(d.ci_high >= 0, f"{weak} (weak): DisCoM-KD - {rival} {d.describe()}; interval includes or exceeds 0")
-    # Candidates for the default, measured against the same rivals (information, not a target).
-    for candidate in ("discomkd_distill",):
-        cand = seeds_of(candidate, weak)
-        for rival in ("discomkd", *rivals):
-            theirs = seeds_of(rival, weak)
-            common = sorted(set(cand) & set(theirs))
-            if len(common) >= 2:
-                d = paired_difference([cand[k] for k in common], [theirs[k] for k in common])
-                lines.append(f"[info] {weak} (weak): {candidate} - {rival} {d.describe()}")
-        cand_s = seeds_of(candidate, strong)
-        student_s = seeds_of("student", strong)
-        common = sorted(set(cand_s) & set(student_s))
-        if len(common) >= 2:
-            d = paired_difference([cand_s[k] for k in common], [student_s[k] for k in common])
-            lines.append(f"[info] {strong} (strong): {candidate} - student {d.describe()}")
     control = rows.get(("classifiers_only", weak))
     if control and "diff_mean" in control:
         lines.append(f"[info] control (trainer with L_cl only) - student alone on {weak}: "

@@ -17,13 +17,14 @@ import json
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .config import ModalitySource
 from .errors import DisComKDError
 # The option parsing is shared with `discomkd compare`, so it lives below both in options.py; scripts
 # and users still import these names from discomkd.cli.
-from .options import add_training_options, config_from_args, parse_modality_arg
+from .options import add_training_options, config_from_args, input_path, parse_modality_arg, whole_number
 
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
 
@@ -44,7 +45,7 @@ class ConsoleReporter:
 
     def __call__(self, event) -> None:
         from .training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
-                                      StageStarted, TeachingChanged)
+                                      TeachingChanged)
 
         if isinstance(event, DataProgress):
             self._bar(f"{event.stage}: {event.done}/{event.total} files")
@@ -74,9 +75,6 @@ class ConsoleReporter:
         elif isinstance(event, TeachingChanged):
             self._bar("")
             print(f"epoch {event.epoch}: {event.text}", file=self.out, flush=True)
-        elif isinstance(event, StageStarted):
-            self._bar("")
-            print(event.text[0].upper() + event.text[1:], file=self.out, flush=True)
         elif isinstance(event, BestModelSaved):
             pass
         elif isinstance(event, RunEnded):
@@ -94,13 +92,19 @@ class ConsoleReporter:
             data = runs.read_run_record(Path(run_dir)).get("data", {})
         except DataError:
             return
+        counts = data.get("skipped_count") or {}
         for name, skipped in (data.get("skipped") or {}).items():
-            if skipped:
-                print(f"{name}: skipped {len(skipped)} file(s):", file=self.out)
+            count = counts.get(name, len(skipped))  # run.json keeps the first ones; the count is the true one
+            if count:
+                print(f"{name}: skipped {count} file(s):", file=self.out)
                 for s in skipped[:limit]:
                     print(f"  {s['path']}: {s['reason']}", file=self.out)
-                if len(skipped) > limit:
-                    print(f"  … and {len(skipped) - limit} more (all are listed in {run_dir}/run.json)", file=self.out)
+                if count > limit:
+                    where = Path(run_dir) / (data.get("skipped_list") or runs.RUN_FILE)
+                    print(f"  … and {count - limit} more (all are listed in {where})", file=self.out)
+        for name, notices in (data.get("notices") or {}).items():
+            for notice in notices:
+                print(f"{name}: {notice}", file=self.out)
         if data.get("unlabelled_dropped"):
             from .data.dataset import unlabelled_dropped_text
 
@@ -160,6 +164,8 @@ def cmd_train(args) -> int:
         print("error: DisCoM-KD needs at least two modalities; give --modality NAME=DIR twice or more.", file=sys.stderr)
         return EXIT_ERROR
     config = config_from_args(args, args.modality)
+    for warning in config.split_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return _run_training(lambda **kw: train(config, run_dir=args.out, run_name=args.name, **kw))
 
 
@@ -175,6 +181,8 @@ def cmd_demo(args) -> int:
 
     modalities = [ModalitySource(name, str(folder)) for name, folder in demo_modalities().items()]
     config = config_from_args(args, modalities)
+    for warning in config.split_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print("Demo: real handwritten digits (MNIST) and real spoken digits (FSDD), unpaired; see resources/demo/LICENSES.md")
     return _run_training(lambda **kw: train(config, run_dir=args.out, run_name="demo", **kw))
 
@@ -216,6 +224,9 @@ def cmd_evaluate(args) -> int:
         print(f"skipped {len(metrics['skipped'])} file(s):")
         for s in metrics["skipped"][:20]:
             print(f"  {s['path']}: {s['reason']}")
+        if len(metrics["skipped"]) > 20:
+            print(f"  … and {len(metrics['skipped']) - 20} more"
+                  + (f" (all are listed in {args.json})" if args.json else " (--json FILE writes them all)"))
     if metrics["unknown_classes"]:
         print(f"classes not known to the model (left out): {', '.join(metrics['unknown_classes'])}")
     if args.json:
@@ -275,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("continue", help="continue a stopped or finished run for more epochs")
-    p.add_argument("run_dir")
-    p.add_argument("--epochs", type=int, required=True, help="additional epochs")
+    p.add_argument("run_dir", type=input_path)
+    p.add_argument("--epochs", type=whole_number(1), required=True, help="additional epochs")
     p.set_defaults(func=cmd_continue)
 
     p = sub.add_parser("demo", help="train on the embedded demo data (digits: images + speech)")
@@ -285,27 +296,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("predict", help="predict files or folders with a model bundle")
-    p.add_argument("bundle")
-    p.add_argument("files", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("bundle", type=input_path)
+    p.add_argument("files", nargs="+", type=input_path, metavar="FILE_OR_DIR")
     p.add_argument("--modality", help="the files' modality (default: inferred from kind and shape)")
     p.add_argument("--csv", help="also write the predictions to this CSV file")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=whole_number(1), default=3, help="classes shown per file (default 3)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled folder of one modality")
-    p.add_argument("bundle")
+    p.add_argument("bundle", type=input_path)
     p.add_argument("--modality", type=parse_modality_arg, required=True, metavar="NAME=DIR")
     p.add_argument("--json", help="write all metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="show what a model bundle (or a run folder) contains")
-    p.add_argument("bundle", help="a .discomkd model file, or a run folder")
+    p.add_argument("bundle", type=input_path, help="a .discomkd model file, or a run folder")
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("export", help="export one modality's classifier to ONNX or TorchScript, with a JSON "
                                       "sidecar that says how to preprocess a raw file")
-    p.add_argument("bundle")
+    p.add_argument("bundle", type=input_path)
     p.add_argument("--modality", required=True, help="the modality whose classifier to export")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
                    help="onnx needs the export extra: pip install 'discomkd-studio[export]'")
@@ -330,12 +341,18 @@ def _escape_file_name_bytes(exc: UnicodeError):
     return text.encode("ascii", "backslashreplace").decode("ascii"), exc.end
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     # A file name with bytes that are not UTF-8 is printed escaped (caf\xe9.png), never a UnicodeEncodeError.
     codecs.register_error("discomkd-escape", _escape_file_name_bytes)
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="discomkd-escape")
+    # A library warning is one line on the console, never the source line numpy or torch would print.
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import ModalitySource, TrainingConfig
 from .errors import DisComKDError
-from .options import add_training_options, config_from_args, parse_modality_arg
+from .options import add_training_options, config_from_args, parse_modality_arg, whole_number
 from .training.compare import DEFAULT_METHODS, METHODS, CompareProgress, run_comparison
 from .training.events import StopToken
 
@@ -39,7 +39,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
                    metavar="NAME=DIR[:bands=4,3,2]",
                    help="a modality folder (one sub-folder per class); repeat for each modality; "
                         "bands are numbered from 1")
-    p.add_argument("--seeds", type=int, default=5, help="number of random splits (default 5; the paired differences need several)")
+    p.add_argument("--seeds", type=whole_number(1, 1000), default=5, help="number of random splits (default 5; the paired differences need several)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method ids (default: all)")
     p.add_argument("--out", required=True, help="folder for comparison.md, comparison.csv and per_run.json")
     add_training_options(p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import ConfigError
@@ -86,6 +87,14 @@ DEFAULT_TERM_RAMP = 0.3
 PRESET_SCHEDULES: dict[str, dict] = {PAPER: {"term_ramp": 0.0, "grl_schedule": "constant", "grl_lambda": 1.0}}
 
 
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _split_text(split) -> str:
+    return ",".join(f"{f:g}" for f in split)
+
+
 def paper_objective(config: "TrainingConfig") -> "TrainingConfig":
     """``config`` with the paper's objective: the five DisCoM-KD terms at weight 1 from the first
     step, a constant GRL factor of 1, no agreement or unlabelled-pairs term (other settings unchanged)."""
@@ -110,9 +119,6 @@ class TrainingConfig:
     orthogonality: str = "abs"  # |cos|; the authors' code uses the signed cosine
     agree_temperature: float = 1.0  # softens both sides of L_agree (Hinton's KD temperature)
     term_ramp: float = DEFAULT_TERM_RAMP  # share of training over which L_aux, L_adv, L_mod, L_perp ramp in (paper: 0)
-    # After the joint epochs, weaker modalities continue for as many epochs taught by the converged
-    # better-validated one on the unlabelled recordings (training/distill_stage.py); only with such recordings.
-    distill_stage: bool = False
     backbone: str = "auto"  # compact CNN on CPU, ResNet-18 on a GPU; signals always use the 1-D CNN
     embed_dim: int = 64  # size of z_inv, z_inf and z_irr; encoders output 2 * embed_dim (paper: 256)
     optimizer: str = "adam"
@@ -131,8 +137,8 @@ class TrainingConfig:
             raise ConfigError(msg)
 
         for key, value in self.weights.as_dict().items():
-            if not value >= 0:
-                bad(f"The weight of L_{key} must be zero or positive (got {value}).")
+            if not 0 <= value < math.inf:
+                bad(f"The weight of L_{key} must be zero or a positive number (got {value}).")
         if self.backbone not in BACKBONES:
             bad(f"Unknown backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}.")
         if self.optimizer not in OPTIMIZERS:
@@ -143,27 +149,44 @@ class TrainingConfig:
             bad(f"Unknown GRL schedule '{self.grl_schedule}'; choose 'constant' or 'dann'.")
         if self.device not in DEVICES:
             bad(f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
-        if not self.agree_temperature > 0:
-            bad(f"The agreement temperature must be positive (got {self.agree_temperature}).")
+        if not 0 < self.agree_temperature < math.inf:
+            bad(f"The agreement temperature must be a positive number (got {self.agree_temperature}).")
         if not 0.0 <= self.term_ramp <= 1.0:
             bad(f"The ramp of the extra terms is a fraction of training between 0 and 1 (got {self.term_ramp}).")
-        if not self.grl_lambda >= 0:
-            bad("The GRL factor must be zero or positive.")
-        if self.embed_dim < 2:
-            bad("The embedding size must be at least 2.")
+        if not 0 <= self.grl_lambda < math.inf:
+            bad(f"The GRL factor must be zero or a positive number (got {self.grl_lambda}).")
+        if not _is_whole(self.embed_dim) or not 2 <= self.embed_dim <= 4096:
+            bad(f"The embedding size must be a whole number from 2 to 4096 (got {self.embed_dim}).")
         if self.lr_schedule not in LR_SCHEDULES:
             bad(f"Unknown learning-rate schedule '{self.lr_schedule}'; choose 'cosine' or 'constant'.")
-        if not self.learning_rate > 0:
-            bad("The learning rate must be positive.")
-        if self.batch_size < 2:
-            bad("The batch size must be at least 2 (batch normalisation needs two samples).")
-        if self.epochs < 1:
-            bad("Train for at least one epoch.")
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or self.split[0] <= 0:
+        if not 0 < self.learning_rate < math.inf:
+            bad(f"The learning rate must be a positive number (got {self.learning_rate}); the default is 0.001.")
+        if not 0 <= self.weight_decay < math.inf:
+            bad(f"The weight decay must be zero or a positive number (got {self.weight_decay}).")
+        if not _is_whole(self.batch_size) or self.batch_size < 2:
+            bad(f"The batch size must be a whole number of at least 2 (batch normalisation needs two samples; "
+                f"got {self.batch_size}).")
+        if not _is_whole(self.epochs) or self.epochs < 1:
+            bad(f"Train for at least one epoch (got {self.epochs}).")
+        if not _is_whole(self.seed) or not 0 <= self.seed < 2**32:
+            bad(f"The seed must be a whole number from 0 to {2**32 - 1} (got {self.seed}).")
+        if (len(self.split) != 3 or not all(0 <= f < math.inf for f in self.split)) or self.split[0] <= 0:
             bad("The split needs three non-negative fractions (train, validation, test) with train > 0.")
         if abs(sum(self.split) - 1.0) > 1e-6:
             bad(f"The split fractions must add up to 1 (they add up to {sum(self.split):.3f}).")
+        if self.split[1] == 0:
+            # Model selection (each modality's best epoch) and the unlabelled-pairs term both read the
+            # validation scores; without them the run would silently keep its last epoch.
+            bad(f"The split {_split_text(self.split)} keeps no validation data, so no best epoch can be chosen "
+                "for each modality. Give validation a share, for example 0.7,0.1,0.2.")
         return self
+
+    def split_warnings(self) -> list[str]:
+        """What a valid but unusual split means for the user (said before and after training)."""
+        if self.split[2] == 0:
+            return [f"The split {_split_text(self.split)} keeps no test data, so the run reports no test metrics. "
+                    "Measure the model afterwards with 'discomkd evaluate' on a labelled folder it has not seen."]
+        return []
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -179,7 +202,6 @@ class TrainingConfig:
         d["weights"] = LossWeights(**{"agree": 0.0, "unlabelled": 0.0, **d.get("weights", {})})
         d.setdefault("term_ramp", 0.0)
         d.setdefault("agree_temperature", 1.0)
-        d.setdefault("distill_stage", False)  # runs saved before the stage existed ended with the joint epochs
         if "split" in d:
             d["split"] = tuple(float(v) for v in d["split"])
         return cls(**d)

@@ -7,6 +7,7 @@ They live here, below both commands, so that neither command module has to impor
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 from .config import (
@@ -23,6 +24,9 @@ from .config import (
     paper_objective,
 )
 
+# The largest image side and signal length a model bundle accepts (model/bundle.py checks the same).
+MAX_SIDE = 8192
+MAX_SIGNAL_LENGTH = 10_000_000
 _MODALITY_RE = re.compile(r"^(?P<name>[^=]+)=(?P<folder>.+?)(?::(?P<options>[a-z_]+=[^:]*(?::[a-z_]+=[^:]*)*))?$")
 
 
@@ -38,18 +42,26 @@ def parse_modality_arg(text: str) -> ModalitySource:
         try:
             if key == "bands":
                 overrides["bands"] = [int(v) - 1 for v in value.split(",") if v.strip()]
-                if min(overrides["bands"]) < 0:
-                    raise ValueError("bands are numbered from 1")
+                if not overrides["bands"] or min(overrides["bands"]) < 0:
+                    raise ValueError("bands are whole numbers from 1, for example bands=4,3,2")
             elif key == "size":
                 h, _, w = value.lower().partition("x")
                 overrides["size"] = [int(h), int(w or h)]
+                if not all(1 <= v <= MAX_SIDE for v in overrides["size"]):
+                    raise ValueError(f"the size is HxW with each side from 1 to {MAX_SIDE}, for example size=64x64")
             elif key == "length":
                 overrides["length"] = int(value)
+                if not 1 <= overrides["length"] <= MAX_SIGNAL_LENGTH:
+                    raise ValueError(f"the length is a whole number from 1 to {MAX_SIGNAL_LENGTH}")
             elif key == "kind":
                 if value not in ("image", "audio", "signal"):
                     raise ValueError(f"kind '{value}' is not image, audio or signal")
                 overrides[key] = value
-            elif key in ("augmentation", "length_mode"):
+            elif key == "length_mode":
+                if value not in ("resample", "crop"):
+                    raise ValueError(f"length_mode '{value}' is not resample or crop")
+                overrides[key] = value
+            elif key == "augmentation":
                 overrides[key] = value
             else:
                 raise ValueError(f"unknown option '{key}'")
@@ -58,10 +70,58 @@ def parse_modality_arg(text: str) -> ModalitySource:
     return ModalitySource(match.group("name").strip(), match.group("folder"), overrides)
 
 
+def input_path(text: str) -> str:
+    """argparse type: a file or folder to read. An empty name is refused: as a path it would mean the
+    current folder, and a command would quietly read everything under it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path was given; name a file or folder")
+    return text
+
+
+def whole_number(minimum: int, maximum: int | None = None):
+    """argparse type: a whole number in [minimum, maximum], refused with the range otherwise."""
+    wanted = f"a whole number from {minimum} to {maximum}" if maximum is not None else f"a whole number of at least {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted} (got '{text}')") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {wanted} (got {value})")
+        return value
+
+    return parse
+
+
+def real_number(minimum: float = 0.0, positive: bool = False, maximum: float = math.inf):
+    """argparse type: a finite number >= minimum (> minimum when ``positive``) and <= maximum."""
+    wanted = ("a positive number" if positive and minimum == 0 else "zero or a positive number" if minimum == 0
+              else f"a number of at least {minimum:g}")
+    if maximum < math.inf:
+        wanted += f" of at most {maximum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted} (got '{text}')") from None
+        if not (value > minimum if positive else value >= minimum) or not value <= maximum or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted} (got {text})")
+        return value
+
+    return parse
+
+
 def _fraction_triple(text: str) -> tuple[float, float, float]:
-    parts = [float(v) for v in text.split(",")]
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError("the split is three fractions: train,val,test (e.g. 0.7,0.1,0.2)")
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or not all(0 <= f <= 1 for f in parts) or parts[0] == 0:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a split: give three fractions train,val,test from 0 to 1 that add up to 1, "
+            "with train above 0 (e.g. 0.7,0.1,0.2)")
     return tuple(parts)  # type: ignore[return-value]
 
 
@@ -69,32 +129,30 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
     """Add every training setting (epochs, optimiser, loss weights, GRL, ...) with ``defaults``' values."""
     d = defaults or TrainingConfig()
     g = parser.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per modality per step")
-    g.add_argument("--lr", type=float, default=d.learning_rate, help="learning rate")
+    g.add_argument("--epochs", type=whole_number(1), default=d.epochs)
+    g.add_argument("--batch-size", type=whole_number(2), default=d.batch_size, help="samples per modality per step")
+    g.add_argument("--lr", type=real_number(positive=True), default=d.learning_rate, help="learning rate")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
                    help="cosine decay to zero over the run, or constant (the paper's)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--weight-decay", type=real_number(), default=d.weight_decay)
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     g.add_argument("--backbone", choices=BACKBONES, default=d.backbone,
                    help="auto: compact CNN on CPU, ResNet-18 on GPU; signals always use the 1-D CNN")
-    g.add_argument("--embed-dim", type=int, default=d.embed_dim, help="size of z_inv, z_inf, z_irr (paper: 256)")
+    g.add_argument("--embed-dim", type=whole_number(2, 4096), default=d.embed_dim, help="size of z_inv, z_inf, z_irr (paper: 256)")
     g.add_argument("--split", type=_fraction_triple, default=d.split, help="train,val,test fractions")
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=d.seed)
     g.add_argument("--device", choices=DEVICES, default=d.device)
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    g.add_argument("--no-distill-stage", action="store_true",
-                   help="end with the epochs: no distillation stage after them (it runs only with unlabelled recordings)")
     w = parser.add_argument_group("loss weights (paper: the five DisCoM-KD terms 1, no agreement)")
     for term in LossWeights.TERMS:
-        w.add_argument(f"--w-{term}", type=float, default=getattr(d.weights, term), help=LOSS_EXPLANATIONS[term])
-    w.add_argument("--grl", type=float, default=d.grl_lambda, help="gradient reversal factor lambda")
+        w.add_argument(f"--w-{term}", type=real_number(), default=getattr(d.weights, term), help=LOSS_EXPLANATIONS[term])
+    w.add_argument("--grl", type=real_number(), default=d.grl_lambda, help="gradient reversal factor lambda")
     w.add_argument("--grl-schedule", choices=GRL_SCHEDULES, default=d.grl_schedule)
     w.add_argument("--orthogonality", choices=ORTHOGONALITY, default=d.orthogonality,
                    help="abs |cos| (default), square cos^2, signed cos (authors' code)")
-    w.add_argument("--agree-temperature", type=float, default=d.agree_temperature,
+    w.add_argument("--agree-temperature", type=real_number(positive=True), default=d.agree_temperature,
                    help="temperature of the agreement term: softens both predictions (Hinton's KD; 1 = none)")
-    w.add_argument("--term-ramp", type=float, default=d.term_ramp,
+    w.add_argument("--term-ramp", type=real_number(maximum=1.0), default=d.term_ramp,
                    help="fraction of training over which L_aux, L_adv, L_mod and L_perp ramp in from 0 "
                         "(paper: 0, full weight from the first step)")
     w.add_argument("--paper-objective", action="store_true",
@@ -125,6 +183,5 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
         seed=args.seed,
         device=args.device,
         mixed_precision=not args.no_amp,
-        distill_stage=not args.no_distill_stage,
     )
     return paper_objective(config) if args.paper_objective else config

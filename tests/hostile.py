@@ -83,3 +83,16 @@ def mutants(original: bytes, count: int, seed: int) -> list[bytes]:
                 data[at:at + 16] = bytes(len(data[at:at + 16]))
         out.append(bytes(data))
     return out
+
+
+def write_extensible_wav(path: Path, seconds: float = 0.3, rate: int = 8000, subformat_tag: int = 1) -> Path:
+    """A 16-bit mono WAV with a WAVE_FORMAT_EXTENSIBLE header (as many recorders write), the same
+    samples as :func:`write_wav`; ``subformat_tag`` 3 makes it claim 32-bit float instead of PCM."""
+    t = np.arange(int(seconds * rate)) / rate
+    data = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes()
+    guid = struct.pack("<H", subformat_tag) + bytes.fromhex("000000001000800000aa00389b71")
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, 1, rate, rate * 2, 2, 16, 22, 16, 0x4) + guid
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+

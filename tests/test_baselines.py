@@ -299,7 +299,7 @@ def test_paired_differences_to_the_student_and_verdicts():
 def test_methods_contract():
     assert list(METHODS) == ["discomkd", "student", "classifiers_only", "discomkd_paper", "kd", "dkd", "dml",
                              "distill", "self_training", "discomkd_no_aux", "discomkd_no_adv", "discomkd_no_mod",
-                             "discomkd_no_perp", "discomkd_no_agree", "discomkd_no_unlabelled", "discomkd_no_stage"]
+                             "discomkd_no_perp", "discomkd_no_agree", "discomkd_no_unlabelled"]
     with pytest.raises(ConfigError):
         run_comparison(TrainingConfig(), ["nonsense"], seeds=1)
 
@@ -370,7 +370,7 @@ def unlabelled_setup(tmp_path_factory):
     mp.undo()
 
 
-@pytest.mark.parametrize("method", ["dml", "kd", "dkd", "distill", "self_training", "discomkd"])
+@pytest.mark.parametrize("method", ["dml", "kd", "dkd", "distill", "self_training"])
 def test_baselines_are_given_the_unlabelled_recordings(unlabelled_setup, method, monkeypatch):
     """Every baseline that can learn from the recordings does: its loss sees a batch of them each
     step, and the run says so."""
@@ -385,16 +385,12 @@ def test_baselines_are_given_the_unlabelled_recordings(unlabelled_setup, method,
 
     monkeypatch.setattr(students, "_student_losses", spy)
     config, dataset = unlabelled_setup
-    if method == "discomkd":  # its distillation stage trains students like the baselines
-        config = replace(config, distill_stage=True)
     run = run_method(method, config, dataset, settings=BaselineSettings(self_training_threshold=0.0))
     assert run.status == "finished", run.reason
     assert run.uses_unlabelled
     assert any(batch for batch in seen), "no step saw unlabelled recordings"
     assert all(size == config.batch_size for batch in seen for size in batch.values())
     assert run.test_metrics["a"]["accuracy"] > 0.6, run.test_metrics
-    if method == "discomkd":
-        return  # the trainer follows its own L_unlabelled weight (its stage's steps were seen above)
     without = run_method(method, config, dataset, settings=BaselineSettings(use_unlabelled=False,
                                                                             self_training_threshold=0.0))
     if method == "self_training":

@@ -65,5 +65,5 @@ def test_tiny_paired_comparison_reports_differences_and_verdicts(tmp_path):
     assert result.verdict_lines()[0].startswith("DisCoM-KD vs student alone: strong: ")
     assert "compare at convergence" in result.to_markdown()  # two epochs: the check warns
     payload = json.loads((tmp_path / "out" / "per_run.json").read_text())
-    assert payload["format_version"] == 2
+    assert payload["format_version"] == 3
     assert read_comparison(tmp_path / "out").rows == result.rows

@@ -498,3 +498,379 @@ def test_cli_kind_option_trains_a_fixed_size_signal(small_data, tmp_path, capsys
     assert main(["info", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "finished, 1 of 1 epochs" in out and "eeg: signal, 64 channels, length 100" in out
+
+
+# ----- a training that diverges: stopped with a message, never saved as "best" ---------------------
+
+def test_a_diverging_training_stops_says_why_and_saves_no_non_finite_model(small_data, tmp_path):
+    out = tmp_path / "run"
+    result = train(_config(small_data, epochs=2, learning_rate=1e6), run_dir=out)
+    assert result.status == "failed"
+    assert "diverged" in result.reason and "Lower the learning rate (it is 1e+06; try 100000" in result.reason
+    assert "SVD" not in result.reason and "No model was saved." in result.reason
+    assert not (out / runs.BUNDLE_FILE).exists()  # epoch 1's weights were already infinite: nothing is "best"
+    assert runs.read_run_record(out)["status"] == "failed"
+    assert not (out / run_lock.LOCK_FILE).exists()
+
+
+def test_weights_that_turn_non_finite_keep_the_last_finite_best(small_data, tmp_path, monkeypatch):
+    import discomkd.training.loop as loop
+
+    real_step = loop._training_step
+
+    def step_that_breaks_epoch_2(session, *args):
+        losses = real_step(session, *args)
+        epoch, step = args[-2], args[-1]
+        if epoch == 2 and step == session.steps_per_epoch:  # the epoch's last update leaves NaN weights
+            with torch.no_grad():
+                next(session.model.parameters()).fill_(float("nan"))
+        return losses
+
+    monkeypatch.setattr(loop, "_training_step", step_that_breaks_epoch_2)
+    out = tmp_path / "run"
+    result = train(_config(small_data, epochs=3), run_dir=out)
+    assert result.status == "failed" and "weights became NaN or infinite at epoch 2" in result.reason
+    assert "best model saved before that was kept (image epoch 1, motion epoch 1)" in result.reason
+    bundle = load_bundle(out / runs.BUNDLE_FILE)  # epoch 1's model, whole and finite
+    assert {info["best_epoch"] for info in bundle.metadata["modalities"].values()} == {1}
+    assert runs.read_run_record(out)["epochs_done"] == 1
+
+
+def test_a_bundle_with_non_finite_weights_is_refused_at_load(small_bundle, tmp_path, capsys):
+    payload = torch.load(small_bundle, weights_only=True)
+    key = next(k for k, t in payload["weights"]["motion"].items() if t.is_floating_point())
+    payload["weights"]["motion"][key] = torch.full_like(payload["weights"]["motion"][key], float("inf"))
+    payload["digest"] = _digest(payload["metadata"], payload["weights"])  # as a diverged training wrote it
+    torch.save(payload, tmp_path / "nan.discomkd")
+    with pytest.raises(BundleError, match=r"not finite numbers .NaN or infinite. in 'motion'.*diverged.*lower learning rate"):
+        load_bundle(tmp_path / "nan.discomkd")
+    assert main(["info", str(tmp_path / "nan.discomkd")]) == 1
+    assert "diverged" in capsys.readouterr().err
+
+
+# ----- look-alike and hidden class folders -------------------------------------------------------
+
+def test_class_folders_differing_in_unicode_form_or_white_space_are_one_class_with_a_notice(tmp_path):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    folder = make_image_modality(tmp_path / "image", classes=(nfc, nfd, "dog", "dog "))
+    data = load_modality(folder, "image")
+    assert data.classes == [nfc, "dog"] and data.class_counts == {nfc: 16, "dog": 16}
+    notices = " ".join(data.notices)
+    assert "'cafe\\u0301' and 'caf\\xe9'" in notices and "'dog' and 'dog '" in notices and "one class" in notices
+    # across modalities too: a folder copied from macOS (NFD) matches the one typed on Linux (NFC)
+    other = make_signal_modality(tmp_path / "motion", 6, (40, 48), classes=(nfd, "dog"))
+    from discomkd.data.dataset import combine_modalities
+
+    dataset = combine_modalities([data, load_modality(other, "motion")])
+    assert dataset.classes == [nfc, "dog"] and dataset.report.missing == {"image": [], "motion": []}
+
+
+def test_class_folders_differing_only_in_case_are_refused_with_both_names_shown(tmp_path):
+    folder = make_image_modality(tmp_path / "image", classes=("Cat", "cat", "dog"))
+    with pytest.raises(DataError, match=r"'Cat' and 'cat' .*differ only in upper and lower case.*Rename them"):
+        load_modality(folder, "image")
+    image = make_image_modality(tmp_path / "image2", classes=("Cat", "dog"))
+    motion = make_signal_modality(tmp_path / "motion", 6, (40, 48), classes=("cat", "dog"))
+    from discomkd.data.dataset import combine_modalities
+
+    with pytest.raises(DataError, match=r"'Cat' and 'cat' in the modalities \(image, motion\)"):
+        combine_modalities([load_modality(image, "image"), load_modality(motion, "motion")])
+
+
+def test_hidden_and_unreadable_entries_are_listed_as_skipped_never_left_out(tmp_path, monkeypatch):
+    folder = make_image_modality(tmp_path / "image")
+    make_image_modality(folder / ".secret", classes=("x",), per_class=2)  # a class folder hidden by its dot
+    (folder / ".secret2").mkdir()
+    (folder / "b" / "sub").mkdir()
+    (folder / "b" / "sub" / "deep.png").write_bytes((folder / "b" / "000.png").read_bytes())
+    (folder / "c" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(folder / "c" / "pipe.png")
+    real_scandir, real_stat = os.scandir, Path.stat
+
+    def scandir(path="."):
+        if str(path).endswith("sub"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    def stat(self, *args, **kwargs):
+        if self.name == "003.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(Path, "stat", stat)
+    data = load_modality(folder, "image", use_cache=False)
+    reasons = {s.path: s.reason for s in data.skipped}
+    assert "hidden folder" in reasons[".secret/"] and "rename it without the '.'" in reasons[".secret/"]
+    assert ".secret2/" in reasons
+    assert "cannot read the folder (permission denied)" in reasons["b/sub/"]
+    assert "permission denied" in reasons["a/003.png"] and "a/003.png" not in data.files
+    assert "link to nothing" in reasons["c/dangling.png"]
+    assert "not a regular file" in reasons["c/pipe.png"]
+    assert data.classes == ["a", "b", "c"] and len(data.files) == 21
+
+
+def test_an_unreadable_or_vanishing_file_is_skipped_and_the_training_finishes(small_data, tmp_path, monkeypatch):
+    import shutil
+
+    import discomkd.data.load as load
+
+    image = tmp_path / "image"
+    shutil.copytree(small_data["image"], image)
+    victim = image / "b" / "001.png"
+    real_listing, real_stat = load.list_modality_folder, Path.stat
+
+    def listing_then_vanish(folder):  # the file goes between the listing and its reading
+        listing = real_listing(folder)
+        if Path(folder) == image.resolve():
+            victim.unlink(missing_ok=True)
+        return listing
+
+    def stat(self, *args, **kwargs):
+        if self.name == "002.png" and self.parent.name == "c":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(load, "list_modality_folder", listing_then_vanish)
+    monkeypatch.setattr(Path, "stat", stat)
+    out = tmp_path / "run"
+    result = train(_config({"image": image, "motion": small_data["motion"]}), run_dir=out)
+    assert result.status == "finished", result.reason
+    skipped = {s["path"]: s["reason"] for s in runs.read_run_record(out)["data"]["skipped"]["image"]}
+    assert "disappeared" in skipped["b/001.png"] and "permission denied" in skipped["c/002.png"]
+    assert not (out / run_lock.LOCK_FILE).exists()
+
+
+def test_any_other_failure_while_reading_the_data_ends_with_a_message_and_releases_the_folder(small_data, tmp_path,
+                                                                                              monkeypatch):
+    import discomkd.training.trainer as trainer
+
+    def broken_disk(*args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(trainer, "load_dataset", broken_disk)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    result = train(_config(small_data), run_dir=out)
+    assert result.status == "failed" and "Reading the data failed unexpectedly (OSError" in result.reason
+    assert not (out / run_lock.LOCK_FILE).exists() and (out / "mine.txt").read_text() == "kept"
+
+
+# ----- the true count of skipped files, and where the complete list is ---------------------------
+
+def test_more_than_500_skipped_files_are_counted_and_all_listed_beside_run_json(small_data, tmp_path, capsys):
+    import csv
+    import shutil
+
+    image = tmp_path / "image"
+    shutil.copytree(small_data["image"], image)
+    for i in range(520):
+        (image / "a" / f"note{i:03d}.txt").write_text("x")
+    (image / "b" / "tab\tname.txt").write_text("x")
+    out = tmp_path / "run"
+    code = main(["train", "--modality", f"image={image}", "--modality", f"motion={small_data['motion']}",
+                 "--out", str(out), "--epochs", "1", "--embed-dim", "8", "--batch-size", "8", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "image: skipped 521 file(s):" in printed
+    assert f"… and 511 more (all are listed in {out / runs.SKIPPED_FILE})" in printed
+    data = runs.read_run_record(out)["data"]
+    assert len(data["skipped"]["image"]) == 500 and data["skipped_count"] == {"image": 521, "motion": 0}
+    assert data["skipped_list"] == runs.SKIPPED_FILE
+    with open(out / runs.SKIPPED_FILE, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    assert rows[0] == ["modality", "file", "reason"] and len(rows) == 522
+    assert ["image", "b/tab\tname.txt", "unsupported file type '.txt'"] in rows
+    assert not list(out.glob(".*.tmp"))
+
+
+# ----- environment and arguments -----------------------------------------------------------------
+
+@pytest.mark.skipif(sys.platform.startswith(("win", "darwin")), reason="XDG folders are a Linux/Unix convention")
+@pytest.mark.parametrize("value", ["", "relative/folder"])
+def test_empty_or_relative_xdg_folders_are_treated_as_unset(value, tmp_path, monkeypatch):
+    from discomkd.storage import paths
+
+    monkeypatch.delenv("DISCOMKD_DATA_DIR")
+    monkeypatch.delenv("DISCOMKD_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", value)
+    monkeypatch.setenv("XDG_CACHE_HOME", value)
+    assert paths.user_data_dir() == tmp_path / ".local" / "share" / paths.APP_NAME
+    assert paths.user_cache_dir() == tmp_path / ".cache" / paths.APP_NAME
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert paths.user_data_dir() == tmp_path / "xdg" / paths.APP_NAME
+
+
+def test_an_empty_path_to_predict_is_refused_not_the_current_folder(small_bundle, tmp_path, monkeypatch, capsys):
+    from discomkd.errors import PredictionError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.png").write_bytes(b"would be predicted")
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(small_bundle), ""])
+    assert exit_.value.code == 2 and "an empty path was given" in capsys.readouterr().err
+    with pytest.raises(PredictionError, match="An empty path was given"):
+        Predictor.from_path(small_bundle).predict_files([""])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["continue", "RUN", "--epochs", "-3"], "--epochs: must be a whole number of at least 1 (got -3)"),
+    (["train", "--epochs", "0"], "--epochs: must be a whole number of at least 1 (got 0)"),
+    (["train", "--epochs", "2.5"], "--epochs: must be a whole number of at least 1 (got '2.5')"),
+    (["train", "--lr", "inf"], "--lr: must be a positive number (got inf)"),
+    (["train", "--lr", "nan"], "--lr: must be a positive number (got nan)"),
+    (["train", "--lr", "0"], "--lr: must be a positive number (got 0)"),
+    (["train", "--batch-size", "1"], "--batch-size: must be a whole number of at least 2 (got 1)"),
+    (["train", "--embed-dim", "100000"], "--embed-dim: must be a whole number from 2 to 4096"),
+    (["train", "--seed", "-1"], "--seed: must be a whole number from 0 to 4294967295 (got -1)"),
+    (["train", "--weight-decay", "-0.1"], "--weight-decay: must be zero or a positive number"),
+    (["train", "--w-adv", "-1"], "--w-adv: must be zero or a positive number (got -1)"),
+    (["train", "--w-cl", "inf"], "--w-cl: must be zero or a positive number (got inf)"),
+    (["train", "--grl", "nan"], "--grl: must be zero or a positive number"),
+    (["train", "--agree-temperature", "0"], "--agree-temperature: must be a positive number"),
+    (["train", "--term-ramp", "2"], "--term-ramp: must be zero or a positive number of at most 1 (got 2)"),
+    (["train", "--split", "0.7,0.5,-0.2"], "is not a split: give three fractions"),
+    (["train", "--modality", "a=DIR:size=0x0"], "each side from 1 to 8192"),
+    (["train", "--modality", "a=DIR:length=-5"], "the length is a whole number from 1"),
+    (["train", "--modality", "a=DIR:bands="], "bands are whole numbers from 1"),
+    (["predict", "M.discomkd", "x.png", "--top-k", "0"], "--top-k: must be a whole number of at least 1 (got 0)"),
+    (["compare", "--modality", "a=D", "--out", "O", "--seeds", "0"], "--seeds: must be a whole number from 1 to 1000"),
+    (["demo", "--epochs", "-1"], "--epochs: must be a whole number of at least 1 (got -1)"),
+])
+def test_every_numeric_option_out_of_range_is_refused_with_its_range(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_out_of_range_settings_are_refused_by_the_engine_too(small_data, tmp_path):
+    import math
+
+    for change, message in [(dict(learning_rate=math.inf), "learning rate must be a positive number"),
+                            (dict(epochs=-3), "at least one epoch"),
+                            (dict(seed=-1), "seed must be a whole number"),
+                            (dict(weight_decay=math.nan), "weight decay"),
+                            (dict(split=(1.0, 0.0, 0.0)), "keeps no validation data")]:
+        result = train(_config(small_data, **change), run_dir=tmp_path / "run")
+        assert result.status == "failed" and message in result.reason, (change, result.reason)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    assert train(_config(small_data), run_dir=tmp_path / "ok").status == "finished"
+    result = continue_run(tmp_path / "ok", -3)
+    assert result.status == "failed" and "at least one more epoch (got -3)" in result.reason
+    assert runs.read_run_record(tmp_path / "ok")["epochs_done"] == 1
+
+
+def test_a_split_without_validation_is_refused_and_one_without_test_is_warned(small_data, tmp_path, capsys):
+    common = ["--modality", f"image={small_data['image']}", "--modality", f"motion={small_data['motion']}",
+              "--epochs", "1", "--embed-dim", "8", "--batch-size", "8", "--device", "cpu"]
+    assert main(["train", *common, "--split", "1,0,0", "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert "The split 1,0,0 keeps no validation data, so no best epoch can be chosen" in err and "0.7,0.1,0.2" in err
+    assert main(["train", *common, "--split", "0.8,0.2,0", "--out", str(tmp_path / "b")]) == 0
+    captured = capsys.readouterr()
+    assert "warning: The split 0.8,0.2,0 keeps no test data, so the run reports no test metrics" in captured.err
+    assert "no test metrics" in captured.out and "discomkd evaluate" in captured.out  # said again at the end
+    assert "no test metrics" in runs.read_run_record(tmp_path / "b")["reason"]
+    assert main(["compare", *common, "--split", "0.8,0.2,0", "--seeds", "1", "--out", str(tmp_path / "cmp")]) == 1
+    assert "A comparison measures every method on test data, but the split keeps none" in capsys.readouterr().err
+
+
+# ----- a signal dropped on a model without a signal modality -------------------------------------
+
+def test_a_signal_array_is_refused_by_a_model_without_a_signal_modality(trained_run, tiny_demo, tmp_path):
+    predictor = Predictor.from_path(trained_run.bundle_path)  # image + audio
+    np.save(tmp_path / "imu.npy", np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32))
+    np.save(tmp_path / "digit.npy", np.zeros((28, 28), np.float32))  # an image-shaped array still is an image
+    png = sorted((tiny_demo["image"] / "1").iterdir())[0]
+    failure, digit, image = predictor.predict_files([tmp_path / "imu.npy", tmp_path / "digit.npy", png])
+    assert isinstance(failure, PredictionFailure)
+    assert "'imu.npy' (a 3x64 .npy array, shaped like a 3-channel signal of length 64) fits none" in failure.message
+    assert "image (image, 1 channel, 28x28)" in failure.message and "audio (audio" in failure.message
+    assert digit.modality == "image" and image.modality == "image"
+    # choosing the modality explicitly is the user's decision and still works
+    assert predictor.predict_file(tmp_path / "imu.npy", "image").modality == "image"
+
+
+# ----- continuing after the data changed ---------------------------------------------------------
+
+def test_continue_after_classes_or_channels_changed_says_what_changed(small_data, tmp_path):
+    import shutil
+
+    image, motion = tmp_path / "image", tmp_path / "motion"
+    shutil.copytree(small_data["image"], image)
+    shutil.copytree(small_data["motion"], motion)
+    out = tmp_path / "run"
+    assert train(_config({"image": image, "motion": motion}), run_dir=out).status == "finished"
+    before = {name: (out / name).read_bytes() for name in (runs.RUN_FILE, runs.BUNDLE_FILE, runs.CHECKPOINT_FILE)}
+
+    make_image_modality(image, classes=("a", "b", "c", "d"))
+    make_signal_modality(motion, 6, (40, 48), classes=("a", "b", "c", "d"))
+    result = continue_run(out, 1)
+    assert result.status == "failed" and "classes added: d" in result.reason
+    assert "Put the modality folders back" in result.reason and "start a new training" in result.reason
+    assert "size mismatch" not in result.reason
+
+    shutil.rmtree(image / "d")
+    shutil.rmtree(motion / "d")
+    shutil.rmtree(motion)
+    make_signal_modality(motion, 4, (40, 48))
+    result = continue_run(out, 1)
+    assert result.status == "failed" and "motion: 4 channel(s) now, 6 before" in result.reason
+
+    shutil.rmtree(motion)
+    shutil.copytree(small_data["motion"], motion)
+    for folder in (image, motion):
+        (folder / "c").rename(folder / "z")
+    result = continue_run(out, 1)
+    assert result.status == "failed" and "classes renamed (or replaced): 'c' is now 'z'" in result.reason
+    assert {name: (out / name).read_bytes() for name in before} == before  # the run is kept as it was
+
+
+# ----- evaluate's own messages, WAV headers, numpy warnings --------------------------------------
+
+def test_evaluate_accepts_one_class_and_names_the_right_modality_for_other_files(small_bundle, small_data, tmp_path, capsys):
+    import shutil
+
+    one = tmp_path / "only-b"
+    shutil.copytree(small_data["image"] / "b", one / "b")
+    assert main(["evaluate", str(small_bundle), "--modality", f"image={one}"]) == 0
+    assert "image: 8 files" in capsys.readouterr().out
+    assert main(["evaluate", str(small_bundle), "--modality", f"motion={small_data['image']}"]) == 1
+    err = capsys.readouterr().err
+    assert "are image data, but the model's modality 'motion' reads signal data" in err
+    assert "Evaluate them as 'image'" in err and "choose the kind" not in err.lower()
+
+
+def test_extensible_pcm_wav_is_read_like_a_plain_one(tmp_path):
+    from hostile import write_extensible_wav
+
+    from discomkd.data.spectrogram import read_wav
+
+    plain, rate = read_wav(write_wav(tmp_path / "plain.wav"))
+    extensible, rate_x = read_wav(write_extensible_wav(tmp_path / "ext.wav"))
+    assert rate_x == rate and np.array_equal(extensible, plain)
+    with pytest.raises(DataError, match="compressed or floating-point audio, not PCM"):
+        read_wav(write_extensible_wav(tmp_path / "float.wav", subformat_tag=3))
+
+
+def test_numpy_warnings_never_reach_the_console(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from discomkd.data.decoding import read_raw
+
+    np.save(tmp_path / "huge.npy", np.full((6, 50), 1e300))  # beyond float32: infinite once converted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would raise here
+        with pytest.raises(DataError, match="too large for 32-bit floats"):
+            read_raw(tmp_path / "huge.npy")
+    # what still warns (a library's warning) is printed by the command line as one line, no source
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    main(["info", str(tmp_path / "missing.discomkd")])
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        np.log(np.zeros(1))
+    assert capsys.readouterr().err == "warning: divide by zero encountered in log\n"

@@ -12,7 +12,7 @@ import torch
 from discomkd.config import LossWeights, ModalitySource, TrainingConfig
 from discomkd.data.load import load_modality
 from discomkd.model.losses import mimicry, teaching_direction, unlabelled_pair_loss
-from discomkd.storage.runs import read_history, read_run_record
+from discomkd.storage.runs import read_history
 from discomkd.training.events import StopToken, TeachingChanged
 from discomkd.training.preparation import load_dataset, prepare_modalities
 from discomkd.training.trainer import train
@@ -104,7 +104,7 @@ def test_training_uses_unlabelled_pairs_once_a_modality_validates_better(tmp_pat
     history = read_history(tmp_path / "run")
     assert history[0]["train_losses"]["unlabelled"] == 0.0  # no validation score yet: nobody teaches
     assert history[0]["val"]["strong"]["weighted_f1"] > history[0]["val"]["weak"]["weighted_f1"]
-    assert all(h["train_losses"]["unlabelled"] > 0 for h in history[1:] if "stage" not in h)
+    assert all(h["train_losses"]["unlabelled"] > 0 for h in history[1:])
     assert ended.test_metrics["strong"]["accuracy"] > 0.6
     # Switched off, the same data trains without the term.
     off = train(config_for(tmp_path, weights=LossWeights(unlabelled=0.0)), run_dir=tmp_path / "off",
@@ -154,32 +154,3 @@ def test_who_teaches_whom_is_announced_and_logged(tmp_path):
     assert changes and changes[0].epoch == 2 and changes[0].teachers == {"strong": [], "weak": ["strong"]}
     assert "strong teaches weak" in changes[0].text
     assert "strong teaches weak" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
-
-
-def test_a_distillation_stage_follows_the_joint_epochs(tmp_path):
-    """With unlabelled recordings the weaker modality continues from its best weights, taught by the
-    converged stronger one; the stage's epochs are reported like the others and can only replace a
-    model that validates higher. Switched off, the run ends with the joint epochs."""
-    from discomkd.training.events import EpochEnded, StageStarted
-
-    stems = [f"s{i}" for i in range(10)]
-    unlabelled = [f"u{i}" for i in range(24)]
-    write_modality(tmp_path / "strong", stems, unlabelled, 1, 2.0)
-    write_modality(tmp_path / "weak", stems, unlabelled, 2, 0.05)
-    events = []
-    ended = train(config_for(tmp_path, distill_stage=True), run_dir=tmp_path / "run", on_event=events.append, stop=StopToken())
-    assert ended.status == "finished", ended.reason
-    stage = [e for e in events if isinstance(e, StageStarted)]
-    assert len(stage) == 1 and (stage[0].first_epoch, stage[0].last_epoch) == (4, 6) and stage[0].students == ["weak"]
-    assert "strong teaches weak" in stage[0].text
-    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2, 3, 4, 5, 6]
-    history = read_history(tmp_path / "run")
-    assert [h.get("stage") for h in history] == [None, None, None, "distillation", "distillation", "distillation"]
-    assert all(set(h["val"]) == {"weak"} for h in history[3:])  # the teacher keeps its weights
-    assert ended.epochs_done == 6 and "distillation stage" in (tmp_path / "run" / "train.log").read_text()
-    record = read_run_record(tmp_path / "run")
-    best_val = max(h["val"]["weak"]["weighted_f1"] for h in history)
-    assert record["best"]["weak"]["val_weighted_f1"] == pytest.approx(best_val)
-    off = train(config_for(tmp_path, distill_stage=False), run_dir=tmp_path / "off", on_event=lambda e: None,
-                stop=StopToken())
-    assert off.epochs_done == 3 and len(read_history(tmp_path / "off")) == 3

@@ -30,9 +30,9 @@ def cache_key(listing: FolderListing, spec: ModalitySpec) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"v": CACHE_VERSION, "spec": spec.cache_identity()}, sort_keys=True).encode())
     for path, cls in listing.files:
-        st = path.stat()
+        size, mtime_ns = listing.stats[path]  # read by the listing: no second stat that could fail here
         # fsencode: file names with bytes that are not UTF-8 hash as their bytes, never fail.
-        h.update(os.fsencode(path) + os.fsencode(f"\0{cls}\0{st.st_size}\0{st.st_mtime_ns}\n"))
+        h.update(os.fsencode(path) + os.fsencode(f"\0{cls}\0{size}\0{mtime_ns}\n"))
     return h.hexdigest()[:32]
 
 
@@ -49,6 +49,7 @@ def read_cache(cache_path: Path, name: str, folder: Path, spec: ModalitySpec, li
     return ModalityData(
         name=name, folder=str(folder), spec=spec, classes=classes, x=x, labels=labels, files=files,
         skipped=listing.skipped + [SkippedFile(**s) for s in meta["skipped"]], from_cache=True,
+        notices=list(listing.notices),
     )
 
 

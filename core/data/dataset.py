@@ -10,7 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import DataError
-from .scan import SkippedFile
+from .scan import SkippedFile, refuse_case_only_differences
 from .spec import ModalitySpec
 
 
@@ -31,6 +31,7 @@ class ModalityData:
     kind_options: tuple[str, ...] = ()  # the kinds these files can be read as (2-D .npy: image or signal)
     kind_reason: str = ""  # why the kind was guessed, for the user (empty when the file type decides)
     cache_note: str = ""  # set when a damaged cache file was found, removed and rebuilt
+    notices: list[str] = field(default_factory=list)  # what the reading decided for the user (merged folders)
     # Files of the "_unlabelled" sub-folder: recordings without a class, used only when paired
     # with the other modalities' unlabelled files (see split_off_unlabelled).
     unlabelled_x: np.ndarray | None = None
@@ -112,6 +113,7 @@ class DatasetReport:
     unlabelled: dict[str, int] = field(default_factory=dict)  # modality -> files in "_unlabelled"
     unlabelled_pairs: int = 0  # stems with an unlabelled file in every modality (and no labelled one)
     unlabelled_dropped: list[str] = field(default_factory=list)  # unlabelled stems that are also labelled files
+    notices: dict[str, list[str]] = field(default_factory=dict)  # modality -> notices (merged class folders)
 
     def summary_lines(self) -> list[str]:
         lines = [f"{len(self.classes)} classes: {', '.join(self.classes)}"]
@@ -120,6 +122,7 @@ class DatasetReport:
         for name, gaps in self.missing.items():
             if gaps:
                 lines.append(f"{name} has no files for: {', '.join(gaps)}")
+        lines.extend(f"{name}: {notice}" for name, notices in self.notices.items() for notice in notices)
         lines.append(f"pairing: {self.pairing.detail}")
         if any(self.unlabelled.values()):
             lines.append(f"unlabelled: {self.unlabelled_pairs} recordings in every modality's _unlabelled folder "
@@ -178,6 +181,7 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
     if duplicates:
         raise DataError(f"Two modalities are named '{duplicates[0]}'. Give each modality its own name.")
     classes = natural_class_order(set().union(*(m.classes for m in modalities)))
+    refuse_case_only_differences(classes, "the modalities (" + ", ".join(names) + ")")
     for m in modalities:
         others = set().union(*(o.classes for o in modalities if o is not m))
         if not others & set(m.classes):
@@ -194,6 +198,7 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
         unlabelled={m.name: len(m.unlabelled_files) for m in modalities},
         unlabelled_pairs=len(unlabelled_pairs(modalities)),
         unlabelled_dropped=unlabelled_also_labelled(modalities),
+        notices={m.name: list(m.notices) for m in modalities if m.notices},
     )
     return MultiModalDataset(list(modalities), classes, report)
 

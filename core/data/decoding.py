@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 
@@ -52,7 +54,14 @@ def _scale_integer(array: np.ndarray) -> np.ndarray:
         return (array.astype(np.float32) - info.min) / float(info.max - info.min)
     if array.dtype == np.bool_:
         return array.astype(np.float32)
-    return array.astype(np.float32)
+    return _to_float32(array)
+
+
+def _to_float32(array: np.ndarray) -> np.ndarray:
+    """Float data as float32. Values beyond float32's range become infinite here without numpy's
+    console warning: read_raw then skips the file with a reason, which is the message that matters."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(np.float32)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -172,7 +181,7 @@ def read_npy(path: str | Path, kind: str | None = None) -> tuple[str, np.ndarray
         raise DataError(f"unreadable .npy file ({exc})") from exc
     if array.dtype.kind not in "biuf":
         raise DataError(f".npy array of type {array.dtype} is not numeric")
-    array = _scale_integer(array) if array.dtype.kind in "bu" else array.astype(np.float32)
+    array = _scale_integer(array) if array.dtype.kind in "bu" else _to_float32(array)
     if array.size == 0:
         raise DataError("the .npy array is empty")
     if kind == "image" and array.ndim == 1:
@@ -204,11 +213,19 @@ def read_raw(path: str | Path, spectrogram: SpectrogramSettings | None = None,
     kind = file_kind(path)
     if kind is None:
         raise DataError(f"unsupported file type '{path.suffix or path.name}'")
-    try:
-        if path.stat().st_size == 0:
+    try:  # checked here, so that a file that vanished or may not be read gets a reason of its own
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # opening a pipe or a device would wait or read forever
+            raise DataError("not a regular file (a folder, pipe, socket or device)")
+        if st.st_size == 0:
             raise DataError("empty file (0 bytes)")
+        open(path, "rb").close()
+    except FileNotFoundError as exc:
+        raise DataError("the file disappeared before it could be read") from exc
+    except PermissionError as exc:
+        raise DataError("cannot read the file (permission denied); check its permissions") from exc
     except OSError as exc:
-        raise DataError(f"cannot open the file ({exc.strerror})") from exc
+        raise DataError(f"cannot open the file ({exc.strerror or exc})") from exc
     try:
         if kind == "image":
             array = read_image(path)
@@ -226,7 +243,7 @@ def read_raw(path: str | Path, spectrogram: SpectrogramSettings | None = None,
     if array.size == 0 or 0 in array.shape:
         raise DataError(f"the file holds no data (its array is {'x'.join(map(str, array.shape))})")
     if not np.all(np.isfinite(array)):
-        raise DataError("the data holds NaN or infinite values")
+        raise DataError("the data holds NaN or infinite values (or values too large for 32-bit floats)")
     return kind, array
 
 

@@ -14,7 +14,7 @@ from ..errors import Cancelled, DataError
 from .cache import cache_file, read_cache, write_cache
 from .dataset import ModalityData, split_off_unlabelled
 from .decoding import read_raw
-from .scan import SkippedFile, infer_spec_and_kind, list_modality_folder
+from .scan import SkippedFile, checked_folder, infer_spec_and_kind, list_modality_folder
 from .spec import ModalitySpec
 
 ProgressCallback = Callable[[int, int], None]
@@ -28,9 +28,12 @@ def load_modality(
     progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
     use_cache: bool = True,
+    min_classes: int = 2,
 ) -> ModalityData:
-    """Scan, decode and cache one modality folder. Bad files are skipped with a reason."""
-    folder = Path(folder).expanduser().resolve() if Path(folder).expanduser().exists() else Path(folder)
+    """Scan, decode and cache one modality folder. Bad files are skipped with a reason.
+
+    ``min_classes``: a training needs two classes; evaluating a model on one class's files is fine."""
+    folder = checked_folder(folder).resolve()
     name = name or folder.name
     listing = list_modality_folder(folder)
     if not listing.files:
@@ -57,7 +60,7 @@ def load_modality(
             if progress:
                 progress(len(listing.files), len(listing.files))
             data = replace(data, kind_guess=guess.kind, kind_options=guess.options, kind_reason=guess.reason)
-            return _check_modality(split_off_unlabelled(data))
+            return _check_modality(split_off_unlabelled(data), min_classes)
 
     class_index = {c: i for i, c in enumerate(listing.classes)}
     arrays: list[np.ndarray] = []
@@ -91,10 +94,10 @@ def load_modality(
     y = np.asarray([remap[l] for l in labels], dtype=np.int64)
     data = ModalityData(name, str(folder), spec, classes, x, y, files, listing.skipped + decode_skipped,
                         kind_guess=guess.kind, kind_options=guess.options, kind_reason=guess.reason,
-                        cache_note=cache_note)
+                        cache_note=cache_note, notices=list(listing.notices))
     if use_cache:
         write_cache(cache_path, x, y, classes, files, decode_skipped)
-    return _check_modality(split_off_unlabelled(data))
+    return _check_modality(split_off_unlabelled(data), min_classes)
 
 
 def _available_memory() -> int | None:
@@ -118,8 +121,8 @@ def _check_memory(name: str, n_files: int, spec: ModalitySpec) -> None:
         )
 
 
-def _check_modality(data: ModalityData) -> ModalityData:
-    if len(data.classes) < 2:
+def _check_modality(data: ModalityData, min_classes: int = 2) -> ModalityData:
+    if len(data.classes) < min_classes:
         raise DataError(
             f"The modality '{data.name}' has only {len(data.classes)} usable class "
             f"({', '.join(data.classes) or 'none'}). A classifier needs at least two class sub-folders."

@@ -21,6 +21,7 @@ class Thumbnail:
 
 def _stretch(array: np.ndarray) -> np.ndarray:
     """Robust 2-98 percentile stretch to uint8 (16-bit and multispectral data are rarely full-range)."""
+    array = array.astype(np.float64)  # float32 data near its limits would overflow in the subtraction below
     lo, hi = np.percentile(array, [2, 98])
     if hi <= lo:
         hi = lo + 1e-6

@@ -3,13 +3,17 @@ kind, channels and size guessed from a sample of its files."""
 
 from __future__ import annotations
 
+import os
+import stat
+import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..storage.paths import printable_name
 from .decoding import KINDS, STRAY_NAMES, file_kind, guess_npy_kind, npy_shape, read_raw
 from .spec import AUGMENTATIONS, ModalitySpec, default_augmentation
 from .spectrogram import SpectrogramSettings
@@ -26,43 +30,145 @@ class FolderListing:
     classes: list[str]
     files: list[tuple[Path, str]]  # (path, class name)
     skipped: list[SkippedFile]
+    # (size, modification time in ns) of each listed file, read once here: the cache key uses them,
+    # so a file that disappears after the listing cannot end the reading with a traceback.
+    stats: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # class folders merged (see class_name)
+
+
+def class_name(folder_name: str) -> str:
+    """The class a folder stands for: its name in Unicode NFC form, without surrounding white space.
+
+    Folders whose names differ only in these (``café`` typed on Linux and copied from macOS, ``cat `` with
+    a trailing space) look identical to people, so they are one class, in one modality and across them."""
+    return unicodedata.normalize("NFC", folder_name).strip()
+
+
+def shown_name(name: str) -> str:
+    """A folder name with every invisible difference visible: 'caf\\u00e9', 'cafe\\u0301', 'cat '."""
+    return ascii(printable_name(name))
+
+
+def _unreadable(exc: OSError, what: str = "file") -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"the {what} disappeared while the folder was read (or is a link to nothing)"
+    if isinstance(exc, PermissionError):
+        return f"cannot read the {what} (permission denied); check its permissions"
+    return f"cannot read the {what} ({exc.strerror or exc})"
+
+
+def checked_folder(folder: str | Path) -> Path:
+    """A modality folder that exists and can be looked at; a DataError that says what to do otherwise."""
+    if not str(folder).strip():  # Path("") is the current folder: never read all of it by accident
+        raise DataError("No folder was given (the path is empty). Choose the folder that holds one sub-folder per class.")
+    path = Path(folder).expanduser()
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a parent folder that may not be entered
+        raise DataError(f"Cannot read the folder '{path}' ({exc.strerror or exc}). Check its permissions.") from exc
+    if not exists:
+        raise DataError(f"The folder '{path}' does not exist. Choose the folder that holds one sub-folder per class.")
+    return path
 
 
 def list_modality_folder(folder: str | Path) -> FolderListing:
-    """Find class sub-folders and their files; strays and unsupported files are listed, not fatal."""
-    folder = Path(folder).expanduser()
-    if not folder.exists():
-        raise DataError(f"The folder '{folder}' does not exist. Choose the folder that holds one sub-folder per class.")
+    """Find class sub-folders and their files; strays, unsupported and unreadable entries are
+    listed with a reason, never fatal and never silently left out."""
+    folder = checked_folder(folder)
     if not folder.is_dir():
         raise DataError(f"'{folder}' is a file, not a folder. Choose the folder that holds one sub-folder per class.")
     skipped: list[SkippedFile] = []
-    files: list[tuple[Path, str]] = []
-    classes: list[str] = []
+    per_class: dict[str, list[tuple[Path, str]]] = {}
+    stats: dict[Path, tuple[int, int]] = {}
+    merged: dict[str, list[str]] = {}  # class -> the folder names it was read from
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError as exc:
         raise DataError(f"Cannot read the folder '{folder}' ({exc.strerror}). Check its permissions.") from exc
     for entry in entries:
-        if entry.name.startswith(".") or entry.name.lower() in STRAY_NAMES:
-            if entry.is_file():
-                skipped.append(SkippedFile(entry.name, "system file, not data"))
+        try:
+            is_dir, is_file = entry.is_dir(), entry.is_file()
+        except OSError as exc:
+            skipped.append(SkippedFile(entry.name, _unreadable(exc, "entry")))
             continue
-        if entry.is_file():
+        if entry.name.lower() in STRAY_NAMES or (entry.name.startswith(".") and not is_dir):
+            skipped.append(SkippedFile(entry.name, "system file, not data"))
+            continue
+        if is_file:
             skipped.append(SkippedFile(entry.name, "not inside a class folder"))
             continue
-        class_files = []
-        for path in sorted(p for p in entry.rglob("*") if p.is_file()):
-            rel = str(path.relative_to(folder))
-            if any(part.startswith(".") for part in path.relative_to(entry).parts) or path.name.lower() in STRAY_NAMES:
-                skipped.append(SkippedFile(rel, "system file, not data"))
-            elif file_kind(path) is None:
-                skipped.append(SkippedFile(rel, f"unsupported file type '{path.suffix or path.name}'"))
-            else:
-                class_files.append((path, entry.name))
+        if not is_dir:
+            skipped.append(SkippedFile(entry.name, "not a file or a folder (a link to nothing, a pipe or a device)"))
+            continue
+        if entry.name.startswith("."):
+            skipped.append(SkippedFile(entry.name + "/", "hidden folder (its name starts with '.'), not read as a "
+                                       "class; rename it without the '.' to use it as one"))
+            continue
+        cls = class_name(entry.name)
+        if not cls:
+            skipped.append(SkippedFile(entry.name + "/", "the folder's name is only white space; give it the class name"))
+            continue
+        class_files = _class_files(folder, entry, cls, skipped, stats)
         if class_files:
-            classes.append(entry.name)
-            files.extend(class_files)
-    return FolderListing(classes, files, skipped)
+            merged.setdefault(cls, []).append(entry.name)
+            per_class.setdefault(cls, []).extend(class_files)
+    refuse_case_only_differences(list(merged), f"'{folder}'")
+    notices = [f"The folders {' and '.join(shown_name(n) for n in names)} differ only in invisible ways (Unicode "
+               f"form or white space at the ends), so they were read as one class '{cls}'."
+               for cls, names in merged.items() if len(names) > 1]
+    files = [f for cls in merged for f in sorted(per_class[cls], key=lambda f: f[0])]
+    return FolderListing(list(merged), files, skipped, stats, notices)
+
+
+def _class_files(folder: Path, entry: Path, cls: str, skipped: list[SkippedFile],
+                 stats: dict[Path, tuple[int, int]]) -> list[tuple[Path, str]]:
+    """Every data file under one class folder (sub-folders included), sorted; the rest is listed as skipped."""
+    def relative(path: str | Path) -> str:
+        return str(Path(path).relative_to(folder))
+
+    def folder_unreadable(exc: OSError) -> None:
+        skipped.append(SkippedFile(relative(exc.filename) + "/", _unreadable(exc, "folder")))
+
+    class_files = []
+    for dirpath, dirnames, filenames in os.walk(entry, onerror=folder_unreadable):
+        dirnames.sort()
+        for d in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            skipped.append(SkippedFile(relative(os.path.join(dirpath, d)) + "/", "a link to a folder, not followed"))
+        for filename in filenames:
+            path = Path(dirpath) / filename
+            rel = relative(path)
+            if any(part.startswith(".") for part in path.relative_to(entry).parts) or filename.lower() in STRAY_NAMES:
+                skipped.append(SkippedFile(rel, "system file, not data"))
+                continue
+            if file_kind(path) is None:
+                skipped.append(SkippedFile(rel, f"unsupported file type '{path.suffix or path.name}'"))
+                continue
+            try:
+                st = path.stat()
+            except OSError as exc:
+                skipped.append(SkippedFile(rel, _unreadable(exc)))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append(SkippedFile(rel, "not a regular file (a pipe, socket or device)"))
+                continue
+            stats[path] = (st.st_size, st.st_mtime_ns)
+            class_files.append((path, cls))
+    return class_files
+
+
+def refuse_case_only_differences(classes: list[str], where: str) -> None:
+    """Class names that differ only in letter case are refused: whether 'Cat' and 'cat' are one class
+    or two cannot be known (on Windows and macOS they would be the same folder)."""
+    by_fold: dict[str, list[str]] = {}
+    for cls in classes:
+        by_fold.setdefault(cls.casefold(), []).append(cls)
+    clash = next((names for names in by_fold.values() if len(names) > 1), None)
+    if clash:
+        raise DataError(
+            f"The class folders {' and '.join(shown_name(n) for n in clash)} in {where} differ only in upper and "
+            "lower case, so it is not clear whether they are one class or two. Rename them: the same name to make "
+            "one class, clearly different names for two."
+        )
 
 
 @dataclass
@@ -74,7 +180,7 @@ class KindGuess:
     reason: str
 
 
-def _sample_files(listing: FolderListing, sample_size: int) -> list[Path]:
+def listing_sample(listing: FolderListing, sample_size: int) -> list[Path]:
     """Up to ``sample_size`` files spread over the classes."""
     by_class: dict[str, list[Path]] = {}
     for path, cls in listing.files:
@@ -142,7 +248,7 @@ def infer_spec_and_kind(name: str, listing: FolderListing, overrides: dict | Non
     spectrogram = overrides.pop("spectrogram", None)
     if isinstance(spectrogram, dict):
         spectrogram = SpectrogramSettings.from_dict(spectrogram)
-    sample = _sample_files(listing, sample_size)
+    sample = listing_sample(listing, sample_size)
     guess = infer_kind(sample, name)
     kind = overrides.pop("kind", None) or guess.kind
     if kind not in KINDS:

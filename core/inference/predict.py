@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.decoding import STRAY_NAMES, file_kind, read_raw
+from ..data.decoding import STRAY_NAMES, file_kind, guess_npy_kind, npy_shape, read_raw
 from ..data.spec import ModalitySpec
 from ..errors import AmbiguousModalityError, DataError, PredictionError
 from ..model.bundle import ModelBundle, load_bundle
@@ -38,10 +38,15 @@ class PredictionFailure:
     candidates: list[str] = field(default_factory=list)  # set when the modality is ambiguous
 
 
-def _fits(spec: ModalitySpec, raw_kind: str, array: np.ndarray) -> bool:
+def _fits(spec: ModalitySpec, raw_kind: str, array: np.ndarray, npy_shape: tuple[int, ...] | None = None) -> bool:
     if (raw_kind == "audio") != (spec.kind == "audio"):
         return False
     if raw_kind != "audio" and raw_kind != spec.kind:
+        return False
+    # A 2-D array shaped like a signal (a few rows of many samples: 3x64) read as a one-channel image
+    # would be resized into nonsense; it fits an image modality only when it has that modality's size.
+    if (spec.kind == "image" and npy_shape is not None and len(npy_shape) == 2
+            and guess_npy_kind(npy_shape) == "signal" and tuple(npy_shape) != tuple(spec.size or ())):
         return False
     channels = array.shape[0]
     if spec.bands is not None:
@@ -55,6 +60,25 @@ class _RawFile:
     def __init__(self, path: str | Path) -> None:
         self.path = path
         self._cache: dict = {}
+
+    @property
+    def npy_shape(self) -> tuple[int, ...] | None:
+        """The array's shape for a .npy file (read from its header), None for other files."""
+        if file_kind(self.path) != "npy":
+            return None
+        if "npy_shape" not in self._cache:
+            self._cache["npy_shape"] = npy_shape(self.path)
+        return self._cache["npy_shape"]
+
+    def describe(self) -> str:
+        """What the file is, for a message: 'a 3x64 .npy array', 'an image', 'a recording'."""
+        shape = self.npy_shape if file_kind(self.path) == "npy" else None
+        if shape is not None:
+            looks = guess_npy_kind(shape) if len(shape) <= 2 else "image"
+            as_what = (f", shaped like a {shape[0]}-channel signal of length {shape[1]}" if looks == "signal" and len(shape) == 2
+                       else "")
+            return f"a {'x'.join(map(str, shape))} .npy array{as_what}"
+        return "a recording" if file_kind(self.path) == "audio" else "an image"
 
     def decoded(self, spec: ModalitySpec) -> tuple[str, np.ndarray]:
         # WAV decoding depends on the spectrogram settings, a 2-D .npy array on the modality's kind
@@ -111,7 +135,7 @@ class Predictor:
             except DataError as exc:  # e.g. a 3-D .npy read for a signal modality: it just does not fit
                 problems.append(exc)
                 continue
-            if _fits(spec, raw_kind, array):
+            if _fits(spec, raw_kind, array, raw.npy_shape):
                 fitting.append((name, array))
         if not fitting and problems and len(problems) == len(self.specs):
             raise problems[0]
@@ -141,8 +165,9 @@ class Predictor:
             candidates = self._candidates(raw)
             if not candidates:
                 raise PredictionError(
-                    f"'{shown}' fits none of this model's modalities "
-                    f"({'; '.join(f'{n}: {s.describe()}' for n, s in self.specs.items())})."
+                    f"'{shown}' ({raw.describe()}) fits none of this model's modalities: it has "
+                    f"{'; '.join(f'{n} ({s.describe()})' for n, s in self.specs.items())}. Give it files of one of "
+                    "these modalities."
                 )
             if len(candidates) > 1:
                 raise AmbiguousModalityError(
@@ -179,6 +204,8 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     """Files as given; folders replaced by their files (recursively, sorted, system files left out)."""
     out: list[Path] = []
     for p in paths:
+        if not str(p).strip():  # Path("") is the current folder: never classify all of it by accident
+            raise PredictionError("An empty path was given. Name the files or folders to classify.")
         p = Path(p)
         if p.is_dir():
             out.extend(

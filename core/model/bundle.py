@@ -266,7 +266,7 @@ def check_metadata(metadata, weights: dict, name: str = "the model") -> None:
         if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
             bad(f"modality '{modality}' has no preprocessing settings")
         _check_spec(modality, info, bad)
-        _check_weights(modality, info, weights[modality], metadata["embed_dim"], len(classes), bad)
+        _check_weights(modality, info, weights[modality], metadata["embed_dim"], len(classes), bad, name)
     test_metrics = metadata.get("test_metrics", {})
     if not isinstance(test_metrics, dict):
         bad("'test_metrics' must be an object")
@@ -347,7 +347,8 @@ def _check_spec(modality: str, info: dict, bad) -> None:
         bad(f"modality '{modality}' is not audio but has spectrogram settings")
 
 
-def _check_weights(modality: str, info: dict, state: dict, embed_dim: int, n_classes: int, bad) -> None:
+def _check_weights(modality: str, info: dict, state: dict, embed_dim: int, n_classes: int, bad,
+                   name: str) -> None:
     """The stored tensors must be exactly those of the described network (built on the meta device: no memory)."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         bad(f"the weights of '{modality}' are not a set of tensors")
@@ -359,3 +360,11 @@ def _check_weights(modality: str, info: dict, state: dict, embed_dim: int, n_cla
     for key, tensor in expected.items():
         if tuple(tensor.shape) != tuple(state[key].shape):
             bad(f"the weights of '{modality}' do not fit its recorded network ({key})")
+    # A training that diverged leaves NaN or infinite weights, whose predictions are meaningless.
+    broken = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if broken is not None:
+        raise BundleError(
+            f"'{name}' holds weights that are not finite numbers (NaN or infinite) in '{modality}' ({broken}): "
+            "the training that wrote it diverged, so its predictions would be meaningless. Train again with a "
+            "lower learning rate."
+        )

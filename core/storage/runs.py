@@ -3,8 +3,9 @@
 A run folder holds ``run.json`` (name, status, config, classes, specs, best epochs, test metrics),
 ``history.jsonl`` (one line per epoch), ``train.log``, ``checkpoint.pt`` (state to continue
 training), ``model.discomkd`` (the bundle), ``embeddings.npz`` (2-D projections for the
-results page) and ``test_predictions.json`` (each test file's true and predicted class and
-probabilities, for the error browser). Every file is replaced atomically.
+results page), ``test_predictions.json`` (each test file's true and predicted class and
+probabilities, for the error browser) and ``skipped.tsv`` (every file the data reading skipped,
+when any). Every file is replaced atomically.
 
 While a training writes to a run folder it holds ``train.lock`` (see run_lock.py): a second
 training into the same folder is refused, and a run whose record says "running" but whose lock
@@ -39,6 +40,7 @@ EMBEDDINGS_FILE = "embeddings.npz"
 TEST_PREDICTIONS_FILE = "test_predictions.json"
 TEST_PREDICTIONS_VERSION = 1
 LOG_TAIL_LINES = 5000  # what a reopened run shows of its log (the Train page keeps as many)
+SKIPPED_FILE = "skipped.tsv"  # every file the data reading skipped; run.json keeps the first ones only
 # Files whose presence means a folder already holds a run that a new training would overwrite.
 RUN_FILES = (RUN_FILE, HISTORY_FILE, CHECKPOINT_FILE, BUNDLE_FILE)
 
@@ -84,6 +86,27 @@ def read_run_record(run_dir: Path) -> dict:
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
     atomic_write_text(Path(run_dir) / HISTORY_FILE, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def write_skipped_list(run_dir: Path, skipped: dict[str, list]) -> Path:
+    """All skipped files, one row each (modality, file, reason), as tab-separated text with a header.
+
+    File names are written as shown everywhere else (bytes that are not UTF-8 escaped); a name with a
+    tab or a line break is quoted, so every row reads back whole with a CSV reader."""
+    import csv
+    import io
+
+    from .paths import printable_name
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(["modality", "file", "reason"])
+    for modality, files in skipped.items():
+        for s in files:
+            writer.writerow([modality, printable_name(s.path), s.reason])
+    path = Path(run_dir) / SKIPPED_FILE
+    atomic_write_text(path, buffer.getvalue())
+    return path
 
 
 def read_history(run_dir: Path) -> list[dict]:

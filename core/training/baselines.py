@@ -25,8 +25,6 @@ Methods
 - ``discomkd`` (as configured), ``discomkd_paper`` (the paper's objective), ``classifiers_only``
   (the trainer with every term but L_cl off: a control that must match ``student``) and the
   ablations (one loss weight set to 0): :func:`discomkd.training.trainer.train`.
-- ``discomkd_no_stage``: the default without its distillation stage (training/distill_stage.py): the
-  joint epochs alone.
 
 The same data for every method: when the modality folders hold unlabelled recordings, every
 baseline that can learn from them does (``dml`` mimics its peers on them too, ``kd``/``dkd`` and
@@ -85,7 +83,7 @@ ABLATIONS: dict[str, str] = {
 PAIRED_ONLY = ("kd", "dkd")
 TWO_STAGE = ("distill", "self_training")
 # Methods trained by the DisCoM-KD trainer itself (discomkd_variant_config says how).
-TRAINER_VARIANTS = ("discomkd", "discomkd_paper", "classifiers_only", *ABLATIONS, "discomkd_no_stage")
+TRAINER_VARIANTS = ("discomkd", "discomkd_paper", "classifiers_only", *ABLATIONS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,13 +220,11 @@ def train_two_stage(method: str, setup: StudentSetup, settings: BaselineSettings
 
 def discomkd_variant_config(method: str, config: TrainingConfig) -> TrainingConfig:
     """The training config of DisCoM-KD (as configured), the paper's objective, the classifiers-only
-    control, an ablation (one loss weight set to 0), or the default without its distillation stage."""
+    control, or an ablation (one loss weight set to 0)."""
     if method == "discomkd":
         return config
     if method == "discomkd_paper":
         return paper_objective(config)
-    if method == "discomkd_no_stage":
-        return replace(config, distill_stage=False)
     if method == "classifiers_only":
         return replace(config, weights=LossWeights(cl=config.weights.cl, aux=0.0, adv=0.0, mod=0.0, perp=0.0, agree=0.0, unlabelled=0.0))
     return replace(config, weights=replace(config.weights, **{ABLATIONS[method]: 0.0}))

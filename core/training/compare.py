@@ -60,7 +60,6 @@ METHODS: dict[str, str] = {
     "discomkd_no_perp": "DisCoM-KD without L_perp",
     "discomkd_no_agree": "DisCoM-KD without L_agree",
     "discomkd_no_unlabelled": "DisCoM-KD without L_unlabelled",
-    "discomkd_no_stage": "DisCoM-KD without its distillation stage",
 }
 DEFAULT_METHODS = list(METHODS)
 REFERENCE = "student"  # every other method is compared with the modality's classifier trained alone
@@ -395,6 +394,9 @@ def run_comparison(
     if seeds < 1:
         raise ConfigError("Use at least one seed.")
     config.validate()
+    if config.split[2] == 0:  # every method is measured on the test data: without it all would train for nothing
+        raise ConfigError("A comparison measures every method on test data, but the split keeps none. Give test a "
+                          "share, for example 0.7,0.1,0.2.")
     emit = on_progress or (lambda p: None)
     stop = stop or StopToken()
     settings = settings or BaselineSettings()

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.load import load_modality
+from ..data.scan import infer_kind, list_modality_folder, listing_sample
 from ..errors import ConfigError
 from ..model.bundle import load_bundle
 from .metrics import classification_metrics
@@ -57,11 +58,14 @@ def evaluate_bundle_on_folder(bundle_path: str | Path, modality: str, folder: st
         "length_mode": spec.length_mode, "spectrogram": spec.spectrogram.to_dict() if spec.spectrogram else None,
         "source_channels": spec.source_channels,
     }
-    data = load_modality(folder, modality, overrides, progress)
+    _check_folder_fits(bundle, modality, folder)
+    data = load_modality(folder, modality, overrides, progress, min_classes=1)
     unknown = [c for c in data.classes if c not in bundle.classes]
     keep = np.asarray([data.classes[l] in bundle.classes for l in data.labels])
     if not keep.any():
-        raise ConfigError(f"None of the class folders ({', '.join(data.classes)}) is a class of this model.")
+        raise ConfigError(f"None of the class folders ({', '.join(data.classes)}) is a class of this model "
+                          f"(its classes: {', '.join(bundle.classes[:12])}{', …' if len(bundle.classes) > 12 else ''}). "
+                          "Name the class sub-folders as the model's classes.")
     x = torch.from_numpy(spec.normalize(data.x[keep]))
     y = np.asarray([bundle.classes.index(data.classes[l]) for l in data.labels[keep]])
     branch = bundle.build_branch(modality)
@@ -70,3 +74,22 @@ def evaluate_bundle_on_folder(bundle_path: str | Path, modality: str, folder: st
     metrics["skipped"] = [{"path": s.path, "reason": s.reason} for s in data.skipped]
     metrics["unknown_classes"] = unknown
     return metrics
+
+
+def _check_folder_fits(bundle, modality: str, folder: str | Path) -> None:
+    """The folder's files must be of the kind the model's modality reads. The model is fixed, so the
+    message names the modalities these files fit, never a kind to choose."""
+    listing = list_modality_folder(folder)
+    if not listing.files:
+        return  # load_modality says what is wrong with an empty folder
+    options = infer_kind(listing_sample(listing, 48), modality).options
+    spec = bundle.specs[modality]
+    if spec.kind in options:
+        return
+    fitting = [n for n, s in bundle.specs.items() if s.kind in options]
+    raise ConfigError(
+        f"The files in '{folder}' are {' or '.join(options)} data, but the model's modality '{modality}' reads "
+        f"{spec.kind} data ({spec.describe()}). "
+        + (f"Evaluate them as {' or '.join(repr(n) for n in fitting)} (--modality {fitting[0]}=FOLDER), or choose "
+           f"a folder of {spec.kind} files." if fitting else f"Choose a folder of {spec.kind} files.")
+    )

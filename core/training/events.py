@@ -82,16 +82,6 @@ class TeachingChanged:
 
 
 @dataclass
-class StageStarted:
-    """The distillation stage begins after the joint epochs (see training/distill_stage.py)."""
-
-    first_epoch: int
-    last_epoch: int
-    students: list[str]  # the modalities it trains; the others keep their weights
-    text: str  # the same sentence for the log, the console and the Train page
-
-
-@dataclass
 class BestModelSaved:
     epoch: int
     improved: list[str]  # modalities whose validation weighted F1 improved
@@ -108,6 +98,5 @@ class RunEnded:
     test_metrics: dict[str, dict] = field(default_factory=dict)  # modality -> metrics (see metrics.py)
 
 
-TrainingEvent = (DataProgress | RunStarted | BatchEnded | EpochEnded | TeachingChanged | StageStarted | BestModelSaved
-                 | RunEnded)
+TrainingEvent = DataProgress | RunStarted | BatchEnded | EpochEnded | TeachingChanged | BestModelSaved | RunEnded
 EventCallback = Callable[[TrainingEvent], None]  # where a job sends its events

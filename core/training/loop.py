@@ -36,7 +36,6 @@ from ..model.losses import (
 from ..model.networks import DisCoMKD, resolve_backbone
 from ..storage import runs
 from ..storage.atomic import atomic_write
-from .distill_stage import run_distillation_stage, wants_distillation_stage
 from .evaluation import branch_outputs, evaluate_branch, metrics_from_logits
 from .events import (BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken,
                      TeachingChanged)
@@ -45,6 +44,7 @@ from .preparation import PreparedModality, prepare_modalities
 from .schedule import epoch_orders, learning_rate_at, make_optimizer
 
 MAX_EMBEDDING_POINTS = 1500  # per modality, for the 2-D projection on the results page
+MAX_SKIPPED_IN_RECORD = 500  # per modality in run.json; skipped.tsv beside it lists every one
 
 
 class ActiveRun:
@@ -148,8 +148,6 @@ def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device,
             break
         val_metrics, improved = evaluate_and_select(session, epoch)
         write_epoch(run, session, epoch, trained, val_metrics, improved, clock)
-    if not stopped and wants_distillation_stage(session):
-        epoch, stopped = run_distillation_stage(run, session, epoch, bundle_metadata)
     return finish_run(run, session, epoch, stopped)
 
 
@@ -183,8 +181,15 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
                      if (run.run_dir / runs.BUNDLE_FILE).exists() else "")
             raise TrainingError("This run has no checkpoint to continue from (it was stopped or interrupted before "
                                 f"the end of its first epoch was saved).{saved} Start a new training instead.")
+        check_data_unchanged(runs.read_run_record(run.run_dir), classes, specs, run.run_dir)
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # a change check_data_unchanged cannot see (an edited record)
+            raise TrainingError(
+                f"The saved training state no longer fits the data in the modality folders ({str(exc)[:200]}). "
+                "Start a new training on the data as it is now."
+            ) from exc
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         start_epoch = int(state["epoch"])
@@ -227,6 +232,38 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
     )
 
 
+def check_data_unchanged(record: dict, classes: list[str], specs: dict[str, ModalitySpec], run_dir: Path) -> None:
+    """Continuing needs the classes and each modality's input as the run was trained on them; say
+    what changed (classes added, removed or renamed; channels, kind or size) and what to do."""
+    changes = []
+    before = list(record.get("classes") or classes)
+    added, removed = [c for c in classes if c not in before], [c for c in before if c not in classes]
+    if added and removed and len(added) == len(removed):
+        changes.append("classes renamed (or replaced): " + ", ".join(f"'{o}' is now '{n}'" for o, n in zip(removed, added)))
+    else:
+        if added:
+            changes.append(f"classes added: {', '.join(added)}")
+        if removed:
+            changes.append(f"classes removed (no usable file left): {', '.join(removed)}")
+    for name, spec in specs.items():
+        old = (record.get("specs") or {}).get(name)
+        if not old:
+            continue
+        if old.get("kind") != spec.kind:
+            changes.append(f"{name}: read as {spec.kind} now, {old.get('kind')} before")
+        elif old.get("channels") != spec.channels:
+            changes.append(f"{name}: {spec.channels} channel(s) now, {old.get('channels')} before")
+        elif list(spec.input_shape) != list(ModalitySpec.from_dict(old).input_shape):
+            was = "x".join(map(str, ModalitySpec.from_dict(old).input_shape))
+            changes.append(f"{name}: inputs of {'x'.join(map(str, spec.input_shape))} now, {was} before")
+    if changes:
+        raise TrainingError(
+            f"The data changed since this run was trained, so it cannot be continued: {'; '.join(changes)}. "
+            "Put the modality folders back as they were to continue it, or start a new training on the data as it "
+            f"is now (the run in '{run_dir}' and its model are kept)."
+        )
+
+
 def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiModalDataset, run_name) -> None:
     """Write the run record as the epochs start (settings, data, sizes) and announce the start."""
     config, names = session.config, session.names
@@ -235,6 +272,10 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             "name": run_name or "+".join(names),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+    skipped = dataset.report.skipped
+    # run.json is rewritten every epoch, so it keeps the first skipped files; the list beside it has all.
+    if run.dist.is_writer and any(skipped.values()):
+        runs.write_skipped_list(run.run_dir, skipped)
     run.write_record(
         status="running",
         config=config.to_dict(),
@@ -252,7 +293,11 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             "unlabelled_dropped": dataset.report.unlabelled_dropped,
             "counts": dataset.report.counts,
             "missing": dataset.report.missing,
-            "skipped": {n: [{"path": s.path, "reason": s.reason} for s in dataset.report.skipped[n][:500]] for n in names},
+            "notices": dataset.report.notices,
+            "skipped": {n: [{"path": s.path, "reason": s.reason} for s in skipped[n][:MAX_SKIPPED_IN_RECORD]]
+                        for n in names},
+            "skipped_count": {n: len(skipped[n]) for n in names},
+            "skipped_list": runs.SKIPPED_FILE if any(skipped.values()) else None,
             "train_sizes": session.train_sizes,
         },
     )
@@ -362,10 +407,7 @@ def _training_step(session: TrainingSession, inputs, labels, teachers, progress_
                            if unlabelled_logits else terms["cl"].detach() * 0.0)
     total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
     if not torch.isfinite(total):
-        raise TrainingError(
-            f"The loss became {float(total)} at epoch {epoch}, step {step}. Lower the learning rate "
-            "or the loss weights and start again. The best model so far was kept."
-        )
+        raise diverged_error(session, f"the loss became {float(total.detach())} at epoch {epoch}, step {step}")
     session.optimizer.zero_grad(set_to_none=True)
     session.scaler.scale(total).backward()
     session.scaler.step(session.optimizer)
@@ -378,12 +420,18 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
     """Validation metrics per modality; a modality whose weighted F1 beats its best so far keeps
     this epoch's weights (model selection per modality, as in the paper). Returns the metrics and
     the modalities that improved."""
+    # Weights that are no longer finite numbers must never become a "best" model: stop instead.
+    broken = non_finite_weights(session.model)
+    if broken:
+        raise diverged_error(session, f"weights became NaN or infinite at epoch {epoch} ({broken})")
     val_metrics = {}
     improved = []
     for n in session.names:
         branch = session.model.branches[n]
         prepared = session.prepared[n]
         metrics = evaluate_branch(branch, prepared.x["val"], prepared.y["val"], session.classes, session.device)
+        if metrics and not math.isfinite(metrics["loss"]):
+            raise diverged_error(session, f"the validation loss of '{n}' became {metrics['loss']} at epoch {epoch}")
         score = metrics["weighted_f1"] if metrics else float(epoch)  # no validation data: keep the latest
         if metrics:
             val_metrics[n] = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1", "loss")}
@@ -393,6 +441,26 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
             improved.append(n)
     session.model.train()
     return val_metrics, improved
+
+
+def non_finite_weights(model: nn.Module) -> str:
+    """The first parameter or buffer holding NaN or infinity, by name; empty when all are finite."""
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return key
+    return ""
+
+
+def diverged_error(session: TrainingSession, what: str) -> TrainingError:
+    """The message for a training that diverged: what happened, what to try, what was kept."""
+    rate = session.config.learning_rate
+    kept = ("The best model saved before that was kept (" + ", ".join(
+                f"{n} epoch {b['best_epoch']}" for n, b in session.best.items() if n in session.best_states) + ")."
+            if session.best_states else "No model was saved.")
+    return TrainingError(
+        f"The training diverged: {what}. Lower the learning rate (it is {rate:g}; try {rate / 10:g} or less) "
+        f"or the loss weights, and start a new training. {kept}"
+    )
 
 
 def bundle_metadata(run: ActiveRun, session: TrainingSession, test_metrics: dict | None = None) -> dict:
@@ -492,6 +560,7 @@ def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bo
     reason = (
         f"Stopped after epoch {epoch}; the best model so far was kept." if stopped else f"Finished {epoch} epochs."
     )
+    reason = " ".join([reason, *session.config.split_warnings()])
     run.write_record(status=status, reason=reason, epochs_done=epoch, test_metrics=test_metrics)
     summary = "; ".join(f"{n} test acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in test_metrics.items())
     run.log(f"{status}: {summary}")

@@ -53,6 +53,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
 def pca_2d(features: np.ndarray) -> np.ndarray:
     """First two principal components of (N, D) features (via SVD of the centred data)."""
     x = np.asarray(features, dtype=np.float64)
+    x = np.where(np.isfinite(x), x, 0.0)  # a view for people: one odd value must not end the run (SVD fails on it)
     x = x - x.mean(axis=0, keepdims=True)
     if x.shape[0] < 2:
         return np.zeros((x.shape[0], 2))

@@ -184,7 +184,6 @@ class StudentTargets:
     unlabelled: dict[str, torch.Tensor] = field(default_factory=dict)
     pseudo_rows: dict[str, torch.Tensor] = field(default_factory=dict)
     pseudo_labels: dict[str, torch.Tensor] = field(default_factory=dict)
-    teacher_of: dict[str, str] = field(default_factory=dict)  # modality -> the modality whose logits these are
 
 
 @dataclass
@@ -298,8 +297,6 @@ def train_students(
     train_names: list[str] | None = None,
     init_states: dict[str, dict[str, torch.Tensor]] | None = None,
     init_scores: dict[str, float] | None = None,
-    on_step: Callable[[int, int, int, float], None] | None = None,
-    on_epoch: Callable[[int, dict[str, dict], list[str], float, dict], None] | None = None,
 ) -> StudentsResult:
     """Train one ModalityBranch per modality (or per modality of ``train_names``) with ``method``'s loss.
 
@@ -308,9 +305,6 @@ def train_students(
     trainer does (so batch normalisation sees the same mix under every method).
     ``init_states`` / ``init_scores``: start each trained modality from these weights, which stay its
     selected model (epoch 0) unless an epoch validates higher (a further stage of training).
-    ``on_step(epoch, step, steps, loss)`` after each update and ``on_epoch(epoch, validation metrics
-    per modality, modalities that improved, mean loss, best weights per modality)`` after each epoch
-    let a caller report them.
     """
     cfg, device = setup.config, setup.device
     names = list(train_names or setup.names)
@@ -334,8 +328,7 @@ def train_students(
         best[n], best_epoch[n] = float(init_scores[n]), 0
         best_states[n] = {k: v.detach().clone() for k, v in init_states[n].items()}
     targets = StudentTargets(**{part: {n: t.to(device) for n, t in getattr(targets, part).items()}
-                                for part in ("labelled", "unlabelled", "pseudo_rows", "pseudo_labels")},
-                             teacher_of=targets.teacher_of)
+                                for part in ("labelled", "unlabelled", "pseudo_rows", "pseudo_labels")})
     train_x, train_y = device_rows(setup)
     unlabelled_x = ({n: t.to(device) for n, t in setup.unlabelled.items()} if setup.unlabelled is not None else {})
     sizes = {n: int(train_y[n].shape[0]) for n in names}
@@ -343,7 +336,6 @@ def train_students(
     stopped = False
     for epoch in range(1, cfg.epochs + 1):
         students.train()
-        loss_sum, done = 0.0, 0
         orders = epoch_orders(sizes, steps, cfg.batch_size, generator, shared=setup.paired)
         for step in range(1, steps + 1):
             if stop.is_set():
@@ -365,27 +357,17 @@ def train_students(
                     u_logits[n] = out[idx.numel():]
             losses = _student_losses(method, setup, settings, logits, labels, rows, targets, u_logits, u_rows,
                                      (epoch - 1) + step / steps)
-            total = sum(losses.values()) / len(names)
-            opt.step(total, method, ((epoch - 1) + (step - 1) / steps) / cfg.epochs)
-            loss_sum, done = loss_sum + float(total.detach()), done + 1
+            opt.step(sum(losses.values()) / len(names), method, ((epoch - 1) + (step - 1) / steps) / cfg.epochs)
             progress(((epoch - 1) * steps + step) / (cfg.epochs * steps), f"epoch {epoch}/{cfg.epochs}")
-            if on_step:
-                on_step(epoch, step, steps, float(total.detach()))
         if stopped:
             break
-        val_metrics, improved = {}, []
         for n in names:  # per-modality model selection on validation weighted F1
             p = setup.prepared[n]
             metrics = split_metrics(eval_logits(students[n], p.x["val"], device), p.y["val"], setup.classes)
             score = metrics["weighted_f1"] if metrics else float(epoch)
-            if metrics:
-                val_metrics[n] = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1", "loss")}
             if score > best[n]:
                 best[n], best_epoch[n] = score, epoch
                 best_states[n] = {k: v.detach().clone() for k, v in students[n].state_dict().items()}
-                improved.append(n)
-        if on_epoch:
-            on_epoch(epoch, val_metrics, improved, loss_sum / max(1, done), best_states)
     if len(best_states) < len(names):
         return StudentsResult("stopped", "Stopped before the first epoch ended; nothing to evaluate.", {}, best,
                               best_states)
@@ -424,7 +406,6 @@ def distill_targets(setup: StudentSetup, scores: dict[str, float], states: dict[
         if not peers:
             continue
         teacher = max(peers, key=lambda p: scores[p])
-        targets.teacher_of[n] = teacher
         branch = branch_with(setup, teacher, states[teacher])
         if setup.paired:  # row i of the training split is the same sample in every modality
             targets.labelled[n] = eval_logits(branch, setup.prepared[teacher].x["train"], setup.device)

@@ -79,6 +79,8 @@ def continue_run(
     stop: StopToken | None = None,
 ) -> RunEnded:
     """Continue a stopped or finished run for ``extra_epochs`` more epochs from its checkpoint."""
+    if isinstance(extra_epochs, bool) or not isinstance(extra_epochs, int) or extra_epochs < 1:
+        return RunEnded("failed", f"Continue a run for at least one more epoch (got {extra_epochs}).", "", None, 0)
     record = runs.read_run_record(Path(run_dir))
     try:
         config = TrainingConfig.from_dict(record["config"])
@@ -127,9 +129,15 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
                 dataset = load_dataset(config, emit, stop)
         if stop.is_set():
             raise Cancelled()
-    except (Cancelled, DisComKDError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever fails before training, the folder is released and it is said
         stopped = isinstance(exc, Cancelled)
-        reason = "Stopped while reading the data; nothing was trained." if stopped else str(exc)
+        if stopped:
+            reason = "Stopped while reading the data; nothing was trained."
+        elif isinstance(exc, DisComKDError):
+            reason = str(exc)
+        else:
+            reason = (f"Reading the data failed unexpectedly ({type(exc).__name__}: {exc}). Nothing was trained; "
+                      "check the modality folders and start again.")
         if run is not None and resume_from is None:
             if created_here:
                 _discard_new_run(run.run_dir, lock)

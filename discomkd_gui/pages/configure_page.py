@@ -188,11 +188,6 @@ class ConfigurePage(QWidget):
         self.device_note.setObjectName("hint")
         self.mixed_precision = QCheckBox("Mixed precision on CUDA")
         self.mixed_precision.setToolTip("Faster and less memory on an NVIDIA GPU; no effect on a CPU.")
-        self.distill_stage = QCheckBox("Distillation stage after the epochs")
-        self.distill_stage.setToolTip(
-            "With unlabelled recordings (_unlabelled folders): after the epochs, each weaker modality trains as many "
-            "epochs again, taught by the better-validated one, now fully trained, on the labelled pairs and the "
-            "unlabelled recordings. Its model is replaced only where validation improves.")
         tf.addRow("Epochs", self.epochs)
         tf.addRow("Batch size", self.batch_size)
         tf.addRow("Learning rate", self.learning_rate)
@@ -202,7 +197,6 @@ class ConfigurePage(QWidget):
         tf.addRow("Device", self.device)
         tf.addRow("", self.device_note)
         tf.addRow("", self.mixed_precision)
-        tf.addRow("", self.distill_stage)
         grid.addWidget(training, 0, 1)
 
         # --- network and data -------------------------------------------------------------
@@ -216,7 +210,8 @@ class ConfigurePage(QWidget):
         self.seed = _int_spin(0, 2**31 - 1, "Random seed of the split, the initial weights and the batches.")
         split_row = QHBoxLayout()
         self.split_train = _spin(0.05, 0.95, 0.05, 2, "Share of each class used for training.")
-        self.split_val = _spin(0.0, 0.9, 0.05, 2, "Share used to pick the best epoch (per modality).")
+        # No zero: the best epoch of each modality is chosen on validation data (TrainingConfig.validate).
+        self.split_val = _spin(0.05, 0.9, 0.05, 2, "Share used to pick the best epoch (per modality).")
         self.split_test = QLabel()
         self.split_test.setToolTip("Test share = 1 − train − validation; reported on the Results page.")
         for label, w in (("train", self.split_train), ("val", self.split_val)):
@@ -285,7 +280,7 @@ class ConfigurePage(QWidget):
     def _split_changed(self) -> None:
         self.split_val.setMaximum(round(1.0 - self.split_train.value(), 2))
         test = max(0.0, 1.0 - self.split_train.value() - self.split_val.value())
-        self.split_test.setText(f"test {test:.2f}")
+        self.split_test.setText(f"test {test:.2f}" + (" (no test metrics)" if test < 0.005 else ""))
 
     def _check_learning_rate(self) -> None:
         ok = self.learning_rate.hasAcceptableInput()
@@ -362,15 +357,12 @@ class ConfigurePage(QWidget):
             "seed": self.seed.value(),
             "device": self.device.currentData(),
             "mixed_precision": self.mixed_precision.isChecked(),
-            "distill_stage": self.distill_stage.isChecked(),
             "augmentation": {n: c.currentData() for n, c in self.augment_combos.items()} | {
                 n: v for n, v in self._augment_choice.items() if n not in self.augment_combos},
         }
 
     def set_values(self, values: dict) -> None:
         """Fill the form from a (possibly older or partial) saved dict; unknown values are ignored."""
-        # Settings saved before the stage existed get today's default, not a run record's "off".
-        values = {"distill_stage": TrainingConfig().distill_stage, **values}
         try:
             config = TrainingConfig.from_dict({k: v for k, v in values.items() if k != "modalities"})
         except (TypeError, ValueError):
@@ -401,7 +393,6 @@ class ConfigurePage(QWidget):
         self.seed.setValue(config.seed)
         self.device.setCurrentIndex(max(0, self.device.findData(config.device)))
         self.mixed_precision.setChecked(config.mixed_precision)
-        self.distill_stage.setChecked(config.distill_stage)
         for name, choice in (values.get("augmentation") or {}).items():
             self._augment_choice[name] = choice
             if name in self.augment_combos:

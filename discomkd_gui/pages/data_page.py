@@ -170,6 +170,7 @@ class DataPage(QWidget):
         kind_row.addWidget(self.kind_combo)
         kind_row.addWidget(self.kind_label, 1)
         self.files_label = QLabel()
+        self.files_label.setWordWrap(True)  # notices (merged class folders) can be long
         form.addRow("Name", self.name_edit)
         form.addRow("Folder", self.folder_label)
         form.addRow("Kind", kind_row)
@@ -242,6 +243,9 @@ class DataPage(QWidget):
         from discomkd.storage.paths import printable_name
 
         if self._locked:
+            return None
+        if not str(folder).strip():  # Path("") would be the current folder, read whole by accident
+            self.error.emit("No folder was given (the path is empty). Choose a modality folder.", "")
             return None
         folder = str(Path(folder))
         if any(Path(e.folder) == Path(folder) for e in self.entries):
@@ -475,7 +479,7 @@ class DataPage(QWidget):
             cached += f" — {d.cache_note}"
         unlabelled = f", {len(d.unlabelled_files)} unlabelled" if d.unlabelled_files else ""
         self.files_label.setText(f"{len(d.files)} usable files in {len(d.classes)} classes{unlabelled}, "
-                                 f"{len(d.skipped)} skipped{cached}")
+                                 f"{len(d.skipped)} skipped{cached}" + "".join(f"\n{n}" for n in d.notices))
         for cls, thumb in entry.result.thumbnails:
             cell = QWidget()
             v = QVBoxLayout(cell)

@@ -443,10 +443,6 @@ class TrainPage(QWidget):
                             f"validation {val or 'n/a'} · {event.epoch_time_s:.1f} s")
         elif kind == "TeachingChanged":
             self.append_log(f"Epoch {event.epoch}: {event.text}")
-        elif kind == "StageStarted":
-            self._epochs_target = event.last_epoch
-            self._set_epoch_axis(event.last_epoch)
-            self.append_log(event.text[0].upper() + event.text[1:])
         elif kind == "BestModelSaved":
             self.append_log(f"Best model saved (epoch {event.epoch}; improved: {', '.join(event.improved)}).")
             self.best_saved.emit(event.bundle_path)

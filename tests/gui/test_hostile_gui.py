@@ -128,3 +128,79 @@ def test_data_page_reads_a_folder_with_non_utf8_names_and_a_damaged_cache(window
     entry = page.entry("photos")
     assert entry.status == "ready" and len(entry.data.files) == 25 and window.error_boxes == []
     assert "damaged cache file" in page.files_label.text()
+
+
+def test_predict_page_refuses_an_empty_path_and_a_signal_the_model_has_no_modality_for(window, trained_bundle,
+                                                                                       qtbot, tmp_path, monkeypatch):
+    import numpy as np
+
+    page = window.predict_page
+    with qtbot.waitSignal(page.model_loaded, timeout=30000):
+        window.open_model(str(trained_bundle))
+    monkeypatch.chdir(tmp_path)  # an empty path must not mean "everything in the current folder"
+    job = page.predict([""])
+    qtbot.waitUntil(lambda: not job.is_running(), timeout=30000)
+    assert "An empty path was given" in page.status.text() and page.items == []
+    assert len(window.error_boxes) == 1
+
+    np.save(tmp_path / "imu.npy", np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32))
+    with qtbot.waitSignal(page.predictions_ready, timeout=30000) as ready:
+        page.predict([str(tmp_path / "imu.npy")])
+    [item] = ready.args[0]
+    assert not item.ok and "3-channel signal of length 64) fits none of this model's modalities" in item.result.message
+    assert "image (image, 1 channel" in item.result.message and "audio (audio" in item.result.message
+    assert "fits none" in page.cards[0].label.text()
+
+
+def test_data_page_lists_unreadable_files_and_hidden_class_folders_as_skipped(window, qtbot, tmp_path, monkeypatch):
+    from conftest import add_modalities
+    from hostile import make_image_modality
+
+    folder = make_image_modality(tmp_path / "photos")
+    make_image_modality(folder / ".hidden", classes=("x",), per_class=2)
+    make_image_modality(folder, classes=("dog", "dog "), per_class=3, seed=1)
+    real_stat = Path.stat
+
+    def stat(self, *args, **kwargs):  # as a file another user owns, without read permission
+        if self.name == "004.png" and self.parent.name == "a":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    page = window.data_page
+    assert page.add_folder("") is None and len(window.error_boxes) == 1  # never the current folder
+    add_modalities(qtbot, window, {"photos": folder})
+    entry = page.entry("photos")
+    assert entry.status == "ready" and entry.data.classes == ["a", "b", "c", "dog"]
+    skipped = {page.skipped_table.item(r, 0).text(): page.skipped_table.item(r, 1).text()
+               for r in range(page.skipped_table.rowCount())}
+    assert "permission denied" in skipped["a/004.png"] and "hidden folder" in skipped[".hidden/"]
+    assert "'dog' and 'dog '" in page.files_label.text() and "one class 'dog'" in page.files_label.text()
+    assert len(window.error_boxes) == 1  # no "Something went wrong"
+
+
+def test_train_page_says_a_training_diverged_and_what_to_try(window, tiny_demo, qtbot, monkeypatch):
+    import torch
+
+    import discomkd.training.loop as loop
+    from conftest import add_modalities, tiny_settings
+
+    real_step = loop._training_step
+
+    def step_leaving_nan_weights(session, *args):  # what a far too high learning rate does
+        losses = real_step(session, *args)
+        with torch.no_grad():
+            next(session.model.parameters()).fill_(float("nan"))
+        return losses
+
+    monkeypatch.setattr(loop, "_training_step", step_leaving_nan_weights)
+    add_modalities(qtbot, window, tiny_demo)
+    tiny_settings(window, epochs=2)
+    page = window.train_page
+    with qtbot.waitSignal(page.run_finished, timeout=90000) as finished:
+        window.start_training()
+    result = finished.args[0]
+    assert result.status == "failed" and result.bundle_path is None
+    assert "The training diverged" in page.status.text() and "Lower the learning rate" in page.status.text()
+    assert "No model was saved." in page.status.text()
+    assert len(window.error_boxes) == 1
