@@ -103,9 +103,9 @@ class ErrorBrowser(QWidget):
         self.table.setSortingEnabled(False)
         self.table.clearSelection()
         self.table.setRowCount(len(self.files))
-        for r, f in enumerate(self.files):
-            from discomkd.storage.paths import printable_name
+        from discomkd.storage.paths import printable_name
 
+        for r, f in enumerate(self.files):
             name = table_item(printable_name(Path(f.path).name))
             name.setData(Qt.ItemDataRole.UserRole, r)
             name.setToolTip(printable_name(f.path))

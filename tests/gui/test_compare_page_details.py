@@ -72,3 +72,11 @@ def test_a_long_comparison_is_estimated_and_confirmed_first(compare_page, traine
     assert compare_page.job is None
     assert asked and "about 3 h" in asked[0]
     assert f"10 trainings × {epochs} epochs" in compare_page.estimate.text()
+
+
+def test_the_progress_bar_says_how_long_is_left(compare_page):
+    import time
+
+    compare_page._started_at = time.monotonic() - 600  # ten minutes in, a quarter done
+    compare_page._on_progress(0.25, "DisCoM-KD, seed 1/4: epoch 3/12")
+    assert compare_page.progress.format() == "DisCoM-KD, seed 1/4: epoch 3/12 · about 30 min left"
