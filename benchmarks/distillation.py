@@ -113,7 +113,7 @@ def run_part(args: argparse.Namespace, methods: list[str], out: Path) -> None:
         if p.message.endswith(("finished", "stopped", "failed")):
             print(f"[{time.strftime('%H:%M:%S')}] {p.message}", file=sys.stderr, flush=True)
 
-    run_comparison(config, methods, args.seeds, out, show)
+    run_comparison(config, methods, args.seeds, out, show, replace=True)  # the benchmark's own scratch folder
 
 
 def merge(parts: list[Path], methods: list[str], out: Path):
@@ -127,7 +127,7 @@ def merge(parts: list[Path], methods: list[str], out: Path):
     skipped = {k: v for res in results for k, v in res.skipped.items()}
     merged = ComparisonResult(summarise(per_run, methods, names), skipped, per_run, settings,
                               any(r.stopped for r in results), max(r.wall_time_s for r in results))
-    merged.write(out)
+    merged.write(out, replace=True)  # regenerating docs/comparison/<data set> is what the benchmark is for
     for part in parts:  # their runs are in the merged per_run.json now
         shutil.rmtree(part, ignore_errors=True)
     return merged

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from .config import ModalitySource
+from .console import guarded_console
 from .errors import DisComKDError
 # The option parsing is shared with `discomkd compare`, so it lives below both in options.py; scripts
 # and users still import these names from discomkd.cli.
@@ -189,7 +190,10 @@ def cmd_demo(args) -> int:
 
 def cmd_predict(args) -> int:
     from .inference.predict import Prediction, Predictor, write_predictions_csv
+    from .storage.outputs import check_output_file
 
+    if args.csv:  # before any prediction: a CSV that cannot be written must not cost the work
+        check_output_file(args.csv, [args.bundle, *args.files], args.force, "the CSV file")
     predictor = Predictor.from_path(args.bundle)
     results = predictor.predict_files(args.files, args.modality)
     if not results:
@@ -204,15 +208,18 @@ def cmd_predict(args) -> int:
             failures += 1
             print(f"{r.path}\terror: {r.message}", file=sys.stderr)
     if args.csv:
-        write_predictions_csv(results, args.csv, predictor.classes)
+        write_predictions_csv(results, args.csv, predictor.classes, replace=args.force, inputs=[args.bundle, *args.files])
         print(f"wrote {args.csv}")
     return EXIT_OK if failures < len(results) else EXIT_ERROR
 
 
 def cmd_evaluate(args) -> int:
+    from .storage.outputs import check_output_file, write_output_file
     from .training.evaluation import evaluate_bundle_on_folder
 
     source = args.modality
+    if args.json:
+        check_output_file(args.json, [args.bundle, source.folder], args.force, "the JSON file")
     metrics = evaluate_bundle_on_folder(args.bundle, source.name, source.folder)
     print(f"{source.name}: {metrics['n']} files, accuracy {metrics['accuracy']:.4f}, "
           f"weighted F1 {metrics['weighted_f1']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
@@ -230,9 +237,9 @@ def cmd_evaluate(args) -> int:
     if metrics["unknown_classes"]:
         print(f"classes not known to the model (left out): {', '.join(metrics['unknown_classes'])}")
     if args.json:
-        from .storage.atomic import atomic_write
-
-        atomic_write(args.json, lambda fh: fh.write(json.dumps(metrics, indent=2)), text=True)
+        write_output_file(args.json, lambda fh: fh.write(json.dumps(metrics, indent=2)), [args.bundle, source.folder],
+                          args.force, text=True, what="the JSON file")
+        print(f"wrote {args.json}")
     return EXIT_OK
 
 
@@ -261,7 +268,7 @@ def cmd_info(args) -> int:
 def cmd_export(args) -> int:
     from .inference.export import export_modality
 
-    result = export_modality(args.bundle, args.modality, args.format, args.out, args.check or None)
+    result = export_modality(args.bundle, args.modality, args.format, args.out, args.check or None, replace=args.force)
     print(f"wrote {result.model_path} ({result.format}; input 'input', outputs 'logits' and 'probabilities')")
     print(f"wrote {result.sidecar_path} (how to preprocess a raw file, classes)")
     print(f"check: probabilities match the model within {result.max_abs_diff:.1e} on {result.checked_on}")
@@ -299,14 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=input_path)
     p.add_argument("files", nargs="+", type=input_path, metavar="FILE_OR_DIR")
     p.add_argument("--modality", help="the files' modality (default: inferred from kind and shape)")
-    p.add_argument("--csv", help="also write the predictions to this CSV file")
+    p.add_argument("--csv", help="also write the predictions to this CSV file (a new file, unless --force)")
+    p.add_argument("--force", action="store_true", help="replace the --csv file if it exists (never a file being predicted)")
     p.add_argument("--top-k", type=whole_number(1), default=3, help="classes shown per file (default 3)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled folder of one modality")
     p.add_argument("bundle", type=input_path)
     p.add_argument("--modality", type=parse_modality_arg, required=True, metavar="NAME=DIR")
-    p.add_argument("--json", help="write all metrics to this JSON file")
+    p.add_argument("--json", help="write all metrics to this JSON file (a new file, unless --force)")
+    p.add_argument("--force", action="store_true", help="replace the --json file if it exists (never an input)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="show what a model bundle (or a run folder) contains")
@@ -324,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "the sidecar is the same name plus .json")
     p.add_argument("--check", nargs="*", default=[], metavar="FILE_OR_DIR",
                    help="files to check the export on (default: files of the training folder, when present)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the --out file and its sidecar if they exist (never the model bundle or an input)")
     p.set_defaults(func=cmd_export)
 
     from .compare_command import add_compare_parser
@@ -353,16 +364,19 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="discomkd-escape")
     # A library warning is one line on the console, never the source line numpy or torch would print.
     warnings.showwarning = _show_warning
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except DisComKDError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("aborted", file=sys.stderr)
-        return EXIT_STOPPED
+    # The console is a courtesy: a closed pipe (| head), a full device or no console at all loses the
+    # output, never the work (console.py).
+    with guarded_console():
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        try:
+            return args.func(args)
+        except DisComKDError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print("aborted", file=sys.stderr)
+            return EXIT_STOPPED
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
                         "bands are numbered from 1")
     p.add_argument("--seeds", type=whole_number(1, 1000), default=5, help="number of random splits (default 5; the paired differences need several)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method ids (default: all)")
-    p.add_argument("--out", required=True, help="folder for comparison.md, comparison.csv and per_run.json")
+    p.add_argument("--out", required=True, help="folder for comparison.md, comparison.csv and per_run.json "
+                                              "(checked before any training; existing ones kept unless --force)")
+    p.add_argument("--force", action="store_true", help="replace the comparison files in --out if they exist")
     add_training_options(p)
     p.set_defaults(func=run_compare_command)
     return p
@@ -67,7 +69,7 @@ def run_compare_command(args: argparse.Namespace) -> int:
 
         previous = signal.signal(signal.SIGINT, lambda *_: stop.request())
         try:
-            result = run_comparison(config, methods, args.seeds, Path(args.out), show, stop)
+            result = run_comparison(config, methods, args.seeds, Path(args.out), show, stop, replace=args.force)
         finally:
             signal.signal(signal.SIGINT, previous)
         print(file=sys.stderr)

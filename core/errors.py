@@ -33,6 +33,15 @@ class RunFolderError(DisComKDError):
     """A run folder cannot be used: it holds another run, a training is writing to it, or it is not a folder."""
 
 
+class OutputPathError(DisComKDError):
+    """A file or folder named for output cannot be used: it is a folder, under a file, not writable,
+    one of the command's own inputs, or an existing file the user did not ask to replace."""
+
+
+class OutputExistsError(OutputPathError):
+    """The output file exists and replacing it was not asked for (``--force``, or the app's confirmation)."""
+
+
 class StorageError(DisComKDError, OSError):
     """A file cannot be written: the disk is full, the folder is read-only, or permission is denied.
 

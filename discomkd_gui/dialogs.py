@@ -96,6 +96,7 @@ class ExportDialog(QDialog):
 
         self.bundle_path = bundle_path
         self._default_path = default_output_path
+        self.replace_confirmed = False  # the user agreed to replace an existing file (asked on Export)
         self.setWindowTitle("Export a classifier for a device")
         layout = QVBoxLayout(self)
         intro = QLabel(
@@ -139,6 +140,12 @@ class ExportDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+        self.problem = QLabel()
+        self.problem.setObjectName("banner")
+        self.problem.setProperty("level", "error")
+        self.problem.setWordWrap(True)
+        self.problem.hide()
+        layout.addWidget(self.problem)
         self.modality.currentTextChanged.connect(self._suggest_path)
         self.format.currentIndexChanged.connect(self._suggest_path)
         self._suggest_path()
@@ -153,6 +160,41 @@ class ExportDialog(QDialog):
         path, _ = QFileDialog.getSaveFileName(self, "Export to", self.path.text(), pattern)
         if path:
             self.path.setText(path)
+
+    def accept(self) -> None:
+        """Check the typed file by the output rule before closing: a file that exists is replaced
+        only after the user confirms; a folder, an unwritable place or the model itself are refused."""
+        from discomkd.errors import OutputExistsError, OutputPathError
+        from discomkd.inference.export import sidecar_path_for
+        from discomkd.storage.outputs import check_output_file
+
+        out = self.choice()[2]
+        self.replace_confirmed = False
+        try:
+            for path in (out, sidecar_path_for(out)):
+                check_output_file(path, [self.bundle_path], replace=self.replace_confirmed, what="the exported file")
+        except OutputExistsError:
+            existing = [str(p) for p in (Path(out), sidecar_path_for(out)) if p.exists()]
+            answer = QMessageBox.question(self, "Replace the file?",
+                                          "This export would replace:\n" + "\n".join(existing) + "\nReplace it?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            self.replace_confirmed = True
+            try:  # once replacing is allowed, what else could stop it (the model itself, a folder)
+                for path in (out, sidecar_path_for(out)):
+                    check_output_file(path, [self.bundle_path], replace=True, what="the exported file")
+            except OutputPathError as exc:
+                self._show_problem(str(exc))
+                return
+        except OutputPathError as exc:
+            self._show_problem(str(exc))
+            return
+        super().accept()
+
+    def _show_problem(self, message: str) -> None:
+        self.replace_confirmed = False
+        self.problem.setText(message)
+        self.problem.show()
 
     def choice(self) -> tuple[str, str, str]:
         """(modality, format, output file)."""

@@ -398,9 +398,9 @@ class MainWindow(QMainWindow):
         dialog = ExportDialog(bundle_path, modalities, self)
         if dialog.exec() != ExportDialog.DialogCode.Accepted:
             return None
-        return self.run_export(bundle_path, *dialog.choice())
+        return self.run_export(bundle_path, *dialog.choice(), replace=dialog.replace_confirmed)
 
-    def run_export(self, bundle_path: str, modality: str, fmt: str, out: str) -> Job:
+    def run_export(self, bundle_path: str, modality: str, fmt: str, out: str, replace: bool = False) -> Job:
         from discomkd.inference.export import export_modality
 
         def done(result) -> None:
@@ -414,7 +414,7 @@ class MainWindow(QMainWindow):
             self.export_boxes.append(box)
             box.finished.connect(lambda *_: self.export_boxes.remove(box) if box in self.export_boxes else None)
 
-        job = Job(lambda state: export_modality(bundle_path, modality, fmt, out), "export", self)
+        job = Job(lambda state: export_modality(bundle_path, modality, fmt, out, replace=replace), "export", self)
         job.succeeded.connect(done)
         job.failed.connect(self.show_error)
         job.finished.connect(lambda: self.activity.setText(""))

@@ -126,7 +126,7 @@ ENGINE_LAYERS = [
     {"discomkd.data"},
     {"discomkd.model"},
     {"discomkd.training", "discomkd.inference"},
-    {"discomkd.options", "discomkd.compare_command", "discomkd.cli", "discomkd.__main__"},
+    {"discomkd.options", "discomkd.console", "discomkd.compare_command", "discomkd.cli", "discomkd.__main__"},
 ]
 
 

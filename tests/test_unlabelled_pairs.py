@@ -102,9 +102,10 @@ def test_training_uses_unlabelled_pairs_once_a_modality_validates_better(tmp_pat
     ended = train(config_for(tmp_path), run_dir=tmp_path / "run", on_event=lambda e: None, stop=StopToken())
     assert ended.status == "finished", ended.reason
     history = read_history(tmp_path / "run")
-    assert history[0]["train_losses"]["unlabelled"] == 0.0  # no validation score yet: nobody teaches
-    assert history[0]["val"]["strong"]["weighted_f1"] > history[0]["val"]["weak"]["weighted_f1"]
-    assert all(h["train_losses"]["unlabelled"] > 0 for h in history[1:])
+    # No validation score yet, then one: nobody teaches until the lead has held on two epochs.
+    assert history[0]["train_losses"]["unlabelled"] == history[1]["train_losses"]["unlabelled"] == 0.0
+    assert all(h["val"]["strong"]["weighted_f1"] > h["val"]["weak"]["weighted_f1"] for h in history[:2])
+    assert all(h["train_losses"]["unlabelled"] > 0 for h in history[2:])
     assert ended.test_metrics["strong"]["accuracy"] > 0.6
     # Switched off, the same data trains without the term.
     off = train(config_for(tmp_path, weights=LossWeights(unlabelled=0.0)), run_dir=tmp_path / "off",
@@ -122,6 +123,9 @@ def test_teaching_needs_a_margin_and_holds_until_overtaken_by_it():
     assert teaching_direction({"a": 0.60, "b": 0.615}, held) == {"a": [], "b": ["a"]}
     # b overtakes a by more than the margin: the direction turns, never both ways at once.
     assert teaching_direction({"a": 0.60, "b": 0.63}, held) == {"a": ["b"], "b": []}
+    # A lead on one epoch only (an early lucky score) starts nothing; held on two, it does.
+    assert teaching_direction({"a": 0.30, "b": 0.20}, earlier_scores={"a": 0.10, "b": 0.15}) == {"a": [], "b": []}
+    assert teaching_direction({"a": 0.30, "b": 0.20}, earlier_scores={"a": 0.25, "b": 0.15}) == {"a": [], "b": ["a"]}
     three = teaching_direction({"rgb": 0.9, "depth": 0.85, "thermal": 0.6})
     assert three == {"rgb": [], "depth": ["rgb"], "thermal": ["rgb", "depth"]}
 
@@ -151,6 +155,6 @@ def test_who_teaches_whom_is_announced_and_logged(tmp_path):
     ended = train(config_for(tmp_path), run_dir=tmp_path / "run", on_event=events.append, stop=StopToken())
     assert ended.status == "finished", ended.reason
     changes = [e for e in events if isinstance(e, TeachingChanged)]
-    assert changes and changes[0].epoch == 2 and changes[0].teachers == {"strong": [], "weak": ["strong"]}
+    assert changes and changes[0].epoch == 3 and changes[0].teachers == {"strong": [], "weak": ["strong"]}
     assert "strong teaches weak" in changes[0].text
     assert "strong teaches weak" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")

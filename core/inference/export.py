@@ -29,6 +29,7 @@ from ..data.spec import ModalitySpec
 from ..errors import DataError, DisComKDError
 from ..model.bundle import ModelBundle, load_bundle
 from ..storage.atomic import atomic_write
+from ..storage.outputs import check_output_file
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -231,8 +232,10 @@ def export_modality(
     fmt: str = "onnx",
     out: str | Path | None = None,
     check_files: list[str | Path] | None = None,
+    replace: bool = False,
 ) -> ExportResult:
-    """Export one modality's classifier and its preprocessing sidecar; raises ExportError or BundleError."""
+    """Export one modality's classifier and its preprocessing sidecar; raises ExportError, BundleError or
+    OutputPathError. Existing files are replaced only when ``replace``; never the bundle or an input."""
     if fmt not in FORMATS:
         raise ExportError(f"Unknown export format '{fmt}'; choose onnx or torchscript.")
     if fmt == "onnx" and missing_onnx_packages():
@@ -244,6 +247,13 @@ def export_modality(
     spec = bundle.specs[modality]
     model_path = Path(out) if out else default_output_path(bundle_path, modality, fmt)
     sidecar = sidecar_path_for(model_path)
+    # Both files are checked before the export's work (storage/outputs.py); the training folder is
+    # an input when the check reads it.
+    folder = next((m.get("folder") for m in bundle.metadata.get("training", {}).get("modalities", [])
+                   if m.get("name") == modality), None)
+    inputs = [bundle_path, *(check_files or ([folder] if folder else []))]
+    model_path = check_output_file(model_path, inputs, replace, "the exported network")
+    sidecar = check_output_file(sidecar, inputs, replace, "the exported network's sidecar")
 
     module = ExportableClassifier(bundle.build_branch(modality)).eval()
     x, checked_on = _check_inputs(bundle, modality, check_files)
@@ -286,6 +296,6 @@ def export_modality(
                          "checked_on": checked_on, "runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load"},
         "versions": {"torch": torch.__version__, **({"onnx_opset": ONNX_OPSET} if fmt == "onnx" else {})},
     }
-    atomic_write(model_path, lambda fh: fh.write(model_bytes))
-    atomic_write(sidecar, lambda fh: fh.write(json.dumps(description, indent=2)), text=True)
+    atomic_write(model_path, lambda fh: fh.write(model_bytes), replace=replace)
+    atomic_write(sidecar, lambda fh: fh.write(json.dumps(description, indent=2)), text=True, replace=replace)
     return ExportResult(model_path, sidecar, fmt, modality, max_abs_diff, checked_on)

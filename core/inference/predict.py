@@ -12,7 +12,7 @@ from ..data.decoding import STRAY_NAMES, file_kind, guess_npy_kind, npy_shape, r
 from ..data.spec import ModalitySpec
 from ..errors import AmbiguousModalityError, DataError, PredictionError
 from ..model.bundle import ModelBundle, load_bundle
-from ..storage.atomic import atomic_write
+from ..storage.outputs import write_output_file
 from ..storage.paths import printable_name
 
 
@@ -217,8 +217,13 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def write_predictions_csv(results: list[Prediction | PredictionFailure], destination: str | Path, classes: list[str]) -> Path:
-    """One row per file: path, modality, label, confidence, one probability column per class, error."""
+def write_predictions_csv(results: list[Prediction | PredictionFailure], destination: str | Path, classes: list[str],
+                          replace: bool = False, inputs: list[str | Path] = ()) -> Path:
+    """One row per file: path, modality, label, confidence, one probability column per class, error.
+
+    ``destination`` follows the output rule (storage/outputs.py): an existing file only when
+    ``replace``, never one of the predicted files or ``inputs`` (the bundle, a classified folder).
+    """
     import csv
 
     def write(fh) -> None:
@@ -231,4 +236,5 @@ def write_predictions_csv(results: list[Prediction | PredictionFailure], destina
             else:
                 writer.writerow([printable_name(r.path), "", "", "", *[""] * len(classes), r.message])
 
-    return atomic_write(destination, write, text=True)
+    return write_output_file(destination, write, [*inputs, *(r.path for r in results)], replace, text=True,
+                             what="the CSV file")

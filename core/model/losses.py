@@ -136,15 +136,22 @@ TEACHING_MARGIN = 0.02  # weighted F1 a modality must validate above another to 
 
 
 def teaching_direction(val_scores: dict[str, float], previous: dict[str, list[str]] | None = None,
-                       margin: float = TEACHING_MARGIN) -> dict[str, list[str]]:
+                       margin: float = TEACHING_MARGIN,
+                       earlier_scores: dict[str, float] | None = None) -> dict[str, list[str]]:
     """For each modality, the peers that teach it on unlabelled recordings (from best validation scores).
 
-    A peer starts teaching when it validates higher by more than ``margin``, and a direction once
-    taken holds until the taught modality overtakes its teacher by the margin (hysteresis): two
-    sensors of similar quality, or early epochs' noisy scores, do not swap roles from epoch to epoch,
-    and a pair is never taught both ways. Scores below 0 (no epoch validated yet) teach nobody.
+    A peer starts teaching when it validates higher by more than ``margin`` (and, given
+    ``earlier_scores``, the best scores one epoch before, did so there too: an early epoch's lucky
+    score does not start a direction); a direction once taken holds until the taught modality
+    overtakes its teacher by the margin (hysteresis). So two sensors of similar quality, or early
+    epochs' noisy scores, do not swap roles from epoch to epoch, and a pair is never taught both
+    ways. Scores below 0 (no epoch validated yet) teach nobody.
     """
     previous = previous or {}
+
+    def ahead(scores: dict[str, float], p: str, n: str) -> bool:
+        return scores[p] >= 0 and scores[p] > scores[n] + margin
+
     teachers: dict[str, list[str]] = {}
     for n, own in val_scores.items():
         teachers[n] = []
@@ -152,7 +159,8 @@ def teaching_direction(val_scores: dict[str, float], previous: dict[str, list[st
             if p == n or score < 0:
                 continue
             held = p in previous.get(n, [])
-            if score > own + margin or (held and own <= score + margin):
+            starts = ahead(val_scores, p, n) and (earlier_scores is None or ahead(earlier_scores, p, n))
+            if starts or (held and own <= score + margin):
                 teachers[n].append(p)
     return teachers
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import IO, Callable
 
-from ..errors import StorageError
+from ..errors import OutputExistsError, StorageError
 
 TEMP_SUFFIX = ".tmp"
 # Below this much free space a failed write is reported as a full disk (torch's zip writer says
@@ -18,11 +18,13 @@ TEMP_SUFFIX = ".tmp"
 NEARLY_FULL_BYTES = 64 * 2**20
 
 
-def atomic_write(path: str | Path, write: Callable[[IO], None], text: bool = False) -> Path:
+def atomic_write(path: str | Path, write: Callable[[IO], None], text: bool = False, replace: bool = True) -> Path:
     """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``.
 
     Raises StorageError, with a message for the user, when the disk is full or the folder cannot
-    be written; the previous file, if any, is left untouched.
+    be written; the previous file, if any, is left untouched. With ``replace=False`` a file that
+    exists at ``path`` when the new one is put in place (even one created meanwhile by another
+    program) is kept and OutputExistsError is raised.
     """
     path = Path(path)
     try:
@@ -35,15 +37,42 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], text: bool = Fal
         opened = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") if text else os.fdopen(fd, "wb")
         with opened as fh:
             write(fh)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_without_replacing(Path(tmp), path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, StorageError):
+        if isinstance(exc, (StorageError, OutputExistsError)):
             raise
         if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and _looks_like_write_failure(exc)):
             raise storage_error(path, exc) from exc
         raise
     return path
+
+
+def _publish_without_replacing(tmp: Path, path: Path) -> None:
+    """Put ``tmp`` in place as ``path`` only if nothing is there, in one step the file system checks."""
+    try:
+        if os.name == "nt":
+            os.rename(tmp, path)  # Windows' rename never replaces an existing file
+        else:
+            os.link(tmp, path)  # a hard link fails with EEXIST instead of replacing
+            tmp.unlink()
+        return
+    except FileExistsError:
+        raise OutputExistsError(
+            f"'{path}' appeared while it was being written (another program?) and was kept; nothing was replaced. "
+            "Choose another name."
+        ) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+    # A file system without hard links (FAT, some network shares): check, then rename.
+    if os.path.lexists(path):
+        raise OutputExistsError(f"'{path}' appeared while it was being written and was kept; nothing was replaced. "
+                                "Choose another name.")
+    os.replace(tmp, path)
 
 
 def _looks_like_write_failure(exc: RuntimeError) -> bool:

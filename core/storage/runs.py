@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, RunFolderError, StorageError
-from .atomic import atomic_write, remove_orphan_temp_files, storage_error
+from .atomic import TEMP_SUFFIX, atomic_write, remove_orphan_temp_files, storage_error
+from .outputs import check_output_file, check_run_folder_location
 from .paths import printable_name, runs_dir
-from .run_lock import RunLock, lock_owner
+from .run_lock import LOCK_FILE, RunLock, lock_owner
 
 RUN_FORMAT_VERSION = 1
 RUN_FILE = "run.json"
@@ -43,6 +44,13 @@ LOG_TAIL_LINES = 5000  # what a reopened run shows of its log (the Train page ke
 SKIPPED_FILE = "skipped.tsv"  # every file the data reading skipped; run.json keeps the first ones only
 # Files whose presence means a folder already holds a run that a new training would overwrite.
 RUN_FILES = (RUN_FILE, HISTORY_FILE, CHECKPOINT_FILE, BUNDLE_FILE)
+# Every file a training writes in its folder (Delete removes these and nothing else); a new kind of
+# run file must be added here. Temporary files (".NAME-….tmp") and a moved-aside stale lock
+# (".train.lock-PID.stale") are the run's too.
+RUN_WRITTEN_FILES = (RUN_FILE, HISTORY_FILE, LOG_FILE, CHECKPOINT_FILE, BUNDLE_FILE, EMBEDDINGS_FILE, LOCK_FILE,
+                     SKIPPED_FILE)
+# Files an operating system drops in any folder it shows: no reason to refuse a folder as "not empty".
+OS_LITTER = (".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -290,35 +298,83 @@ def rename_run(run_dir: Path, new_name: str) -> None:
     write_run_record(run_dir, record)
 
 
-def delete_run(run_dir: Path) -> None:
+def _written_by_a_run(entry: Path) -> bool:
+    name = entry.name
+    if name in RUN_WRITTEN_FILES:
+        return not entry.is_dir() or entry.is_symlink()
+    return name.startswith(".") and (name.endswith(TEMP_SUFFIX) or name.startswith(f".{LOCK_FILE}-"))
+
+
+def foreign_entries(run_dir: Path) -> list[Path]:
+    """What a folder holds besides a run's own files (and the OS's .DS_Store / Thumbs.db)."""
+    try:
+        return sorted(e for e in Path(run_dir).iterdir() if not _written_by_a_run(e) and e.name not in OS_LITTER)
+    except FileNotFoundError:
+        return []
+
+
+def delete_run(run_dir: Path) -> list[Path]:
+    """Delete the files a training wrote in ``run_dir``, and the folder when nothing else is left.
+
+    Anything else in the folder (data, notes, a sub-folder) is never touched: it is returned, so
+    that the caller can say the folder was kept. ``run.json`` goes last, so a delete cut short
+    leaves a run that is still listed and can be deleted again.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).exists():
         raise DataError(f"'{run_dir}' is not a training run folder; nothing was deleted.")
     owner = lock_owner(run_dir)
     if owner is not None and owner.alive:
         raise RunFolderError(f"A training is writing to '{run_dir}' ({owner.describe()}). Stop it before deleting the run.")
-    shutil.rmtree(run_dir)
+    ours = [e for e in run_dir.iterdir() if _written_by_a_run(e)]
+    ours.sort(key=lambda e: e.name == RUN_FILE)
+    kept = foreign_entries(run_dir)
+    try:
+        for entry in ours:
+            entry.unlink(missing_ok=True)
+        if not kept:
+            for litter in OS_LITTER:
+                (run_dir / litter).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError as exc:
+        raise RunFolderError(f"The run in '{run_dir}' could not be deleted completely ({exc.strerror or exc}). "
+                             "Check the folder's permissions and delete it again.") from exc
+    return kept
 
 
-def export_bundle(run_dir: Path, destination: Path) -> Path:
+def export_bundle(run_dir: Path, destination: Path, replace: bool = False) -> Path:
+    """Copy the run's model to ``destination`` (an existing file only when ``replace``; never the model itself)."""
     source = Path(run_dir) / BUNDLE_FILE
     if not source.exists():
         raise DataError("This run has no saved model yet (it stopped before its first epoch ended).")
+    destination = check_output_file(destination, inputs=[source], replace=replace, what="the exported model")
     with open(source, "rb") as src:
-        return atomic_write(destination, lambda fh: shutil.copyfileobj(src, fh))
+        return atomic_write(destination, lambda fh: shutil.copyfileobj(src, fh), replace=replace)
 
 
 # ----- claiming a run folder, and recovery after a kill -------------------------------------------
 
 
-def claim_run_dir(run_dir: str | Path, existing: bool = False) -> RunLock:
+def claim_run_dir(run_dir: str | Path, existing: bool = False, data_folders=()) -> RunLock:
     """Lock a run folder for a training. A new training never overwrites a run: a folder that
-    already holds one is refused. ``existing=True`` (continue) requires a run there instead."""
+    already holds one is refused, unless that run never ended an epoch (nothing to lose). Nor is a
+    folder claimed that holds anything else, or that lies in (or holds) one of ``data_folders``.
+    ``existing=True`` (continue) requires a run there instead."""
     run_dir = Path(run_dir).expanduser()
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"'{run_dir}' is a file, not a folder. Choose a new folder for the run.")
     if existing and not (run_dir / RUN_FILE).exists():
         raise RunFolderError(f"'{run_dir}' is not a training run folder (no {RUN_FILE}).")
+    check_run_folder_location(run_dir, data_folders)
+    if not existing:
+        others = foreign_entries(run_dir)
+        # Beside a run worth keeping, the "already holds a run" message below says more.
+        holds_a_run = any((run_dir / name).exists() for name in RUN_FILES) and not never_trained(run_dir)
+        if others and not holds_a_run:
+            shown = ", ".join(f"'{e.name}'" for e in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise RunFolderError(
+                f"'{run_dir}' already holds files that are not a training run ({shown}). A run folder must be new or "
+                "empty, so that deleting the run later deletes nothing else. Choose a new folder (or leave --out out).")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -332,6 +388,12 @@ def claim_run_dir(run_dir: str | Path, existing: bool = False) -> RunLock:
     if existing:
         recover_interrupted_run(run_dir, locked_by_us=True)
         return lock
+    if never_trained(run_dir):
+        try:
+            _clear_never_trained_run(run_dir)
+        except StorageError as exc:
+            lock.release()
+            raise RunFolderError(f"The run folder '{run_dir}' cannot be reused: {exc}") from exc
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
     if held:
         what = _describe_existing_run(run_dir)
@@ -343,6 +405,28 @@ def claim_run_dir(run_dir: str | Path, existing: bool = False) -> RunLock:
         )
     remove_orphan_temp_files(run_dir)
     return lock
+
+
+def never_trained(run_dir: Path) -> bool:
+    """A run that ended no epoch (stopped, failed or killed first): no model, no checkpoint, nothing
+    to keep, so a new training may take its folder and continuing it starts from the first epoch."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists() or (run_dir / BUNDLE_FILE).exists():
+        return False
+    try:
+        record = read_run_record(run_dir)
+        return isinstance(record, dict) and not int(record.get("epochs_done", 0) or 0)
+    except (DataError, TypeError, ValueError):
+        return False  # a damaged record: leave the folder to the user
+
+
+def _clear_never_trained_run(run_dir: Path) -> None:
+    """Remove what an earlier attempt that ended no epoch wrote (its log is kept: it says what happened)."""
+    for name in (RUN_FILE, HISTORY_FILE, EMBEDDINGS_FILE):
+        try:
+            (run_dir / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise storage_error(run_dir / name, exc) from exc
 
 
 def _describe_existing_run(run_dir: Path) -> str:
@@ -374,7 +458,8 @@ def recover_interrupted_run(run_dir: str | Path, locked_by_us: bool = False) -> 
     if record.get("status") == "running":
         done = int(record.get("epochs_done", 0) or 0)
         saved = (f"Epoch {done} was the last one saved; its best model was kept. Continue it for more epochs."
-                 if done else "No epoch had ended, so no model was saved. Start a new training.")
+                 if done else "No epoch had ended, so no model was saved. Continue it (it starts from the first "
+                 "epoch) or start a new training in the same folder.")
         record.update(status="interrupted", reason=INTERRUPTED_REASON.format(saved=saved))
         try:
             write_run_record(run_dir, record)

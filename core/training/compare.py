@@ -29,7 +29,8 @@ import csv
 import io
 import json
 import time
-from dataclasses import dataclass, field, replace
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +40,8 @@ from ..config import TrainingConfig
 from ..data.dataset import MultiModalDataset
 from ..errors import Cancelled, ConfigError, DataError
 from ..storage import runs
+from ..storage.atomic import atomic_write
+from ..storage.outputs import check_output_folder
 from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, run_method, skip_reason
 from .events import DataProgress, StopToken
 from .preparation import load_dataset
@@ -69,6 +72,7 @@ DEFAULT = "discomkd"  # the method the verdict is about
 BASELINES = ("student", "kd", "dkd", "dml", "distill", "self_training")
 LATE_BEST_EPOCH = 0.8  # a best epoch after this share of the epochs: the run may not have converged
 FORMAT_VERSION = 3  # 2: paired differences to the student alone and convergence warnings; 3: uses_unlabelled per run
+COMPARISON_FILES = ("comparison.md", "comparison.csv", "per_run.json")
 
 
 @dataclass
@@ -192,14 +196,23 @@ class ComparisonResult:
                              else v for k, v in r.items()})
         return out.getvalue()
 
-    def write(self, out_dir: str | Path) -> None:
+    def write(self, out_dir: str | Path, replace: bool = False) -> None:
+        """Write COMPARISON_FILES into ``out_dir``; existing ones are replaced only when ``replace``."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_text(out / "comparison.md", self.to_markdown())
-        runs.atomic_write_text(out / "comparison.csv", self.to_csv())
         payload = {"format_version": FORMAT_VERSION, "settings": self.settings, "skipped": self.skipped,
                    "stopped": self.stopped, "wall_time_s": self.wall_time_s, "runs": self.per_run}
-        runs.atomic_write_text(out / "per_run.json", json.dumps(payload, indent=1))
+        texts = {"comparison.md": self.to_markdown(), "comparison.csv": self.to_csv(),
+                 "per_run.json": json.dumps(payload, indent=1)}
+        for name, text in texts.items():
+            atomic_write(out / name, lambda fh, text=text: fh.write(text), text=True, replace=replace)
+
+
+def check_comparison_folder(out_dir: str | Path, config: TrainingConfig, replace: bool = False) -> Path:
+    """Check the folder a comparison will write, before any data is read (storage/outputs.py): a
+    folder (not a file, not under one) that can be written, outside the data folders, whose
+    comparison files are new unless ``replace``."""
+    return check_output_folder(out_dir, [m.folder for m in config.modalities], COMPARISON_FILES, replace,
+                               what="the comparison folder")
 
 
 def read_comparison(out_dir: str | Path) -> ComparisonResult:
@@ -382,13 +395,16 @@ def run_comparison(
     stop: StopToken | None = None,
     dataset: MultiModalDataset | None = None,
     settings: BaselineSettings | None = None,
+    replace: bool = False,
 ) -> ComparisonResult:
     """Run ``methods`` on ``seeds`` random splits of the config's modality folders.
 
     Raises DisComKDError (DataError, ConfigError) for bad folders or settings before any training;
     a run that fails later is recorded in ``per_run`` with its reason and the comparison goes on.
     Methods that need pairing are put in ``skipped`` when the data is not paired. ``dataset``
-    may be given to skip reading the folders (tests, or a GUI that already loaded them).
+    may be given to skip reading the folders (tests, or a GUI that already loaded them). ``out_dir``
+    is checked before anything is read or trained (OutputPathError); its files are replaced only
+    when ``replace``.
     """
     methods = check_methods(methods)
     if seeds < 1:
@@ -397,6 +413,8 @@ def run_comparison(
     if config.split[2] == 0:  # every method is measured on the test data: without it all would train for nothing
         raise ConfigError("A comparison measures every method on test data, but the split keeps none. Give test a "
                           "share, for example 0.7,0.1,0.2.")
+    if out_dir is not None:
+        out_dir = check_comparison_folder(out_dir, config, replace)
     emit = on_progress or (lambda p: None)
     stop = stop or StopToken()
     settings = settings or BaselineSettings()
@@ -415,7 +433,7 @@ def run_comparison(
             dataset = load_dataset(config, data_event, stop)
         except Cancelled:
             result.stopped = True
-            return _finish(result, [], out_dir, t0)
+            return _finish(result, [], out_dir, t0, replace=replace)
     result.settings["pairing"] = dataset.report.pairing.detail
     result.settings["train_counts"] = dataset.report.counts
 
@@ -431,7 +449,7 @@ def run_comparison(
     total = max(1, len(runnable) * seeds)
     teacher_cache: dict = {}
     for k in range(seeds):
-        seed_config = replace(config, seed=config.seed + k)
+        seed_config = dataclasses.replace(config, seed=config.seed + k)
         for j, method in enumerate(runnable):
             if stop.is_set():
                 break
@@ -455,7 +473,7 @@ def run_comparison(
             failed = [p for p in attempts if p["status"] == "failed"]
             if failed:
                 result.skipped[method] = f"failed: {failed[0]['reason']}"
-    return _finish(result, dataset.names, out_dir, t0, runnable)
+    return _finish(result, dataset.names, out_dir, t0, runnable, replace)
 
 
 def _run_record(run: BaselineRun, seed_index: int) -> dict:
@@ -468,10 +486,10 @@ def _run_record(run: BaselineRun, seed_index: int) -> dict:
 
 
 def _finish(result: ComparisonResult, modalities: list[str], out_dir, t0: float,
-            methods: list[str] | None = None) -> ComparisonResult:
+            methods: list[str] | None = None, replace: bool = False) -> ComparisonResult:
     result.rows = summarise(result.per_run, methods or [], modalities)
     result.wall_time_s = time.perf_counter() - t0
     result.settings["wall_time_s"] = result.wall_time_s
     if out_dir is not None:
-        result.write(out_dir)
+        result.write(out_dir, replace)
     return result

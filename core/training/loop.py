@@ -104,6 +104,8 @@ class TrainingSession:
     steps_per_epoch: int
     unlabelled_x: dict[str, torch.Tensor] | None = None  # unlabelled recordings, row i the same in every modality
     teachers: dict[str, list[str]] = field(default_factory=dict)  # who teaches whom on them this epoch
+    # The best validation scores when the teachers were last chosen: a new direction must hold on two.
+    earlier_scores: dict[str, float] | None = None
 
     @property
     def unlabelled_pairs(self) -> int:
@@ -352,7 +354,9 @@ def _update_teaching(run: ActiveRun, session: TrainingSession, epoch: int) -> di
     if session.unlabelled_x is None:
         return {}
     scores = {n: session.best[n]["val_weighted_f1"] for n in session.names}
-    teachers = teaching_direction(scores, session.teachers)
+    # Continuing a run, the scores it ended with stand for the epoch before.
+    teachers = teaching_direction(scores, session.teachers, earlier_scores=session.earlier_scores or scores)
+    session.earlier_scores = scores
     if teachers != session.teachers and (any(teachers.values()) or any(session.teachers.values())):
         text = teaching_text(teachers, scores)
         run.log(f"epoch {epoch}: {text}")

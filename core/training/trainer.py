@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -87,6 +88,10 @@ def continue_run(
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return RunEnded("failed", f"The run record in '{run_dir}' is damaged ({type(exc).__name__}: {exc}), so the run "
                         "cannot be continued. Start a new training.", "", None, 0)
+    if runs.never_trained(Path(run_dir)):
+        # Nothing was saved to continue from: train its settings from the first epoch, in its folder.
+        return _train(replace(config, epochs=extra_epochs), run_dir, on_event, stop, None, record.get("name"),
+                      resume_from=None, extra_epochs=0)
     return _train(config, run_dir, on_event, stop, None, record.get("name"), resume_from=Path(run_dir), extra_epochs=extra_epochs)
 
 
@@ -113,11 +118,11 @@ def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extr
         elif run_dir is not None:
             run_path = Path(run_dir).expanduser()
             created_here = not run_path.exists() or (run_path.is_dir() and not any(run_path.iterdir()))
-            lock = runs.claim_run_dir(run_path)
+            lock = runs.claim_run_dir(run_path, data_folders=[m.folder for m in config.modalities])
         else:
             run_path = runs.new_run_dir(label=run_name or "+".join(m.name for m in config.modalities))
             created_here = True
-            lock = runs.claim_run_dir(run_path)
+            lock = runs.claim_run_dir(run_path, data_folders=[m.folder for m in config.modalities])
         run_path = Path(dist_ctx.broadcast(str(run_path)))
         run = ActiveRun(config, run_path, emit, stop, dist_ctx)
         if resume_from is None:  # visible (and later "interrupted" if killed) from the first moment

@@ -262,6 +262,15 @@ class ComparePage(QWidget):
             self.error.emit("Choose at least one method to compare.", "")
             return None
         seeds = self.seeds.value()
+        from discomkd.errors import OutputPathError
+        from discomkd.storage.outputs import check_output_folder
+
+        try:  # before any work: a comparison that cannot be kept must not run for an hour first
+            check_output_folder(comparisons_dir(), [m.folder for m in config.modalities],
+                                what="the folder that keeps comparisons")
+        except OutputPathError as exc:
+            self.error.emit(f"{exc} (Comparisons are kept beside the runs; DISCOMKD_DATA_DIR moves them.)", "")
+            return None
         if not self._confirm_duration(config, methods, seeds):
             return None
         self.table.setRowCount(0)
@@ -336,11 +345,13 @@ class ComparePage(QWidget):
             return None
         names = [m["name"] for m in result.settings.get("config", {}).get("modalities", [])]
         folder = new_comparison_folder(names or list(dict.fromkeys(r["modality"] for r in result.rows)))
+        from discomkd.errors import DisComKDError
+
         try:
             result.write(folder)
-        except OSError as exc:
+        except (DisComKDError, OSError) as exc:
             self.saved_label.setText("")
-            self.error.emit(f"The comparison could not be saved in '{folder}': {exc.strerror or exc}.", "")
+            self.error.emit(f"The comparison could not be saved in '{folder}': {getattr(exc, 'strerror', None) or exc}.", "")
             return None
         self.saved_folder = folder
         self.saved_label.setText(f"Saved in {folder}")

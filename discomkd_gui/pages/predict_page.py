@@ -132,6 +132,7 @@ class PredictPage(QWidget):
         super().__init__(parent)
         self.predictor = None
         self.model_path: str | None = None
+        self.dropped_paths: list[str] = []  # files and folders classified: a CSV never replaces one
         self.items: list[PredictedFile] = []
         self.job: Job | None = None
         self._pending: list[tuple[list[str], str | None]] = []
@@ -260,6 +261,7 @@ class PredictPage(QWidget):
             return None
         predictor = self.predictor
         self._replace = replace
+        self.dropped_paths = list(paths) if replace else self.dropped_paths + list(paths)
         self.job = Job(lambda state: predict_paths(state, predictor, list(paths), modality), "predict", self)
         self.job.progress.connect(lambda f, m: self.status.setText(m))
         self.job.succeeded.connect(self._on_predicted)
@@ -345,18 +347,26 @@ class PredictPage(QWidget):
         self._render()
         self.status.setText("")
 
-    def export_csv(self, destination: str | None = None) -> str | None:
+    def export_csv(self, destination: str | None = None, replace: bool = False) -> str | None:
+        """Save the table as CSV. ``destination`` None asks for a file; the file dialog asks before
+        replacing one, which counts as the user's consent. Never replaces a classified file or the model."""
         if not self.items or self.predictor is None:
             return None
         if not destination:
             destination, _ = QFileDialog.getSaveFileName(self, "Export predictions", str(Path(self.last_folder) / "predictions.csv"),
                                                          "CSV files (*.csv)")
+            replace = True  # the dialog confirmed any overwrite
         if not destination:
             return None
+        from discomkd.errors import DisComKDError
         from discomkd.inference.predict import write_predictions_csv
 
         try:
-            write_predictions_csv([i.result for i in self.items], destination, self.predictor.classes)
+            write_predictions_csv([i.result for i in self.items], destination, self.predictor.classes, replace=replace,
+                                  inputs=[p for p in (self.model_path, *self.dropped_paths) if p])
+        except DisComKDError as exc:  # an input, a folder, an unwritable or full disk: the message says which
+            self.error.emit(str(exc), "")
+            return None
         except OSError as exc:
             self.error.emit(f"Could not write '{destination}': {exc.strerror or exc}", "")
             return None

@@ -162,7 +162,14 @@ class RunsPage(QWidget):
         self.delete_button.setEnabled(run is not None and not busy)
         self.export_button.setEnabled(has_model)
         self.device_export_button.setEnabled(has_model)
-        self.continue_button.setEnabled(run is not None and not busy and (Path(run) / "checkpoint.pt").exists())
+        self.continue_button.setEnabled(run is not None and not busy and self._can_continue(Path(run)))
+
+    @staticmethod
+    def _can_continue(run_dir: Path) -> bool:
+        """From its checkpoint, or from the first epoch when it never ended one (nothing to lose)."""
+        from discomkd.storage import runs
+
+        return (run_dir / runs.CHECKPOINT_FILE).exists() or runs.never_trained(run_dir)
 
     def _open(self) -> None:
         run = self.selected_run()
@@ -195,7 +202,7 @@ class RunsPage(QWidget):
             self.select_run(run)
 
     def _export(self) -> None:
-        from discomkd.errors import DataError
+        from discomkd.errors import DisComKDError
         from discomkd.storage import runs
 
         run = self.selected_run()
@@ -206,9 +213,9 @@ class RunsPage(QWidget):
         dest, _ = QFileDialog.getSaveFileName(self, "Export the model", str(Path.home() / f"{safe}.discomkd"),
                                               "DisCoM-KD model (*.discomkd)")
         if dest:
-            try:
-                runs.export_bundle(Path(run), Path(dest))
-            except (DataError, OSError) as exc:
+            try:  # the file dialog asked before replacing a file; the run's own model is never replaced
+                runs.export_bundle(Path(run), Path(dest), replace=True)
+            except (DisComKDError, OSError) as exc:
                 self.error.emit(str(exc), "")
 
     def _export_for_device(self) -> None:
@@ -227,7 +234,12 @@ class RunsPage(QWidget):
         answer = QMessageBox.question(self, "Delete run", f"Delete the run “{name}” and its model from disk?\n{run}")
         if answer == QMessageBox.StandardButton.Yes:
             try:
-                runs.delete_run(Path(run))
+                kept = runs.delete_run(Path(run))
             except (DisComKDError, OSError) as exc:  # e.g. a training (in another window) writes to it
                 self.error.emit(str(exc), "")
+            else:
+                if kept:  # only the run's own files were deleted
+                    shown = ", ".join(e.name for e in kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+                    self.error.emit(f"The run “{name}” was deleted. Its folder {run} was kept, because it also holds "
+                                    f"files the run did not write ({shown}); they were not touched.", "")
             self.refresh()

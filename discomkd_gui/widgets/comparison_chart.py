@@ -15,7 +15,8 @@ SHORT_LABELS = {
     "discomkd": "DisCoM-KD", "student": "Student (CE)", "kd": "Teacher+KD", "dkd": "Teacher+DKD", "dml": "DML",
     "discomkd_no_aux": "w/o L_aux", "discomkd_no_adv": "w/o L_adv", "discomkd_no_mod": "w/o L_mod",
     "discomkd_no_perp": "w/o L_perp", "discomkd_no_agree": "w/o L_agree", "discomkd_paper": "Paper obj.",
-    "classifiers_only": "Control",
+    "classifiers_only": "Control", "distill": "Distillation", "self_training": "Self-training",
+    "discomkd_no_unlabelled": "w/o L_unlab.", "discomkd_distill": "DisCoM-KD+stage",
 }
 GROUP_WIDTH = 0.8  # share of a method's slot taken by its bars
 

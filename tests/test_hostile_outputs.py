@@ -1,0 +1,394 @@
+"""Nothing lost on the way out: every output path a user names, run folders, and the console.
+
+The rule under test (docs/architecture.md, "Output paths"): an output is checked before any work;
+an existing file is replaced only when the user asked (--force); never one of the command's own
+inputs, even with --force; a folder that is not a run is never claimed as one and Delete removes
+only what a run wrote; the console going away never costs the work.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hostile import make_image_modality, make_signal_modality
+from discomkd.cli import main
+from discomkd.config import ModalitySource, TrainingConfig
+from discomkd.errors import OutputExistsError, OutputPathError, RunFolderError
+from discomkd.storage import runs
+from discomkd.storage.atomic import atomic_write
+from discomkd.training.events import BatchEnded, StopToken
+from discomkd.training.trainer import continue_run, train
+
+TRAINING = ["--epochs", "1", "--embed-dim", "8", "--batch-size", "8", "--device", "cpu"]
+
+
+def _config(folders: dict[str, Path], **changes) -> TrainingConfig:
+    settings = dict(embed_dim=8, batch_size=8, epochs=1, learning_rate=3e-3, device="cpu", seed=0)
+    settings.update(changes)
+    return TrainingConfig(modalities=[ModalitySource(n, str(f)) for n, f in folders.items()], **settings)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("outputs-data")
+    return {"image": make_image_modality(root / "image"),
+            "motion": make_signal_modality(root / "motion", 6, (40, 48, 56), seed=1)}
+
+
+@pytest.fixture(scope="module")
+def bundle(data, tmp_path_factory) -> Path:
+    result = train(_config(data), run_dir=tmp_path_factory.mktemp("outputs-run") / "run")
+    assert result.status == "finished", result.reason
+    return Path(result.bundle_path)
+
+
+@pytest.fixture
+def work_never_starts(monkeypatch):
+    """Any reading of data, prediction, evaluation or export work fails the test: outputs are checked first."""
+    import discomkd.inference.export as export
+    import discomkd.inference.predict as predict
+    import discomkd.training.compare as compare
+    import discomkd.training.evaluation as evaluation
+    import discomkd.training.trainer as trainer
+
+    def started(*args, **kwargs):
+        raise AssertionError("work started before the output was checked")
+
+    monkeypatch.setattr(compare, "load_dataset", started)
+    monkeypatch.setattr(trainer, "load_dataset", started)
+    monkeypatch.setattr(predict.Predictor, "predict_files", started)
+    monkeypatch.setattr(evaluation, "evaluate_bundle_on_folder", started)
+    monkeypatch.setattr(export, "_check_inputs", started)
+
+
+def _cli_writers(bundle: Path, data: dict[str, Path], out: Path) -> dict[str, list[str]]:
+    """Each command that writes a file the user names, with that file at ``out``."""
+    png = sorted((data["image"] / "a").iterdir())[0]
+    return {
+        "export": ["export", str(bundle), "--modality", "image", "--format", "torchscript", "--out", str(out)],
+        "predict": ["predict", str(bundle), str(png), "--csv", str(out)],
+        "evaluate": ["evaluate", str(bundle), "--modality", f"image={data['image']}", "--json", str(out)],
+    }
+
+
+# ----- class 1: an existing file is replaced only when asked, an input never -----------------------
+
+@pytest.mark.parametrize("command", ["export", "predict", "evaluate"])
+def test_an_existing_output_file_is_kept_unless_force_is_given(command, bundle, data, tmp_path, capsys):
+    out = tmp_path / "mine.out"
+    out.write_text("my notes")
+    args = _cli_writers(bundle, data, out)[command]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "already exists and was not replaced" in err and "--force" in err and "Traceback" not in err
+    assert out.read_text() == "my notes"
+    assert main([*args, "--force"]) == 0, capsys.readouterr().err
+    assert out.read_bytes() != b"my notes"
+
+
+def test_export_never_replaces_its_sidecar_silently(bundle, tmp_path, capsys):
+    out = tmp_path / "image.pt"
+    (tmp_path / "image.pt.json").write_text("my sidecar")
+    assert main(["export", str(bundle), "--modality", "image", "--format", "torchscript", "--out", str(out)]) == 1
+    assert "image.pt.json' already exists" in capsys.readouterr().err
+    assert not out.exists() and (tmp_path / "image.pt.json").read_text() == "my sidecar"
+
+
+def test_the_default_export_path_is_not_replaced_by_a_second_export(bundle, capsys):
+    args = ["export", str(bundle), "--modality", "motion", "--format", "torchscript"]
+    assert main(args) == 0
+    first = (bundle.parent / "model-motion.pt").read_bytes()
+    assert main(args) == 1 and "already exists" in capsys.readouterr().err
+    assert (bundle.parent / "model-motion.pt").read_bytes() == first
+
+
+@pytest.mark.parametrize("command, target", [
+    ("export", "bundle"), ("predict", "bundle"), ("predict", "classified file"), ("predict", "in classified folder"),
+    ("evaluate", "bundle"), ("evaluate", "in data folder"), ("predict", "link to classified file"),
+])
+def test_a_command_never_writes_over_its_own_inputs_even_with_force(command, target, bundle, data, tmp_path, capsys):
+    png = sorted((data["image"] / "a").iterdir())[0]
+    out = {"bundle": bundle, "classified file": png, "in classified folder": data["image"] / "b" / "001.png",
+           "in data folder": data["image"] / "metrics.json", "link to classified file": tmp_path / "link.csv"}[target]
+    if target == "link to classified file":
+        out.symlink_to(png)
+    args = _cli_writers(bundle, data, out)[command]
+    if target == "in classified folder":
+        args = ["predict", str(bundle), str(data["image"]), "--csv", str(out)]
+    before = {"bundle": bundle.read_bytes(), **_snapshot(data["image"])}
+    assert main([*args, "--force"]) == 1
+    err = capsys.readouterr().err
+    assert ("one of this command's inputs" in err or "reads as input" in err) and "Traceback" not in err
+    assert {"bundle": bundle.read_bytes(), **_snapshot(data["image"])} == before
+    assert not (data["image"] / "metrics.json").exists()
+
+
+def test_exporting_a_run_model_never_replaces_the_model_itself(bundle, tmp_path):
+    with pytest.raises(OutputPathError, match="one of this command's inputs"):
+        runs.export_bundle(bundle.parent, bundle, replace=True)
+    copy = tmp_path / "copy.discomkd"
+    copy.write_text("older copy")
+    with pytest.raises(OutputExistsError):
+        runs.export_bundle(bundle.parent, copy)
+    assert copy.read_text() == "older copy"
+    runs.export_bundle(bundle.parent, copy, replace=True)
+    assert copy.read_bytes() == bundle.read_bytes()
+
+
+def test_a_file_that_appears_during_the_write_is_kept(tmp_path):
+    target = tmp_path / "out.csv"
+
+    def write(fh):
+        fh.write(b"ours")
+        target.write_text("another program's")  # created between our check and our rename
+
+    with pytest.raises(OutputExistsError, match="appeared while it was being written"):
+        atomic_write(target, write, replace=False)
+    assert target.read_text() == "another program's"
+    assert not list(tmp_path.glob(".*.tmp"))
+    atomic_write(tmp_path / "new.csv", lambda fh: fh.write(b"ours"), replace=False)
+    assert (tmp_path / "new.csv").read_bytes() == b"ours"
+
+
+# ----- class 3: outputs are checked before any work ------------------------------------------------
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "unwritable"])
+def test_compare_out_is_checked_before_any_training(where, data, tmp_path, capsys, work_never_starts, monkeypatch):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("mine")
+    out = {"a file": blocker, "under a file": blocker / "cmp", "unwritable": tmp_path / "ro" / "cmp"}[where]
+    if where == "unwritable":  # as root, permissions cannot make a folder unwritable: a read-only mount can
+        import discomkd.storage.outputs as outputs
+
+        (tmp_path / "ro").mkdir()
+        monkeypatch.setattr(outputs.os, "access", lambda path, mode: Path(path) != tmp_path / "ro")
+    code = main(["compare", "--modality", f"image={data['image']}", "--modality", f"motion={data['motion']}",
+                 "--seeds", "1", "--methods", "discomkd,student", *TRAINING, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert {"a file": "is a file, not a folder", "under a file": "is a file, so",
+            "unwritable": "cannot be written"}[where] in err
+    assert blocker.read_text() == "mine"
+
+
+def test_compare_keeps_an_earlier_comparison_unless_force(data, tmp_path, capsys, work_never_starts):
+    (tmp_path / "cmp").mkdir()
+    (tmp_path / "cmp" / "comparison.md").write_text("last week's")
+    code = main(["compare", "--modality", f"image={data['image']}", "--modality", f"motion={data['motion']}",
+                 "--seeds", "1", *TRAINING, "--out", str(tmp_path / "cmp")])
+    assert code == 1 and "comparison.md' already exists" in capsys.readouterr().err
+    assert (tmp_path / "cmp" / "comparison.md").read_text() == "last week's"
+
+
+def test_compare_into_a_data_folder_is_refused_before_any_training(data, capsys, work_never_starts):
+    code = main(["compare", "--modality", f"image={data['image']}", "--modality", f"motion={data['motion']}",
+                 "--seeds", "1", *TRAINING, "--out", str(data["motion"] / "cmp")])
+    assert code == 1 and "reads as input" in capsys.readouterr().err
+    assert not (data["motion"] / "cmp").exists()
+
+
+@pytest.mark.parametrize("command", ["export", "predict", "evaluate"])
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+def test_file_outputs_are_checked_before_any_work(command, where, bundle, data, tmp_path, capsys, work_never_starts):
+    (tmp_path / "file.txt").write_text("mine")
+    out = {"a folder": tmp_path, "under a file": tmp_path / "file.txt" / "out.csv"}[where]
+    assert main([*_cli_writers(bundle, data, out)[command], "--force"]) == 1
+    err = capsys.readouterr().err
+    assert {"a folder": "is a folder", "under a file": "is a file, so"}[where] in err and "Traceback" not in err
+    assert (tmp_path / "file.txt").read_text() == "mine"
+
+
+def test_train_out_under_a_file_is_refused_before_reading_data(data, tmp_path, work_never_starts):
+    (tmp_path / "file.txt").write_text("mine")
+    result = train(_config(data), run_dir=tmp_path / "file.txt" / "run")
+    assert result.status == "failed" and "file.txt" in result.reason
+    assert (tmp_path / "file.txt").read_text() == "mine"
+
+
+# ----- class 2: run folders ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where, message", [
+    ("the data folder", "is the data folder"),
+    ("inside the data folder", "is inside the data folder"),
+    ("above the data folder", "holds the data folder"),
+    ("a folder of notes", "already holds files that are not a training run"),
+])
+def test_train_out_never_claims_a_folder_that_is_not_a_run(where, message, data, tmp_path, work_never_starts):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    out = {"the data folder": data["image"], "inside the data folder": data["image"] / "runs" / "r1",
+           "above the data folder": data["image"].parent, "a folder of notes": notes}[where]
+    before = _snapshot(data["image"].parent)
+    result = train(_config(data), run_dir=out)
+    assert result.status == "failed" and message in result.reason, result.reason
+    assert "Choose" in result.reason
+    assert _snapshot(data["image"].parent) == before and (notes / "todo.txt").read_text() == "mine"
+    assert not (data["image"] / "runs").exists() and not (notes / runs.RUN_FILE).exists()
+
+
+def test_a_folder_with_only_os_litter_is_empty_enough(data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    assert train(_config(data), run_dir=out).status == "finished"
+    assert runs.delete_run(out) == [] and not out.exists()
+
+
+def test_delete_removes_only_what_the_run_wrote(data, tmp_path):
+    out = tmp_path / "run"
+    assert train(_config(data), run_dir=out).status == "finished"
+    (out / "my notes.txt").write_text("mine")  # put there later, by the user
+    (out / "photos").mkdir()
+    (out / "photos" / "cat.png").write_bytes(b"a photo")
+    (out / ".model.discomkd-x1.tmp").write_bytes(b"half a model")
+    refused = train(_config(data), run_dir=out)
+    assert refused.status == "failed" and "already holds a run" in refused.reason
+    kept = runs.delete_run(out)
+    assert sorted(p.name for p in kept) == ["my notes.txt", "photos"]
+    assert sorted(p.name for p in out.iterdir()) == ["my notes.txt", "photos"]
+    assert (out / "photos" / "cat.png").read_bytes() == b"a photo"
+    assert runs.list_runs(tmp_path) == []
+
+
+def _stop_at_first_batch(stop: StopToken):
+    def on_event(event):
+        if isinstance(event, BatchEnded):
+            stop.request()
+    return on_event
+
+
+def test_a_run_stopped_before_its_first_epoch_blocks_nothing(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    stop = StopToken()
+    first = train(_config(data), run_dir=out, on_event=_stop_at_first_batch(stop), stop=stop)
+    assert first.status == "stopped" and first.bundle_path is None
+    assert runs.never_trained(out)
+    again = train(_config(data, epochs=2), run_dir=out)  # a new training may take the folder
+    assert again.status == "finished", again.reason
+    assert runs.read_run_record(out)["epochs_done"] == 2
+
+
+def test_continue_trains_a_run_that_ended_no_epoch_from_the_start(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    stop = StopToken()
+    assert train(_config(data), run_dir=out, on_event=_stop_at_first_batch(stop), stop=stop).status == "stopped"
+    assert main(["continue", str(out), "--epochs", "2"]) == 0, capsys.readouterr().err
+    record = runs.read_run_record(out)
+    assert record["status"] == "finished" and record["epochs_done"] == 2 and (out / runs.BUNDLE_FILE).exists()
+
+
+def test_a_run_killed_before_its_first_epoch_says_both_ways_on(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    runs.write_run_record(out, {"name": "killed", "created": "2026-01-01T12:00:00", "status": "running",
+                                "epochs_done": 0, "config": _config(data).to_dict()})
+    assert main(["info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "interrupted" in shown and "Continue it" in shown and "new training in the same folder" in shown
+    assert main(["train", "--modality", f"image={data['image']}", "--modality", f"motion={data['motion']}",
+                 "--out", str(out), *TRAINING]) == 0, capsys.readouterr().err
+    assert runs.read_run_record(out)["status"] == "finished"
+
+
+def test_a_run_with_a_model_is_still_never_overwritten(data, tmp_path):
+    out = tmp_path / "run"
+    assert train(_config(data), run_dir=out).status == "finished"
+    (out / runs.CHECKPOINT_FILE).unlink()  # only the model is left: still worth keeping
+    result = train(_config(data), run_dir=out)
+    assert result.status == "failed" and "already holds a run" in result.reason
+
+
+def test_claim_refuses_data_folders_directly(data):
+    with pytest.raises(RunFolderError, match="is inside the data folder"):
+        runs.claim_run_dir(data["motion"] / "a" / "run", data_folders=[data["motion"]])
+    assert not (data["motion"] / "a" / "run").exists()
+
+
+# ----- class 4: the console is a courtesy ---------------------------------------------------------
+
+def _train_command(data: dict[str, Path], out: Path) -> list[str]:
+    return [sys.executable, "-m", "discomkd", "train", "--modality", f"image={data['image']}",
+            "--modality", f"motion={data['motion']}", "--out", str(out), *TRAINING]
+
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def test_training_finishes_when_nobody_reads_its_output(data, tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head` does once it has its lines: every write gets EPIPE
+    try:
+        proc = subprocess.run(_train_command(data, tmp_path / "run"), stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, env=ENV, timeout=240)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert runs.read_run_record(tmp_path / "run")["status"] == "finished"
+
+
+def test_training_piped_into_head_finishes_and_is_recorded(data, tmp_path):
+    command = " ".join(f"'{a}'" for a in _train_command(data, tmp_path / "run")) + " | head -1"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, env=ENV,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert runs.read_run_record(tmp_path / "run")["status"] == "finished"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_stdout_on_a_full_device_is_not_the_runs_disk_being_full(data, tmp_path):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(_train_command(data, tmp_path / "run"), stdout=full, stderr=subprocess.PIPE,
+                              text=True, env=ENV, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "is full" not in proc.stderr and "Traceback" not in proc.stderr
+    assert runs.read_run_record(tmp_path / "run")["status"] == "finished"
+
+
+def test_training_without_any_console_finishes(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # pythonw, or a windowed frozen app
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(["train", "--modality", f"image={data['image']}", "--modality", f"motion={data['motion']}",
+                 "--out", str(tmp_path / "run"), *TRAINING]) == 0
+    assert runs.read_run_record(tmp_path / "run")["status"] == "finished"
+    assert main(["info", str(tmp_path / "run")]) == 0
+
+
+def test_a_closed_console_mid_training_loses_only_the_output(data, tmp_path, monkeypatch):
+    import io
+
+    closed = io.StringIO()
+    closed.close()  # writing raises ValueError: I/O operation on closed file
+    monkeypatch.setattr(sys, "stdout", closed)
+    assert main(["train", "--modality", f"image={data['image']}", "--modality", f"motion={data['motion']}",
+                 "--out", str(tmp_path / "run"), *TRAINING]) == 0
+    assert runs.read_run_record(tmp_path / "run")["status"] == "finished"
+
+
+@pytest.mark.parametrize("pipe", ["closed pipe", "head"])
+def test_info_into_a_pipe_that_closes_prints_no_traceback(pipe, bundle):
+    info = [sys.executable, "-m", "discomkd", "info", "--json", str(bundle)]
+    if pipe == "head":
+        proc = subprocess.run(["bash", "-o", "pipefail", "-c", " ".join(f"'{a}'" for a in info) + " | head -1"],
+                              capture_output=True, text=True, env=ENV, timeout=120)
+        assert proc.stdout == "{\n"
+    else:
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            proc = subprocess.run(info, stdout=write_end, stderr=subprocess.PIPE, text=True, env=ENV, timeout=120)
+        finally:
+            os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # nothing at all, not even "Exception ignored ... BrokenPipeError"
