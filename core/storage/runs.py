@@ -48,7 +48,7 @@ RUN_FILES = (RUN_FILE, HISTORY_FILE, CHECKPOINT_FILE, BUNDLE_FILE)
 # run file must be added here. Temporary files (".NAME-….tmp") and a moved-aside stale lock
 # (".train.lock-PID.stale") are the run's too.
 RUN_WRITTEN_FILES = (RUN_FILE, HISTORY_FILE, LOG_FILE, CHECKPOINT_FILE, BUNDLE_FILE, EMBEDDINGS_FILE, LOCK_FILE,
-                     SKIPPED_FILE)
+                     SKIPPED_FILE, TEST_PREDICTIONS_FILE)
 # Files an operating system drops in any folder it shows: no reason to refuse a folder as "not empty".
 OS_LITTER = (".DS_Store", "Thumbs.db", "desktop.ini")
 
@@ -422,7 +422,7 @@ def never_trained(run_dir: Path) -> bool:
 
 def _clear_never_trained_run(run_dir: Path) -> None:
     """Remove what an earlier attempt that ended no epoch wrote (its log is kept: it says what happened)."""
-    for name in (RUN_FILE, HISTORY_FILE, EMBEDDINGS_FILE):
+    for name in (RUN_FILE, HISTORY_FILE, EMBEDDINGS_FILE, TEST_PREDICTIONS_FILE):
         try:
             (run_dir / name).unlink(missing_ok=True)
         except OSError as exc:
