@@ -35,6 +35,24 @@ class LossWeights:
     def as_dict(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in self.TERMS}
 
+    def active_terms(self, unlabelled_pairs: int) -> list[str]:
+        """The terms that take part in training: weight above 0, and L_unlabelled only with unlabelled pairs."""
+        return [k for k in self.TERMS if getattr(self, k) > 0 and (k != "unlabelled" or unlabelled_pairs > 0)]
+
+
+RAMPED_TERMS = ("aux", "adv", "mod", "perp")  # grow from 0 to their weight over the first term_ramp of training
+
+
+def ramp_explanation(term_ramp: float, epochs: int, active_terms: list[str]) -> str:
+    """Why the weighted total loss can rise early in a run ('' when nothing ramps)."""
+    ramped = [f"L_{k}" for k in RAMPED_TERMS if k in active_terms]
+    if term_ramp <= 0 or not ramped or epochs <= 0:
+        return ""
+    names = ", ".join(ramped[:-1]) + (" and " if len(ramped) > 1 else "") + ramped[-1]
+    return (f"Loss ramp: {names} grow from weight 0 to their set weights over the first {100 * term_ramp:.0f}% of "
+            f"training (until epoch {term_ramp * epochs:.1f} of {epochs}), so the weighted total can rise then "
+            "even while every term falls.")
+
 
 PAPER_WEIGHTS = LossWeights(cl=1.0, aux=1.0, adv=1.0, mod=1.0, perp=1.0, agree=0.0, unlabelled=0.0)
 

@@ -6,7 +6,7 @@ import importlib
 import json
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QSettings, QSize, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -33,6 +34,8 @@ from .pages.train_page import TrainPage
 from .resources import app_icon
 
 DEFAULT_SIZE = QSize(1280, 820)
+MINIMUM_SIZE = QSize(1024, 700)  # every page is laid out to work from here up (tests/gui/test_small_window.py)
+STATUS_TIMEOUT_MS = 15000  # a message in the status bar goes after this long, or when the page changes
 SETTINGS_VERSION = 1
 
 
@@ -52,6 +55,54 @@ def probe_devices(state) -> list[str]:
     return available_devices()
 
 
+def torch_failure_message(message: str) -> str:
+    """What the user reads when PyTorch cannot be imported: the import error itself (a missing
+    library, a CPU or CUDA mismatch) and what to do, not only that it failed."""
+    cause = message.removeprefix("Something went wrong: ").strip() or "unknown error"
+    return (f"PyTorch could not be loaded, so training, prediction and export are unavailable.\n\n"
+            f"The error was: {cause}\n\n"
+            "Reinstall it in this environment (pip install --force-reinstall torch) or install the build "
+            "for your computer from pytorch.org; the details below show where the import failed.")
+
+
+class PageScrollArea(QScrollArea):
+    """Holds a page: the page fills the window, and scrolls instead of being cut off when the
+    window is smaller than the page's minimum size.
+
+    QScrollArea's own resizing gives a page with word-wrapped labels its preferred height (height
+    for width), which would make every page scroll; here the page gets the viewport's size, never
+    less than its minimum.
+    """
+
+    def __init__(self, page_holder: QWidget) -> None:
+        super().__init__()
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setWidgetResizable(False)
+        self.setWidget(page_holder)
+        page_holder.installEventFilter(self)
+
+    def fit_page(self) -> None:
+        holder = self.widget()
+        minimum = holder.minimumSizeHint().expandedTo(holder.minimumSize())
+        viewport = self.maximumViewportSize()  # the room without scroll bars
+        size = minimum.expandedTo(viewport)
+        if size.width() > viewport.width():  # a horizontal scroll bar takes height
+            size.setHeight(max(minimum.height(), viewport.height() - self.horizontalScrollBar().sizeHint().height()))
+        if size.height() > viewport.height():  # a vertical one takes width
+            size.setWidth(max(minimum.width(), viewport.width() - self.verticalScrollBar().sizeHint().width()))
+        if holder.size() != size:
+            holder.resize(size)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.fit_page()
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest:  # the page's minimum size may have changed
+            QTimer.singleShot(0, self.fit_page)
+        return super().eventFilter(watched, event)
+
+
 class MainWindow(QMainWindow):
     PAGES = ("Data", "Configure", "Train", "Results", "Predict", "Runs", "Compare")
 
@@ -62,6 +113,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or open_settings()
         self.setWindowTitle("DisCoM-KD Studio")
         self.setWindowIcon(app_icon())
+        self.setMinimumSize(MINIMUM_SIZE)
         self.resize(DEFAULT_SIZE)
         self._close_when_stopped = False
         self._device_job: Job | None = None
@@ -114,14 +166,19 @@ class MainWindow(QMainWindow):
             v = QVBoxLayout(holder)
             v.setContentsMargins(16, 12, 16, 12)
             v.addWidget(self.pages[name])
-            self.stack.addWidget(holder)
+            self.stack.addWidget(PageScrollArea(holder))
         row.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.sidebar.currentRowChanged.connect(self._page_changed)
 
         self._build_menus()
         self._connect_pages()
-        self.statusBar().showMessage("Ready. Add modality folders on the Data page, or File → Add demo data.")
+        # What runs now (training, export) stays on the right; messages on the left time out.
+        self.activity = QLabel("")
+        self.activity.setObjectName("activity")
+        self.statusBar().addPermanentWidget(self.activity)
+        self.statusBar().showMessage("Ready. Add modality folders on the Data page, or File → Add demo data.",
+                                     STATUS_TIMEOUT_MS)
         self.restore_settings()
         self.sidebar.setCurrentRow(0)
 
@@ -157,7 +214,8 @@ class MainWindow(QMainWindow):
         self._action(help_menu, "About DisCoM-KD Studio", self.show_about)
 
     def _connect_pages(self) -> None:
-        for page in (self.data_page, self.train_page, self.predict_page, self.runs_page, self.compare_page):
+        for page in (self.data_page, self.train_page, self.results_page, self.predict_page, self.runs_page,
+                     self.compare_page):
             page.error.connect(self.show_error)
         self.data_page.modalities_changed.connect(self._modalities_changed)
         self.train_page.start_requested.connect(self.start_training)
@@ -181,11 +239,12 @@ class MainWindow(QMainWindow):
         if row < 0:
             return
         self.stack.setCurrentIndex(row)
+        self.statusBar().clearMessage()  # a message was about the page left
         if self.PAGES[row] == "Runs":
             self.runs_page.refresh()
 
     def show_error(self, message: str, details: str = "") -> None:
-        self.statusBar().showMessage(message.splitlines()[0] if message else "", 10000)
+        self.statusBar().showMessage(message.splitlines()[0] if message else "", STATUS_TIMEOUT_MS)
         box = show_error(self, message, details)
         self.error_boxes.append(box)
         box.finished.connect(lambda *_: self.error_boxes.remove(box) if box in self.error_boxes else None)
@@ -199,9 +258,17 @@ class MainWindow(QMainWindow):
         self.device_label.setText("loading PyTorch…")
         job = Job(probe_devices, "devices", self)
         job.succeeded.connect(self._devices_found)
-        job.failed.connect(lambda message, details: self.device_label.setText("PyTorch could not be loaded"))
+        job.failed.connect(self._devices_failed)
         self._device_job = job
         job.start()
+
+    def _devices_failed(self, message: str, details: str) -> None:
+        """Name the import error itself (label, and the error box with the traceback under its details)."""
+        text = torch_failure_message(message)
+        cause = (message.removeprefix("Something went wrong: ").splitlines() or ["unknown error"])[0][:160]
+        self.device_label.setText(f"PyTorch could not be loaded: {cause}")
+        self.device_label.setToolTip(details or cause)
+        self.show_error(text, details)
 
     def _devices_found(self, devices: list[str]) -> None:
         self.configure_page.set_available_devices(devices)
@@ -268,7 +335,7 @@ class MainWindow(QMainWindow):
         self.start_action.setEnabled(not active)
         self.stop_action.setEnabled(active)
         self.runs_page.active_run_dir = self.train_page.run_dir if active else None
-        self.statusBar().showMessage("Training… the window stays usable; Stop keeps the best model." if active else "Ready.")
+        self.activity.setText("Training… the window stays usable; Stop keeps the best model." if active else "")
         if not active and self._close_when_stopped:
             QTimer.singleShot(0, self.close)
 
@@ -282,7 +349,7 @@ class MainWindow(QMainWindow):
             self.predict_page.load_model(result.bundle_path)
         self.runs_page.refresh()
         summary = "; ".join(f"{m} accuracy {v['accuracy']:.3f}" for m, v in (result.test_metrics or {}).items())
-        self.statusBar().showMessage(f"{result.reason} {summary}".strip(), 15000)
+        self.statusBar().showMessage(f"{result.reason} {summary}".strip(), STATUS_TIMEOUT_MS)
 
     # ----- runs and models --------------------------------------------------------------------
     def open_run(self, run_dir: str) -> None:
@@ -292,7 +359,8 @@ class MainWindow(QMainWindow):
         try:
             record = runs.read_run_record(Path(run_dir))
             self.results_page.show_run(run_dir)
-            self.train_page.show_history(runs.read_history(Path(run_dir)), record.get("name", ""))
+            self.train_page.show_history(runs.read_history(Path(run_dir)), record.get("name", ""), record,
+                                         runs.read_log_tail(Path(run_dir)))
         except DataError as exc:
             self.show_error(str(exc))
             return
@@ -339,7 +407,7 @@ class MainWindow(QMainWindow):
             message = (f"Exported the {result.modality} classifier to {result.model_path} and its preprocessing to "
                        f"{result.sidecar_path.name}. Checked: probabilities match the model within "
                        f"{result.max_abs_diff:.1e} on {result.checked_on}.")
-            self.statusBar().showMessage(message, 15000)
+            self.statusBar().showMessage(message, STATUS_TIMEOUT_MS)
             box = QMessageBox(QMessageBox.Icon.Information, "Export done", message, QMessageBox.StandardButton.Ok, self)
             box.setObjectName("exportDone")
             box.open()
@@ -349,7 +417,8 @@ class MainWindow(QMainWindow):
         job = Job(lambda state: export_modality(bundle_path, modality, fmt, out, replace=replace), "export", self)
         job.succeeded.connect(done)
         job.failed.connect(self.show_error)
-        self.statusBar().showMessage(f"Exporting the {modality} classifier ({fmt})…")
+        job.finished.connect(lambda: self.activity.setText(""))
+        self.activity.setText(f"Exporting the {modality} classifier ({fmt})…")
         return job.start()
 
     # ----- settings ---------------------------------------------------------------------------
@@ -406,7 +475,7 @@ class MainWindow(QMainWindow):
                 return
             self._close_when_stopped = True
             self.train_page.stop()
-            self.statusBar().showMessage("Stopping the training cleanly before quitting…")
+            self.activity.setText("Stopping the training cleanly before quitting…")
             event.ignore()  # closed again when the training thread has ended
             return
         self.save_settings()

@@ -22,7 +22,7 @@ from discomkd.errors import OutputExistsError, OutputPathError, RunFolderError
 from discomkd.storage import runs
 from discomkd.storage.atomic import atomic_write
 from discomkd.training.events import BatchEnded, StopToken
-from discomkd.training.trainer import continue_run, train
+from discomkd.training.trainer import train
 
 TRAINING = ["--epochs", "1", "--embed-dim", "8", "--batch-size", "8", "--device", "cpu"]
 

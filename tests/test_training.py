@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +35,21 @@ def test_run_folder_holds_record_history_log_and_embeddings(trained_run):
     assert set(emb["modality"].tolist()) == {0, 1}
     assert "finished" in (run_dir_path := __import__("pathlib").Path(run_dir) / runs.LOG_FILE).read_text()
     assert run_dir_path.exists()
+
+
+def test_run_keeps_each_test_file_with_its_true_and_predicted_class(trained_run):
+    predictions = runs.read_test_predictions(trained_run.run_dir)
+    assert predictions.classes == [str(d) for d in range(5)]
+    for modality, metrics in trained_run.test_metrics.items():
+        files = predictions.by_modality[modality]
+        assert len(files) == metrics["n"] == len({f.path for f in files})
+        for t, row in enumerate(metrics["confusion"]):
+            for p, count in enumerate(row):
+                assert len(predictions.in_cell(modality, t, p)) == count
+        for f in files:
+            assert Path(f.path).parent.name == predictions.classes[f.true_index]
+            assert abs(sum(f.probabilities) - 1) < 1e-3
+            assert f.probabilities[f.predicted_index] == max(f.probabilities)
 
 
 def test_normalisation_statistics_come_from_the_training_split(trained_run, tiny_demo):

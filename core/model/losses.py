@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import LossWeights
+from ..config import RAMPED_TERMS, LossWeights
 
 
 def orthogonality_penalty(a: torch.Tensor, b: torch.Tensor, mode: str = "abs") -> torch.Tensor:
@@ -69,7 +69,6 @@ def discomkd_loss_terms(
 
 
 DISCOMKD_TERMS = ("cl", "aux", "adv", "mod", "perp")
-RAMPED_TERMS = ("aux", "adv", "mod", "perp")  # the terms beyond each classifier's own that ramp in
 
 
 def mimicry(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

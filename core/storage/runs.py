@@ -3,8 +3,9 @@
 A run folder holds ``run.json`` (name, status, config, classes, specs, best epochs, test metrics),
 ``history.jsonl`` (one line per epoch), ``train.log``, ``checkpoint.pt`` (state to continue
 training), ``model.discomkd`` (the bundle), ``embeddings.npz`` (2-D projections for the
-results page) and ``skipped.tsv`` (every file the data reading skipped, when any). Every file is
-replaced atomically.
+results page), ``test_predictions.json`` (each test file's true and predicted class and
+probabilities, for the error browser) and ``skipped.tsv`` (every file the data reading skipped,
+when any). Every file is replaced atomically.
 
 While a training writes to a run folder it holds ``train.lock`` (see run_lock.py): a second
 training into the same folder is refused, and a run whose record says "running" but whose lock
@@ -13,6 +14,8 @@ is gone or stale was killed; it is shown as "interrupted" and its temporary file
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -25,7 +28,7 @@ import numpy as np
 from ..errors import DataError, RunFolderError, StorageError
 from .atomic import TEMP_SUFFIX, atomic_write, remove_orphan_temp_files, storage_error
 from .outputs import check_output_file, check_run_folder_location
-from .paths import runs_dir
+from .paths import printable_name, runs_dir
 from .run_lock import LOCK_FILE, RunLock, lock_owner
 
 RUN_FORMAT_VERSION = 1
@@ -35,6 +38,9 @@ LOG_FILE = "train.log"
 CHECKPOINT_FILE = "checkpoint.pt"
 BUNDLE_FILE = "model.discomkd"
 EMBEDDINGS_FILE = "embeddings.npz"
+TEST_PREDICTIONS_FILE = "test_predictions.json"
+TEST_PREDICTIONS_VERSION = 1
+LOG_TAIL_LINES = 5000  # what a reopened run shows of its log (the Train page keeps as many)
 SKIPPED_FILE = "skipped.tsv"  # every file the data reading skipped; run.json keeps the first ones only
 # Files whose presence means a folder already holds a run that a new training would overwrite.
 RUN_FILES = (RUN_FILE, HISTORY_FILE, CHECKPOINT_FILE, BUNDLE_FILE)
@@ -42,7 +48,7 @@ RUN_FILES = (RUN_FILE, HISTORY_FILE, CHECKPOINT_FILE, BUNDLE_FILE)
 # run file must be added here. Temporary files (".NAME-….tmp") and a moved-aside stale lock
 # (".train.lock-PID.stale") are the run's too.
 RUN_WRITTEN_FILES = (RUN_FILE, HISTORY_FILE, LOG_FILE, CHECKPOINT_FILE, BUNDLE_FILE, EMBEDDINGS_FILE, LOCK_FILE,
-                     SKIPPED_FILE)
+                     SKIPPED_FILE, TEST_PREDICTIONS_FILE)
 # Files an operating system drops in any folder it shows: no reason to refuse a folder as "not empty".
 OS_LITTER = (".DS_Store", "Thumbs.db", "desktop.ini")
 
@@ -133,6 +139,94 @@ def append_log(run_dir: Path, line: str) -> None:
             fh.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
     except OSError as exc:
         raise storage_error(path, exc) from exc
+
+
+def read_log_tail(run_dir: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``lines`` lines of the run's log ([] when it has none)."""
+    path = Path(run_dir) / LOG_FILE
+    try:
+        text = path.read_text(encoding="utf-8", errors="backslashreplace")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise DataError(f"The log of the run in '{run_dir}' cannot be read ({exc.strerror or exc}).") from exc
+    return text.splitlines()[-lines:]
+
+
+@dataclass
+class TestFilePrediction:
+    """One test file of one modality: where it is, its true and predicted class, its class probabilities."""
+
+    path: str  # absolute, as it was when the run was tested
+    modality: str
+    true_index: int
+    predicted_index: int
+    probabilities: list[float]  # one per class of the run, in the run's class order
+
+
+@dataclass
+class TestPredictions:
+    """Every test file's prediction of a run, per modality."""
+
+    classes: list[str]
+    by_modality: dict[str, list[TestFilePrediction]]
+
+    def in_cell(self, modality: str, true_index: int, predicted_index: int) -> list[TestFilePrediction]:
+        """The files of one confusion-matrix cell (row: true class, column: predicted class)."""
+        return [p for p in self.by_modality.get(modality, [])
+                if p.true_index == true_index and p.predicted_index == predicted_index]
+
+
+def test_files_table(files: list[TestFilePrediction], classes: list[str], delimiter: str = ",") -> str:
+    """Test files as CSV (or tab-separated, for pasting into a spreadsheet): file, modality, true
+    and predicted class, then one probability column per class."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(["file", "modality", "true_class", "predicted_class", *[f"p_{c}" for c in classes]])
+    for f in files:
+        writer.writerow([printable_name(f.path), f.modality, classes[f.true_index], classes[f.predicted_index],
+                         *[f"{p:.4f}" for p in f.probabilities]])
+    return out.getvalue()
+
+
+def write_test_predictions(run_dir: Path, classes: list[str], by_modality: dict[str, dict]) -> None:
+    """``by_modality``: modality -> {"folder", "files" (relative to folder), "true", "predicted",
+    "probabilities" (N x classes)}, rows in the same order."""
+    modalities = {}
+    for name, p in by_modality.items():
+        modalities[name] = {
+            "folder": str(p["folder"]),
+            "files": [str(f) for f in p["files"]],
+            "true": [int(v) for v in p["true"]],
+            "predicted": [int(v) for v in p["predicted"]],
+            # four decimals: enough to read, and a 10,000-file test split stays a few MB
+            "probabilities": [[round(float(v), 4) for v in row] for row in p["probabilities"]],
+        }
+    payload = {"format_version": TEST_PREDICTIONS_VERSION, "classes": list(classes), "modalities": modalities}
+    atomic_write_text(Path(run_dir) / TEST_PREDICTIONS_FILE, json.dumps(payload))
+
+
+def read_test_predictions(run_dir: Path) -> TestPredictions | None:
+    """The run's per-file test predictions; None for runs saved without them (before this file
+    existed, or stopped before the first epoch). DataError when the file is damaged."""
+    path = Path(run_dir) / TEST_PREDICTIONS_FILE
+    if not path.exists():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("format_version", 0) > TEST_PREDICTIONS_VERSION:
+            raise DataError(f"'{path}' was written by a newer version of DisCoM-KD Studio.")
+        classes = [str(c) for c in payload["classes"]]
+        by_modality = {}
+        for name, p in payload["modalities"].items():
+            folder = Path(p["folder"])
+            by_modality[name] = [
+                TestFilePrediction(str(folder / f), name, int(t), int(pr), [float(v) for v in probs])
+                for f, t, pr, probs in zip(p["files"], p["true"], p["predicted"], p["probabilities"], strict=True)
+            ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"The test predictions of the run in '{run_dir}' are damaged ({exc}).") from exc
+    return TestPredictions(classes, by_modality)
 
 
 def save_embeddings(run_dir: Path, **arrays: np.ndarray) -> None:
@@ -328,7 +422,7 @@ def never_trained(run_dir: Path) -> bool:
 
 def _clear_never_trained_run(run_dir: Path) -> None:
     """Remove what an earlier attempt that ended no epoch wrote (its log is kept: it says what happened)."""
-    for name in (RUN_FILE, HISTORY_FILE, EMBEDDINGS_FILE):
+    for name in (RUN_FILE, HISTORY_FILE, EMBEDDINGS_FILE, TEST_PREDICTIONS_FILE):
         try:
             (run_dir / name).unlink(missing_ok=True)
         except OSError as exc:

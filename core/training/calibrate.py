@@ -1,11 +1,11 @@
 """Calibrating a trained branch: its temperature and uncertain-answer threshold fitted on the
-validation split, and its calibration measured on the test split (math in model/calibration.py)."""
+validation split (math in model/calibration.py; the test split is measured where the run finishes)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..model.calibration import calibration_report, fit_calibration, uncalibrated
+from ..model.calibration import fit_calibration, uncalibrated
 from .evaluation import branch_outputs
 
 
@@ -16,10 +16,3 @@ def fit_branch_calibration(branch, x_val: torch.Tensor, y_val: torch.Tensor, dev
     out = branch_outputs(branch, x_val, device)
     branch.train(was_training)
     return fit_calibration(out["logits"], y_val) if out else uncalibrated()
-
-
-def measure_test_calibration(branch, x_test: torch.Tensor, y_test: torch.Tensor, temperature: float,
-                           device: torch.device) -> dict:
-    """ECE before and after calibration, mean confidence and reliability bins on the test split."""
-    out = branch_outputs(branch, x_test, device)
-    return calibration_report(out["logits"], y_test, temperature) if out else {}

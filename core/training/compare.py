@@ -38,7 +38,8 @@ import numpy as np
 
 from ..config import TrainingConfig
 from ..data.dataset import MultiModalDataset
-from ..errors import Cancelled, ConfigError
+from ..errors import Cancelled, ConfigError, DataError
+from ..storage import runs
 from ..storage.atomic import atomic_write
 from ..storage.outputs import check_output_folder
 from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, run_method, skip_reason
@@ -346,6 +347,34 @@ def convergence_warnings(per_run: list[dict], epochs: int) -> list[str]:
     return [f"{METHODS.get(method, method)}, {name}: best epoch {', '.join(map(str, sorted(e)))} of {epochs} "
             f"(in the last {100 * (1 - LATE_BEST_EPOCH):.0f}%): train longer before trusting this row."
             for (method, name), e in late.items()]
+
+
+def past_epoch_seconds(config: TrainingConfig) -> float | None:
+    """Median seconds per epoch of the earlier trainings of the same modality folders with the same
+    device, backbone and batch size (the user's run folder); None when there is none."""
+    def folders(modalities) -> list[str]:
+        return sorted(str(Path(m["folder"]).expanduser().resolve()) for m in modalities)
+
+    wanted = config.to_dict()
+    key = (folders(wanted["modalities"]), wanted["device"], wanted["backbone"], wanted["batch_size"])
+    times = []
+    for info in runs.list_runs():
+        try:
+            past = runs.read_run_record(info.run_dir).get("config", {})
+            if (folders(past.get("modalities", [])), past.get("device"), past.get("backbone"),
+                    past.get("batch_size")) != key:
+                continue
+        except (DataError, KeyError, TypeError, OSError):
+            continue
+        times += [float(h["epoch_time_s"]) for h in runs.read_history(info.run_dir) if "epoch_time_s" in h]
+    return float(np.median(times)) if times else None
+
+
+def comparison_trainings(methods: list[str], seeds: int) -> int:
+    """How many trainings a comparison runs: one per method and seed, plus the teacher of KD/DKD
+    (one per seed, shared by both)."""
+    teacher = 1 if any(m in PAIRED_ONLY for m in methods) else 0
+    return (len(methods) + teacher) * seeds
 
 
 def check_methods(methods: list[str]) -> list[str]:

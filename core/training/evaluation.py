@@ -37,9 +37,13 @@ def evaluate_branch(branch, x: torch.Tensor, y: torch.Tensor, classes: list[str]
     """Classification metrics and mean cross-entropy of a branch on (x, y); None without samples."""
     if x.shape[0] == 0:
         return None
-    out = branch_outputs(branch, x, device)
-    metrics = classification_metrics(y.numpy(), out["logits"].argmax(1).numpy(), classes)
-    metrics["loss"] = float(F.cross_entropy(out["logits"], y))
+    return metrics_from_logits(branch_outputs(branch, x, device)["logits"], y, classes)
+
+
+def metrics_from_logits(logits: torch.Tensor, y: torch.Tensor, classes: list[str]) -> dict:
+    """Classification metrics and mean cross-entropy of logits (N, classes) against labels y (N,)."""
+    metrics = classification_metrics(y.numpy(), logits.argmax(1).numpy(), classes)
+    metrics["loss"] = float(F.cross_entropy(logits, y))
     return metrics
 
 

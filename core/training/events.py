@@ -44,6 +44,8 @@ class RunStarted:
     backbones: dict[str, str]
     pairing: str
     unlabelled_pairs: int = 0  # unlabelled recordings the training learns from (0: none or switched off)
+    active_terms: list[str] = field(default_factory=list)  # loss terms that take part (weight > 0, data present)
+    term_ramp: float = 0.0  # share of training over which the ramped terms grow to their weights
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from ..config import LossWeights, TrainingConfig
+from ..config import LossWeights, TrainingConfig, ramp_explanation
 from ..data.augment import augment_batch
 from ..data.dataset import MultiModalDataset
 from ..data.spec import ModalitySpec
@@ -36,8 +36,9 @@ from ..model.losses import (
 from ..model.networks import DisCoMKD, resolve_backbone
 from ..storage import runs
 from ..storage.atomic import atomic_write
-from .calibrate import fit_branch_calibration, measure_test_calibration
-from .evaluation import branch_outputs, evaluate_branch
+from ..model.calibration import calibrated_probabilities, calibration_report
+from .calibrate import fit_branch_calibration
+from .evaluation import branch_outputs, evaluate_branch, metrics_from_logits
 from .events import (BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken,
                      TeachingChanged)
 from .metrics import pca_2d
@@ -306,12 +307,16 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             "train_sizes": session.train_sizes,
         },
     )
+    active = config.weights.active_terms(session.unlabelled_pairs)
     run.log(f"start: epochs {session.start_epoch + 1}..{session.target_epochs} on {session.device}, "
             f"backbones {session.backbones}, train sizes {session.train_sizes}")
+    ramp_note = ramp_explanation(config.term_ramp, session.target_epochs, active)
+    if ramp_note and session.start_epoch < config.term_ramp * session.target_epochs:
+        run.log(ramp_note)
     run.emit(RunStarted(str(run.run_dir), names, session.classes, session.train_sizes, session.start_epoch,
                         session.target_epochs, session.steps_per_epoch, str(session.device), session.backbones,
                         dataset.report.pairing.status,
-                        session.unlabelled_pairs))
+                        session.unlabelled_pairs, active, config.term_ramp))
 
 
 def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock: RunClock) -> EpochTraining:
@@ -531,27 +536,40 @@ def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bo
 
     # Test metrics and embeddings with each modality's best weights.
     test_metrics = {}
+    test_predictions = {}
     emb_inv, emb_inf, emb_mod, emb_label = [], [], [], []
     for k, n in enumerate(session.names):
         branch = session.model.branches[n]
         branch.load_state_dict(session.best_states[n])
-        x_test, y_test = session.prepared[n].x["test"], session.prepared[n].y["test"]
-        metrics = evaluate_branch(branch, x_test, y_test, session.classes, session.device)
+        prepared = session.prepared[n]
+        x_test, y_test = prepared.x["test"], prepared.y["test"]
         calibration = calibrate_modality(session, n)  # refitted on every finish, `continue` included
         if calibration["fitted_on"] is None:
             run.log(f"{n}: no validation split, so its probabilities are not calibrated (temperature 1)")
-        if metrics:
-            metrics["best_epoch"] = session.best[n]["best_epoch"]
-            metrics.update(measure_test_calibration(branch, x_test, y_test, calibration["temperature"], session.device))
-            metrics["calibrated_on"] = calibration["fitted_on"]
-            metrics["uncertain_below"] = calibration["uncertain_below"]
-            test_metrics[n] = metrics
-            keep = slice(0, MAX_EMBEDDING_POINTS)
-            out = branch_outputs(branch, x_test[keep], session.device)
-            emb_inv.append(out["z_inv"].numpy())
-            emb_inf.append(out["z_inf"].numpy())
-            emb_mod.append(np.full(out["z_inv"].shape[0], k))
-            emb_label.append(y_test[keep].numpy())
+        if x_test.shape[0] == 0:
+            continue
+        out = branch_outputs(branch, x_test, session.device)  # the test split through the model once
+        metrics = metrics_from_logits(out["logits"], y_test, session.classes)
+        metrics["best_epoch"] = session.best[n]["best_epoch"]
+        metrics.update(calibration_report(out["logits"], y_test, calibration["temperature"]))
+        metrics["calibrated_on"] = calibration["fitted_on"]
+        metrics["uncertain_below"] = calibration["uncertain_below"]
+        test_metrics[n] = metrics
+        # Each test file's prediction (calibrated probabilities), for the Results page's error browser.
+        test_predictions[n] = {
+            "folder": prepared.data.folder,
+            "files": [prepared.data.files[int(i)] for i in prepared.rows["test"]],
+            "true": y_test.tolist(),
+            "predicted": out["logits"].argmax(1).tolist(),
+            "probabilities": calibrated_probabilities(out["logits"], calibration["temperature"]).tolist(),
+        }
+        keep = slice(0, MAX_EMBEDDING_POINTS)
+        emb_inv.append(out["z_inv"][keep].numpy())
+        emb_inf.append(out["z_inf"][keep].numpy())
+        emb_mod.append(np.full(emb_inv[-1].shape[0], k))
+        emb_label.append(y_test[keep].numpy())
+    if test_predictions:
+        runs.write_test_predictions(run.run_dir, session.classes, test_predictions)
     if emb_inv:
         runs.save_embeddings(
             run.run_dir,

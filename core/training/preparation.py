@@ -28,6 +28,8 @@ class PreparedModality:
     # Unlabelled recordings present in every modality, standardised like the rest; row i is the same
     # recording (file stem) in every modality. Empty when there are none.
     unlabelled: torch.Tensor | None = None
+    # Rows of ``data`` (and so of ``data.files``) in each split, in the order of ``x`` and ``y``.
+    rows: dict[str, np.ndarray] | None = None
 
 
 def prepare_modalities(
@@ -48,7 +50,8 @@ def prepare_modalities(
         spec = with_statistics(modality.spec, modality.x[split.train])
         x = {part: torch.from_numpy(spec.normalize(modality.x[getattr(split, part)])) for part in ("train", "val", "test")}
         y = {part: torch.from_numpy(labels[getattr(split, part)]) for part in ("train", "val", "test")}
-        prepared[modality.name] = PreparedModality(modality, spec, x, y)
+        rows = {part: getattr(split, part) for part in ("train", "val", "test")}
+        prepared[modality.name] = PreparedModality(modality, spec, x, y, rows=rows)
     stems = unlabelled_pairs(dataset.modalities)
     if stems:
         for modality in dataset.modalities:

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -28,6 +29,7 @@ from ..widgets.comparison_chart import ComparisonChart
 from .common import page_header, read_only_table, table_item
 
 DEFAULT_CHOICE = ("discomkd", "student", "classifiers_only", "dml")
+LONG_COMPARISON_S = 1800  # longer than this (estimated), the user confirms before it starts
 
 
 def comparisons_dir() -> Path:
@@ -57,6 +59,34 @@ def saved_comparisons(parent: Path | None = None) -> list[Path]:
     return sorted((p for p in parent.iterdir() if (p / "per_run.json").is_file()), key=lambda p: p.name, reverse=True)
 
 
+def duration_text(seconds: float) -> str:
+    """'3 h 10 min', '12 min', 'under a minute'."""
+    minutes = int(round(seconds / 60))
+    if minutes < 1:
+        return "under a minute"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def verdict_text(result) -> str:
+    """The banner above the table: the verdict, or why there is none."""
+    from discomkd.training.compare import REFERENCE
+
+    lines = result.verdict_lines()
+    if lines:
+        return "\n".join(lines)
+    methods = result.settings.get("methods", [])
+    if not result.rows:
+        return ("Stopped before any run finished: there is nothing to compare, and nothing was saved."
+                if result.stopped else "No run finished (the reasons are below); nothing was saved.")
+    if REFERENCE not in methods:
+        return "Add 'Student alone' to see whether DisCoM-KD helps each modality (paired difference over the seeds)."
+    if "discomkd" not in methods:
+        return ""
+    return ("No seed has both DisCoM-KD and the student alone finished" + (" (stopped early)" if result.stopped else "")
+            + ", so there is no paired difference yet.")
+
+
 def run_comparison_job(state: TaskState, config, methods: list[str], seeds: int):
     from discomkd.training.compare import run_comparison
 
@@ -77,6 +107,7 @@ class ComparePage(QWidget):
         super().__init__(parent)
         self.job: Job | None = None
         self.result = None
+        self._started_at: float | None = None
         self.saved_folder: Path | None = None
         self.method_boxes: dict[str, QCheckBox] = {}
         layout = QVBoxLayout(self)
@@ -94,29 +125,30 @@ class ComparePage(QWidget):
         buttons.addWidget(self.stop_button)
         layout.addWidget(header)
 
-        options = QHBoxLayout()
+        # The methods take the page's whole width in three columns, packed tight (they fit a 1024x700
+        # window); the repetitions sit on one line below them, so the table and chart keep their height.
         self.methods_box = QGroupBox("Methods")
         self.methods_grid = QGridLayout(self.methods_box)
-        options.addWidget(self.methods_box, 3)
-        seeds_box = QGroupBox("Repetitions")
-        sl = QVBoxLayout(seeds_box)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Random splits (seeds)"))
+        self.methods_grid.setVerticalSpacing(0)
+        self.methods_grid.setContentsMargins(8, 2, 8, 2)
+        layout.addWidget(self.methods_box)
+        seeds_row = QHBoxLayout()
+        seeds_row.addWidget(QLabel("Random splits (seeds)"))
         self.seeds = QSpinBox()
         self.seeds.setRange(1, 20)
         self.seeds.setValue(5)
         self.seeds.setToolTip("Each seed is a different train/validation/test split, the same for every method; "
-                              "the differences to the student alone are paired by seed. Use 5 or more.")
-        row.addWidget(self.seeds)
-        sl.addLayout(row)
-        note = QLabel("Every method trains for the Configure page's epochs on each seed. Compare at "
-                      "convergence: a warning says when a best epoch falls in the last 20% of the epochs.")
-        note.setWordWrap(True)
-        note.setObjectName("hint")
-        sl.addWidget(note)
-        sl.addStretch(1)
-        options.addWidget(seeds_box, 1)
-        layout.addLayout(options)
+                              "the differences to the student alone are paired by seed. Use 5 or more. Every method "
+                              "trains for the Configure page's epochs on each seed; compare at convergence: a warning "
+                              "says when a best epoch falls in the last 20% of the epochs.")
+        seeds_row.addWidget(self.seeds)
+        # One line for the repetitions and the time estimate, so the table and chart keep their height.
+        self.estimate = QLabel("Every method trains for the Configure page's epochs on each seed; the time it will "
+                               "take is estimated from your earlier trainings of the same data when you start.")
+        self.estimate.setWordWrap(True)
+        self.estimate.setObjectName("hint")
+        seeds_row.addWidget(self.estimate, 1)
+        layout.addLayout(seeds_row)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -148,6 +180,8 @@ class ComparePage(QWidget):
                               "Verdict: helps / hurts when the interval lies above / below 0, otherwise no evidence.")
         self.table.setSortingEnabled(True)
         self.chart = ComparisonChart()
+        self.table.setMinimumHeight(115)  # the header and three rows
+        self.chart.setMinimumHeight(125)
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
         split.addWidget(self.table)
@@ -213,7 +247,7 @@ class ComparePage(QWidget):
             box = QCheckBox(label)
             box.setChecked(method in DEFAULT_CHOICE)
             self.method_boxes[method] = box
-            self.methods_grid.addWidget(box, i % 3, i // 3)
+            self.methods_grid.addWidget(box, i // 3, i % 3)
 
     def selected_methods(self) -> list[str]:
         self.ensure_methods()
@@ -237,6 +271,8 @@ class ComparePage(QWidget):
         except OutputPathError as exc:
             self.error.emit(f"{exc} (Comparisons are kept beside the runs; DISCOMKD_DATA_DIR moves them.)", "")
             return None
+        if not self._confirm_duration(config, methods, seeds):
+            return None
         self.table.setRowCount(0)
         self.chart.set_rows([])
         self.skipped.setText("")
@@ -252,8 +288,34 @@ class ComparePage(QWidget):
         self.stop_button.setEnabled(True)
         self.progress.setValue(0)
         self.progress.setFormat("Reading the data…")
+        self._started_at = time.monotonic()
         self.job.start()
         return self.job
+
+    def _confirm_duration(self, config, methods: list[str], seeds: int) -> bool:
+        """Say how long the comparison will take (from earlier trainings of the same data on this
+        device), and ask before one that takes longer than half an hour."""
+        from discomkd.training.compare import comparison_trainings, past_epoch_seconds
+
+        trainings = comparison_trainings(methods, seeds)
+        plan = f"{trainings} trainings × {config.epochs} epochs"
+        per_epoch = past_epoch_seconds(config)
+        if per_epoch is None:
+            self.estimate.setText(f"{plan}. No earlier training of this data on this device to time it by: the "
+                                  "time left shows in the progress bar once the first steps have run.")
+            return True
+        total = trainings * config.epochs * per_epoch
+        self.estimate.setText(f"Estimate: about {duration_text(total)} ({plan} at {per_epoch:.1f} s per epoch, "
+                              "measured on your earlier trainings of this data; the student alone and deep mutual "
+                              "learning train one encoder per modality and go faster).")
+        if total <= LONG_COMPARISON_S:
+            return True
+        answer = QMessageBox.question(
+            self, "A long comparison",
+            f"This comparison will take about {duration_text(total)} on this computer ({plan}).\n\n"
+            "Fewer seeds, methods or epochs make it shorter. Start it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def stop(self) -> None:
         if self.is_running():
@@ -263,7 +325,11 @@ class ComparePage(QWidget):
 
     def _on_progress(self, fraction: float, message: str) -> None:
         self.progress.setValue(int(fraction * 1000))
-        self.progress.setFormat(message.replace("%", "%%"))
+        left = ""
+        if fraction > 0.001 and self._started_at is not None:
+            elapsed = time.monotonic() - self._started_at
+            left = f" · about {duration_text(elapsed * (1 - fraction) / fraction)} left"
+        self.progress.setFormat((message + left).replace("%", "%%"))
 
     def _on_result(self, result) -> None:
         self.show_result(result)
@@ -273,8 +339,9 @@ class ComparePage(QWidget):
         self.comparison_finished.emit(result)
 
     def save(self, result) -> Path | None:
-        """Keep a finished comparison with the runs; a comparison with no run at all is not kept."""
-        if not result.per_run:
+        """Keep a finished comparison with the runs; one without any finished run (stopped during its
+        first run) is not kept."""
+        if not result.rows:
             return None
         names = [m["name"] for m in result.settings.get("config", {}).get("modalities", [])]
         folder = new_comparison_folder(names or list(dict.fromkeys(r["modality"] for r in result.rows)))
@@ -306,8 +373,7 @@ class ComparePage(QWidget):
             for c, v in enumerate(cells):
                 self.table.setItem(r, c, table_item(v))
         self.table.setSortingEnabled(True)
-        self.verdict.setText("\n".join(result.verdict_lines()) or "Add 'Student alone' to see whether "
-                             "DisCoM-KD helps each modality (paired difference over the seeds).")
+        self.verdict.setText(verdict_text(result))
         lines = [result.unlabelled_line()] if result.unlabelled_line() else []
         lines += [f"{METHODS.get(m, m)} skipped: {why}" for m, why in result.skipped.items()]
         warnings = result.warnings

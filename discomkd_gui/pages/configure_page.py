@@ -186,7 +186,8 @@ class ConfigurePage(QWidget):
             self.device.addItem(DEVICE_TEXT[d], d)
         self.device_note = QLabel("checking which devices are available…")
         self.device_note.setObjectName("hint")
-        self.mixed_precision = QCheckBox("Mixed precision on CUDA (faster, less memory)")
+        self.mixed_precision = QCheckBox("Mixed precision on CUDA")
+        self.mixed_precision.setToolTip("Faster and less memory on an NVIDIA GPU; no effect on a CPU.")
         tf.addRow("Epochs", self.epochs)
         tf.addRow("Batch size", self.batch_size)
         tf.addRow("Learning rate", self.learning_rate)
@@ -234,6 +235,12 @@ class ConfigurePage(QWidget):
         grid.setRowStretch(3, 1)
         grid.setColumnStretch(0, 3)
         grid.setColumnStretch(1, 2)
+
+        # Long choices must not widen the page past a 1024-pixel window: combo boxes shrink to a
+        # few characters and show their full text when opened (and in their tooltip).
+        for combo in self.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(10)
 
         self.set_values(TrainingConfig().to_dict())
         self.set_modalities([])

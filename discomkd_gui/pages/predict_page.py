@@ -188,6 +188,7 @@ class PredictPage(QWidget):
         bar = QHBoxLayout()
         self.status = QLabel("")
         self.status.setObjectName("hint")
+        self.status.setWordWrap(True)  # a long message wraps rather than widening the page past 1024 px
         bar.addWidget(self.status, 1)
         bar.addWidget(QLabel("Top classes shown"))
         self.top_k = QSpinBox()

@@ -33,9 +33,10 @@ CLASS_COLOURS = (
 
 
 class ResultsPage(QWidget):
-    """Signal: ``export_for_device(bundle_path)`` for the model shown."""
+    """Signals: ``export_for_device(bundle_path)`` for the model shown, ``error(message, details)``."""
 
     export_for_device = Signal(str)
+    error = Signal(str, str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -43,6 +44,10 @@ class ResultsPage(QWidget):
         self.metrics: dict[str, dict] = {}
         self.classes: list[str] = []
         self.embeddings: dict | None = None
+        self.test_predictions = None  # the run's per-file TestPredictions, for the error browser
+        self.specs: dict[str, dict] = {}  # modality -> spec (as in run.json), to draw its files
+        self.error_dialog = None
+        self._predictions_note = "No test files: train a model, or open a run on the Runs page."
 
         layout = QVBoxLayout(self)
         header, buttons = page_header(
@@ -90,9 +95,13 @@ class ResultsPage(QWidget):
         cm_box = QGroupBox("Confusion matrix")
         cml = QVBoxLayout(cm_box)
         self.confusion = ConfusionMatrixView()
+        self.confusion.cell_clicked.connect(self.open_cell)
+        self.cell_hint = QLabel("Click a cell to see its test files.")
+        self.cell_hint.setObjectName("hint")
+        cml.addWidget(self.cell_hint)
         cml.addWidget(self.confusion)
         split.addWidget(cm_box)
-        split.setSizes([420, 620])
+        split.setSizes([440, 400])  # the per-class columns fit beside the matrix in a 1024-pixel window
         mt.addWidget(split, 1)
         self.tabs.addTab(metrics_tab, "Metrics per modality")
 
@@ -166,6 +175,7 @@ class ResultsPage(QWidget):
             embeddings = None
         bundle = Path(run_dir) / runs.BUNDLE_FILE
         self._set_bundle(str(bundle) if bundle.exists() else None)
+        self._set_test_predictions(run_dir, record.get("specs", {}))
         name = record.get("name", run_dir)
         status = record.get("status", "?")
         self.show_metrics(record.get("test_metrics", {}), record.get("classes", []), embeddings,
@@ -173,8 +183,44 @@ class ResultsPage(QWidget):
 
     def show_bundle(self, bundle) -> None:
         self._set_bundle(bundle.path)
+        self.test_predictions, self.specs = None, {}
+        self._predictions_note = "A model opened from a file carries no test files; open its run on the Runs page."
         name = bundle.metadata.get("run_name") or bundle.path
         self.show_metrics(bundle.test_metrics, bundle.classes, None, f"Model “{name}” (opened from a file; no embeddings stored)")
+
+    def _set_test_predictions(self, run_dir: str, specs: dict) -> None:
+        from discomkd.errors import DataError
+        from discomkd.storage import runs
+
+        self.specs = specs
+        try:
+            self.test_predictions = runs.read_test_predictions(run_dir)
+            self._predictions_note = ("This run was saved without its test files (trained before they were kept, "
+                                      "or stopped before its first epoch). Continue it for one epoch to get them.")
+        except DataError as exc:
+            self.test_predictions = None
+            self._predictions_note = str(exc)
+
+    def open_cell(self, true_index: int, predicted_index: int) -> None:
+        """Show the test files of one confusion-matrix cell of the modality shown."""
+        from discomkd.data.spec import ModalitySpec
+
+        from ..widgets.error_browser import ErrorBrowserDialog
+
+        modality = self.modality.currentText()
+        if self.error_dialog is None:
+            self.error_dialog = ErrorBrowserDialog(self)
+            self.error_dialog.browser.error.connect(self.error)
+        browser = self.error_dialog.browser
+        if self.test_predictions is None or modality not in self.test_predictions.by_modality:
+            browser.show_cell(modality, true_index, predicted_index, [], self.classes)
+            browser.heading.setText(getattr(self, "_predictions_note", "No test files for this model."))
+        else:
+            spec = ModalitySpec.from_dict(self.specs[modality]) if modality in self.specs else None
+            files = self.test_predictions.in_cell(modality, true_index, predicted_index)
+            browser.show_cell(modality, true_index, predicted_index, files, self.test_predictions.classes, spec)
+        self.error_dialog.show()
+        self.error_dialog.raise_()
 
     def _set_bundle(self, path: str | None) -> None:
         self.bundle_path = path

@@ -1,4 +1,5 @@
-"""Runs page: every training run under the per-user data folder; reopen, rename, delete, export."""
+"""Runs page: every training run under the per-user data folder; reopen, rename, delete, export;
+several selected runs side by side (validation curves overlaid, test metrics in one table)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QFileDialog,
     QHBoxLayout,
     QInputDialog,
     QLabel,
     QMessageBox,
     QPushButton,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
+from ..widgets.runs_side_by_side import RunsSideBySide, read_run_curves
 from .common import page_header, read_only_table, table_item
 
 STATUS_TEXT = {"finished": "✓ finished", "stopped": "■ stopped", "failed": "✗ failed", "running": "● running",
@@ -52,9 +56,18 @@ class RunsPage(QWidget):
         self.table = read_only_table(["Name", "Created", "Status", "Modalities", "Classes", "Epochs", "Test accuracy"],
                                      stretch_column=0)
         self.table.setSortingEnabled(True)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setToolTip("Select several runs (Ctrl or Shift) to compare their curves and test metrics below.")
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.itemDoubleClicked.connect(lambda *_: self._open())
-        layout.addWidget(self.table, 1)
+        self.side_by_side = RunsSideBySide()
+        self._curves_cache: dict[str, object] = {}  # run folder -> RunCurves, until the next refresh
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
+        split.addWidget(self.table)
+        split.addWidget(self.side_by_side)
+        split.setSizes([150, 400])
+        layout.addWidget(split, 1)
 
         actions = QHBoxLayout()
         self.open_button = QPushButton("Open")
@@ -86,6 +99,7 @@ class RunsPage(QWidget):
 
         self.location.setText(f"Run folders live in {runs_dir()}")
         self.infos = runs.list_runs()
+        self._curves_cache.clear()
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.infos))
         for r, info in enumerate(self.infos):
@@ -103,10 +117,34 @@ class RunsPage(QWidget):
         self._selection_changed()
 
     def selected_run(self) -> str | None:
-        rows = self.table.selectionModel().selectedRows()
-        if not rows:
-            return None
-        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        """The run the single-run actions act on: the only one selected (None for none or several)."""
+        selected = self.selected_runs()
+        return selected[0] if len(selected) == 1 else None
+
+    def selected_runs(self) -> list[str]:
+        """Run folders of the selected rows, in the table's order."""
+        rows = sorted(index.row() for index in self.table.selectionModel().selectedRows())
+        return [self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in rows]
+
+    def _name_of(self, run_dir: str) -> str:
+        for r in range(self.table.rowCount()):
+            if self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == run_dir:
+                return self.table.item(r, 0).text()
+        return Path(run_dir).name
+
+    def _show_side_by_side(self) -> None:
+        from discomkd.errors import DataError
+
+        shown = []
+        for run_dir in self.selected_runs():
+            if run_dir not in self._curves_cache:
+                try:
+                    self._curves_cache[run_dir] = read_run_curves(run_dir)
+                except DataError as exc:  # deleted or damaged since the list was read
+                    self.error.emit(str(exc), "")
+                    continue
+            shown.append(self._curves_cache[run_dir])
+        self.side_by_side.set_runs(shown)
 
     def select_run(self, run_dir: str) -> None:
         for r in range(self.table.rowCount()):
@@ -115,6 +153,7 @@ class RunsPage(QWidget):
                 return
 
     def _selection_changed(self) -> None:
+        self._show_side_by_side()
         run = self.selected_run()
         busy = run is not None and run == self.active_run_dir
         has_model = run is not None and (Path(run) / "model.discomkd").exists()
@@ -152,7 +191,7 @@ class RunsPage(QWidget):
         run = self.selected_run()
         if not run:
             return
-        current = self.table.item(self.table.currentRow(), 0).text()
+        current = self._name_of(run)
         name, ok = QInputDialog.getText(self, "Rename run", "New name:", text=current)
         if ok:
             try:
@@ -169,7 +208,7 @@ class RunsPage(QWidget):
         run = self.selected_run()
         if not run:
             return
-        name = self.table.item(self.table.currentRow(), 0).text()
+        name = self._name_of(run)
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name).strip("-") or "model"
         dest, _ = QFileDialog.getSaveFileName(self, "Export the model", str(Path.home() / f"{safe}.discomkd"),
                                               "DisCoM-KD model (*.discomkd)")
@@ -191,7 +230,7 @@ class RunsPage(QWidget):
         run = self.selected_run()
         if not run:
             return
-        name = self.table.item(self.table.currentRow(), 0).text()
+        name = self._name_of(run)
         answer = QMessageBox.question(self, "Delete run", f"Delete the run “{name}” and its model from disk?\n{run}")
         if answer == QMessageBox.StandardButton.Yes:
             try:

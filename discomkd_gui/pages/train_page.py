@@ -36,6 +36,8 @@ TERM_COLOURS = {
 MODALITY_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 PLOT_HZ = 10  # timer ticks per second; the two plots take turns, so each redraws at most 5 times a second
 SMOOTHING = 0.9  # exponential moving average of per-batch losses
+LOSS_TOOLTIP = ("Lines: each loss term per batch (smoothed); dots: epoch means. Terms are unweighted; the total is "
+                "their weighted sum, as the optimiser sees it. Terms switched off, or without data, are not drawn.")
 
 
 class Series:
@@ -160,8 +162,8 @@ class TrainPage(QWidget):
         plots = QSplitter(Qt.Orientation.Horizontal)
         self.loss_widget = pg.PlotWidget()
         self.loss_plot = self.loss_widget.getPlotItem()
-        _style_plot(self.loss_plot, "Training losses: per batch (smoothed lines), epoch means (dots)",
-                    "loss (unweighted terms, weighted total)", None, "epoch")
+        # Short titles: a title's width is the plot's minimum width; the details are in the tooltip.
+        _style_plot(self.loss_plot, "Training losses", "loss (terms unweighted, total weighted)", None, "epoch")
         self.loss_legend = self.loss_plot.addLegend(offset=(-10, 10), colCount=3)
         self.loss_curves: dict[str, pg.PlotDataItem] = {}
         self.epoch_curves: dict[str, pg.PlotDataItem] = {}
@@ -175,16 +177,31 @@ class TrainPage(QWidget):
                                                          antialias=False)
             self.epoch_curves[term] = self.loss_plot.plot(
                 pen=None, symbol="o", symbolSize=7, symbolBrush=TERM_COLOURS[term], symbolPen="w")
+        self.shown_terms: tuple[str, ...] = TERMS
+        # Where the loss ramp ends: before it, the ramped terms' weights grow and the total can rise.
+        self.ramp_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999999", width=1, style=Qt.PenStyle.DashLine),
+                                         label="loss ramp ends", labelOpts={"position": 0.95, "color": "#666666"})
+        self.ramp_line.setVisible(False)
+        self.loss_plot.addItem(self.ramp_line, ignoreBounds=True)
+        self.loss_widget.setToolTip(LOSS_TOOLTIP)
         plots.addWidget(self.loss_widget)
 
         self.val_widget = pg.PlotWidget()
         self.val_plot = self.val_widget.getPlotItem()
-        _style_plot(self.val_plot, "Validation per modality: accuracy (solid), weighted F1 (dashed)",
-                    "score (0 = worst, 1 = best)", None, "epoch")
+        _style_plot(self.val_plot, "Validation per modality", "score (0 = worst, 1 = best)", None, "epoch")
+        self.val_widget.setToolTip("Each modality's classifier on the validation split after each epoch: accuracy "
+                                   "(solid line, round dot), weighted F1 (dashed line, square dot). The dots mark "
+                                   "the latest epoch; the best epoch per modality is the model kept.")
         self.val_plot.setYRange(0, 1.02, padding=0)
         self.val_legend = self.val_plot.addLegend(offset=(-10, -10), colCount=2)
         self.val_curves: dict[tuple[str, str], pg.PlotDataItem] = {}
         self.val_series: dict[tuple[str, str], Series] = {}
+        # The latest point of every curve as a dot: a curve of one point draws no line, and
+        # validation comes only at the end of an epoch (one item for all curves keeps redraws cheap).
+        self.val_latest = pg.ScatterPlotItem(size=9, pen=pg.mkPen("w", width=1))
+        self.val_plot.addItem(self.val_latest)
+        self.val_waiting = pg.TextItem("", color="#666666", anchor=(0.5, 0.5))
+        self.val_plot.addItem(self.val_waiting, ignoreBounds=True)
         plots.addWidget(self.val_widget)
         plots.setSizes([600, 500])
 
@@ -262,6 +279,9 @@ class TrainPage(QWidget):
         self.run_dir = None
         self.progress.setValue(0)
         self.log.clear()
+        self.set_shown_terms(TERMS)
+        self.set_loss_ramp(0.0, 1)
+        self.val_waiting.setText("")
         self._set_epoch_axis(1)
         self._dirty = {"loss", "val"}
         self.flush_plots()
@@ -284,6 +304,33 @@ class TrainPage(QWidget):
         for plot in (self.loss_plot, self.val_plot):
             plot.enableAutoRange(x=False)
             plot.setXRange(0, max(1, epochs), padding=0.02)
+        self.val_waiting.setPos(max(1, epochs) / 2, 0.5)
+
+    def set_shown_terms(self, terms) -> None:
+        """Draw only the loss terms that take part in the run (a term switched off, or L_unlabelled
+        without unlabelled recordings, would be a flat line at 0); the total is always drawn."""
+        shown = tuple(t for t in TERMS if t in terms or t == "total")
+        if shown == self.shown_terms:
+            return
+        self.shown_terms = shown
+        self.loss_legend.clear()
+        for term in TERMS:
+            visible = term in shown
+            self.loss_curves[term].setVisible(visible)
+            self.epoch_curves[term].setVisible(visible)
+            if visible:
+                self.loss_legend.addItem(self.loss_curves[term], "total" if term == "total" else f"L_{term}")
+
+    def set_loss_ramp(self, term_ramp: float, epochs: int, active_terms=TERMS) -> str:
+        """Mark where the loss ramp ends and explain it in the plot's tooltip; returns the explanation."""
+        from discomkd.config import ramp_explanation
+
+        note = ramp_explanation(term_ramp, epochs, list(active_terms))
+        self.ramp_line.setVisible(bool(note))
+        if note:
+            self.ramp_line.setValue(term_ramp * epochs)
+        self.loss_widget.setToolTip(LOSS_TOOLTIP + (f"\n\n{note}" if note else ""))
+        return note
 
     def _push(self, plot: str) -> None:
         self._dirty.discard(plot)
@@ -292,8 +339,17 @@ class TrainPage(QWidget):
                 self.loss_series[term].push_to(self.loss_curves[term])
                 self.epoch_series[term].push_to(self.epoch_curves[term])
         else:
+            spots = []
             for key, curve in self.val_curves.items():
-                self.val_series[key].push_to(curve)
+                series = self.val_series[key]
+                series.push_to(curve)
+                if series.n:
+                    x, y = series.view()
+                    spots.append({"pos": (x[-1], y[-1]), "brush": pg.mkBrush(self._modality_colours[key[0]]),
+                                  "symbol": "o" if key[1] == "accuracy" else "s"})
+            self.val_latest.setData(spots)
+            if spots:
+                self.val_waiting.setText("")
 
     def _flush_one_plot(self) -> None:
         """Timer tick: push one plot with new points (so one event-loop turn repaints at most one plot);
@@ -314,11 +370,27 @@ class TrainPage(QWidget):
         super().showEvent(event)
         self.flush_plots()
 
-    def show_history(self, history: list[dict], title: str = "") -> None:
-        """Draw a finished run's per-epoch curves (runs reopened from the Runs page)."""
+    def show_history(self, history: list[dict], title: str = "", record: dict | None = None,
+                     log_lines: list[str] | None = None) -> None:
+        """Draw a saved run's per-epoch curves and its log (runs reopened from the Runs page); ``record``
+        (its run.json) tells which loss terms took part and the loss ramp."""
         if self.is_training():
             return
         self.reset()
+        epochs = max((int(row["epoch"]) for row in history), default=1)
+        if record:
+            from discomkd.config import TrainingConfig
+
+            try:
+                config = TrainingConfig.from_dict(record.get("config", {}))
+                active = config.weights.active_terms(int(record.get("data", {}).get("unlabelled_pairs", 0) or 0))
+            except (TypeError, ValueError, AttributeError):  # a damaged record: draw every term
+                pass
+            else:
+                self.set_shown_terms(active)
+                self.set_loss_ramp(config.term_ramp, int(record.get("epochs_target", epochs) or epochs), active)
+        for line in log_lines or []:
+            self.append_log(line)
         for row in history:
             epoch = float(row["epoch"])
             for term in TERMS:
@@ -329,7 +401,7 @@ class TrainPage(QWidget):
             for modality, metrics in row.get("val", {}).items():
                 self._val_curve(modality, "accuracy").append(epoch, metrics["accuracy"])
                 self._val_curve(modality, "weighted_f1").append(epoch, metrics["weighted_f1"])
-        self._set_epoch_axis(max((int(row["epoch"]) for row in history), default=1))
+        self._set_epoch_axis(epochs)
         self._dirty = {"loss", "val"}
         self.flush_plots()
         n = len(history)
@@ -381,6 +453,12 @@ class TrainPage(QWidget):
                 self._val_curve(modality, "weighted_f1")
             self._epochs_target = event.epochs
             self._set_epoch_axis(event.epochs)
+            active = getattr(event, "active_terms", None) or TERMS
+            self.set_shown_terms(active)
+            ramp_note = self.set_loss_ramp(getattr(event, "term_ramp", 0.0), event.epochs, active)
+            if not self.val_series or not any(s.n for s in self.val_series.values()):
+                self.val_waiting.setText(f"Validation runs at the end of each epoch:\n"
+                                         f"the first points appear when epoch {event.start_epoch + 1} ends.")
             sizes = ", ".join(f"{m} {n}" for m, n in event.train_sizes.items())
             backbones = ", ".join(f"{m}: {b}" for m, b in event.backbones.items())
             self.append_log(f"Run folder: {event.run_dir}")
@@ -388,6 +466,8 @@ class TrainPage(QWidget):
                             f"backbones {backbones} · data {event.pairing}"
                             + (f" · {event.unlabelled_pairs} unlabelled pairs" if getattr(event, "unlabelled_pairs", 0)
                                else ""))
+            if ramp_note and event.start_epoch < getattr(event, "term_ramp", 0.0) * event.epochs:
+                self.append_log(ramp_note)
             self.progress.setFormat(f"Epoch {event.start_epoch + 1}/{event.epochs} · starting…")
         elif kind == "DataProgress":
             self.progress.setFormat(f"{event.stage}: {event.done}/{event.total} files")
