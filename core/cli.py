@@ -25,7 +25,8 @@ from .console import guarded_console
 from .errors import DisComKDError
 # The option parsing is shared with `discomkd compare`, so it lives below both in options.py; scripts
 # and users still import these names from discomkd.cli.
-from .options import add_training_options, config_from_args, input_path, parse_modality_arg, whole_number
+from .options import (add_training_options, config_from_args, input_path, output_path, parse_modality_arg,
+                      whole_number)
 
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
 
@@ -317,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", action="append", type=parse_modality_arg, default=[], metavar="NAME=DIR[:bands=4,3,2]",
                    help="a modality folder; repeat for each modality. Options: :bands=… (1-based), :size=HxW, "
                         ":length=N, :augmentation=none|shift|flips_rot90|flips_rot90_shift, :kind=image|audio|signal")
-    p.add_argument("--out", help="run folder (default: a new folder under the per-user runs directory)")
+    p.add_argument("--out", type=output_path, help="run folder (default: a new folder under the per-user runs directory)")
     p.add_argument("--name", help="run name")
     add_training_options(p)
     p.set_defaults(func=cmd_train)
@@ -329,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_continue)
 
     p = sub.add_parser("demo", help="train on the embedded demo data (digits: images + speech)")
-    p.add_argument("--out", help="run folder")
+    p.add_argument("--out", type=output_path, help="run folder")
     add_training_options(p)
     p.set_defaults(func=cmd_demo)
 
@@ -337,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", type=input_path)
     p.add_argument("files", nargs="+", type=input_path, metavar="FILE_OR_DIR")
     p.add_argument("--modality", help="the files' modality (default: inferred from kind and shape)")
-    p.add_argument("--csv", help="also write the predictions to this CSV file (a new file, unless --force)")
+    p.add_argument("--csv", type=output_path, help="also write the predictions to this CSV file (a new file, unless --force)")
     p.add_argument("--force", action="store_true", help="replace the --csv file if it exists (never a file being predicted)")
     p.add_argument("--top-k", type=whole_number(1), default=3, help="classes shown per file (default 3)")
     p.add_argument("--uncertain-below", type=float, metavar="CONFIDENCE",
@@ -349,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "calibration error `ece` before and after temperature scaling)")
     p.add_argument("bundle", type=input_path)
     p.add_argument("--modality", type=parse_modality_arg, required=True, metavar="NAME=DIR")
-    p.add_argument("--json", help="write all metrics to this JSON file (a new file, unless --force)")
+    p.add_argument("--json", type=output_path, help="write all metrics to this JSON file (a new file, unless --force)")
     p.add_argument("--force", action="store_true", help="replace the --json file if it exists (never an input)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", required=True, help="the modality whose classifier to export")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
                    help="onnx needs the export extra: pip install 'discomkd-studio[export]'")
-    p.add_argument("--out", help="the network's file (default: beside the bundle, BUNDLE-MODALITY.onnx or .pt); "
+    p.add_argument("--out", type=output_path, help="the network's file (default: beside the bundle, BUNDLE-MODALITY.onnx or .pt); "
                                  "the sidecar is the same name plus .json")
     p.add_argument("--check", nargs="*", default=[], metavar="FILE_OR_DIR",
                    help="files to check the export on (default: files of the training folder, when present)")

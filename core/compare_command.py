@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import ModalitySource, TrainingConfig
 from .errors import DisComKDError
-from .options import add_training_options, config_from_args, parse_modality_arg, whole_number
+from .options import add_training_options, config_from_args, output_path, parse_modality_arg, whole_number
 from .training.compare import DEFAULT_METHODS, METHODS, CompareProgress, run_comparison
 from .training.events import StopToken
 
@@ -41,7 +41,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
                         "bands are numbered from 1")
     p.add_argument("--seeds", type=whole_number(1, 1000), default=5, help="number of random splits (default 5; the paired differences need several)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method ids (default: all)")
-    p.add_argument("--out", required=True, help="folder for comparison.md, comparison.csv and per_run.json "
+    p.add_argument("--out", type=output_path, required=True, help="folder for comparison.md, comparison.csv and per_run.json "
                                               "(checked before any training; existing ones kept unless --force)")
     p.add_argument("--force", action="store_true", help="replace the comparison files in --out if they exist")
     add_training_options(p)

@@ -78,6 +78,14 @@ def input_path(text: str) -> str:
     return text
 
 
+def output_path(text: str) -> str:
+    """argparse type: a file or folder to write. An empty name is refused: as a path it would mean the
+    current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path was given; name a file or folder (or leave the option out)")
+    return text
+
+
 def whole_number(minimum: int, maximum: int | None = None):
     """argparse type: a whole number in [minimum, maximum], refused with the range otherwise."""
     wanted = f"a whole number from {minimum} to {maximum}" if maximum is not None else f"a whole number of at least {minimum}"

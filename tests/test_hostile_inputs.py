@@ -720,6 +720,8 @@ def test_an_empty_path_to_predict_is_refused_not_the_current_folder(small_bundle
 
 @pytest.mark.parametrize("argv, message", [
     (["continue", "RUN", "--epochs", "-3"], "--epochs: must be a whole number of at least 0 (got -3)"),
+    (["train", "--modality", "a=A", "--modality", "b=B", "--out", ""], "--out: an empty path was given"),
+    (["predict", "BUNDLE", "FILE", "--csv", " "], "--csv: an empty path was given"),
     (["train", "--epochs", "0"], "--epochs: must be a whole number of at least 1 (got 0)"),
     (["train", "--epochs", "2.5"], "--epochs: must be a whole number of at least 1 (got '2.5')"),
     (["train", "--lr", "inf"], "--lr: must be a positive number (got inf)"),
