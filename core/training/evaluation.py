@@ -33,13 +33,6 @@ def branch_outputs(branch, x: torch.Tensor, device: torch.device, batch: int = 5
     return {k: torch.cat(v) for k, v in chunks.items()}
 
 
-def evaluate_branch(branch, x: torch.Tensor, y: torch.Tensor, classes: list[str], device: torch.device) -> dict | None:
-    """Classification metrics and mean cross-entropy of a branch on (x, y); None without samples."""
-    if x.shape[0] == 0:
-        return None
-    return metrics_from_logits(branch_outputs(branch, x, device)["logits"], y, classes)
-
-
 def metrics_from_logits(logits: torch.Tensor, y: torch.Tensor, classes: list[str]) -> dict:
     """Classification metrics and mean cross-entropy of logits (N, classes) against labels y (N,)."""
     metrics = classification_metrics(y.numpy(), logits.argmax(1).numpy(), classes)

@@ -36,9 +36,9 @@ from ..model.losses import (
 from ..model.networks import DisCoMKD, resolve_backbone
 from ..storage import runs
 from ..storage.atomic import atomic_write
-from ..model.calibration import calibrated_probabilities, calibration_report
+from ..model.calibration import calibrated_probabilities, calibration_report, fit_calibration
 from .calibrate import fit_branch_calibration
-from .evaluation import branch_outputs, evaluate_branch, metrics_from_logits
+from .evaluation import branch_outputs, metrics_from_logits
 from .events import (BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken,
                      TeachingChanged)
 from .metrics import pca_2d
@@ -110,6 +110,9 @@ class TrainingSession:
     earlier_scores: dict[str, float] | None = None
     # Per modality, the temperature and uncertain-answer threshold of its best weights (fitted on validation).
     calibration: dict[str, dict] = field(default_factory=dict)
+    # Per modality, the validation logits of its best weights: the calibration is fitted on them
+    # without a second validation pass (empty after continuing a run: then the pass is made).
+    best_val_logits: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def unlabelled_pairs(self) -> int:
@@ -437,7 +440,8 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
     for n in session.names:
         branch = session.model.branches[n]
         prepared = session.prepared[n]
-        metrics = evaluate_branch(branch, prepared.x["val"], prepared.y["val"], session.classes, session.device)
+        logits = branch_outputs(branch, prepared.x["val"], session.device).get("logits")
+        metrics = metrics_from_logits(logits, prepared.y["val"], session.classes) if logits is not None else None
         if metrics and not math.isfinite(metrics["loss"]):
             raise diverged_error(session, f"the validation loss of '{n}' became {metrics['loss']} at epoch {epoch}")
         score = metrics["weighted_f1"] if metrics else float(epoch)  # no validation data: keep the latest
@@ -446,6 +450,8 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
         if score > session.best[n]["val_weighted_f1"]:
             session.best[n] = {"best_epoch": epoch, "val_weighted_f1": float(score)}
             session.best_states[n] = {k: v.detach().cpu().clone() for k, v in branch.state_dict().items()}
+            if logits is not None:
+                session.best_val_logits[n] = logits
             improved.append(n)
     session.model.train()
     return val_metrics, improved
@@ -478,10 +484,14 @@ def bundle_metadata(run: ActiveRun, session: TrainingSession, test_metrics: dict
 
 
 def calibrate_modality(session: TrainingSession, modality: str) -> dict:
-    """Fit the modality's calibration on the validation split with the weights its branch holds now."""
+    """Fit the modality's calibration on the validation split with its best weights (which its branch
+    holds when this is called), from the logits kept when they were selected when there are some."""
     prepared = session.prepared[modality]
-    session.calibration[modality] = fit_branch_calibration(
-        session.model.branches[modality], prepared.x["val"], prepared.y["val"], session.device)
+    if modality in session.best_val_logits:
+        session.calibration[modality] = fit_calibration(session.best_val_logits[modality], prepared.y["val"])
+    else:
+        session.calibration[modality] = fit_branch_calibration(
+            session.model.branches[modality], prepared.x["val"], prepared.y["val"], session.device)
     return session.calibration[modality]
 
 
