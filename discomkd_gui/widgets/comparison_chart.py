@@ -21,6 +21,18 @@ SHORT_LABELS = {
 GROUP_WIDTH = 0.8  # share of a method's slot taken by its bars
 
 
+def style_static_plot(plot, grid_x: bool = True, alpha: float = 0.2) -> None:
+    """A plot that shows a result rather than one to explore: no mouse zoom, buttons or menu, a light
+    grid, the house's axis colours (shared by the comparison chart and the reliability diagram)."""
+    plot.showGrid(x=grid_x, y=True, alpha=alpha)
+    plot.setMouseEnabled(x=False, y=False)
+    plot.hideButtons()
+    plot.setMenuEnabled(False)
+    for axis in ("left", "bottom"):
+        plot.getAxis(axis).setTextPen("#333333")
+        plot.getAxis(axis).setPen("#888888")
+
+
 class ComparisonChart(pg.PlotWidget):
     """Draws the rows of a ``ComparisonResult`` (method, modality, wf1_mean, wf1_std); computes nothing."""
 
@@ -29,13 +41,7 @@ class ComparisonChart(pg.PlotWidget):
         super().__init__(parent)
         plot = self.getPlotItem()
         plot.setTitle("Test weighted F1 per method (mean ± std over seeds)", size="10pt")
-        plot.showGrid(x=False, y=True, alpha=0.25)
-        plot.setMouseEnabled(x=False, y=False)
-        plot.hideButtons()
-        plot.setMenuEnabled(False)
-        for axis in ("left", "bottom"):
-            plot.getAxis(axis).setTextPen("#333333")
-            plot.getAxis(axis).setPen("#888888")
+        style_static_plot(plot, grid_x=False, alpha=0.25)
         plot.getAxis("left").setTicks([[(v / 5, f"{v / 5:.1f}") for v in range(6)]])
         plot.getAxis("bottom").setHeight(28)  # room for the method names under the ticks
         plot.getAxis("left").setLabel("test weighted F1", color="#333333")

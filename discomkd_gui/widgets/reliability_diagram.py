@@ -13,6 +13,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QWidget
 
+from .comparison_chart import style_static_plot
+
 CALIBRATED_COLOUR = "#2f6fde"
 UNCALIBRATED_COLOUR = "#8a8f98"
 
@@ -24,13 +26,7 @@ class ReliabilityDiagram(pg.PlotWidget):
         plot = self.getPlotItem()
         plot.setLabel("bottom", "confidence")
         plot.setLabel("left", "accuracy")
-        plot.showGrid(x=True, y=True, alpha=0.2)
-        plot.setMouseEnabled(x=False, y=False)
-        plot.hideButtons()
-        plot.setMenuEnabled(False)
-        for axis in ("left", "bottom"):
-            plot.getAxis(axis).setTextPen("#333333")
-            plot.getAxis(axis).setPen("#888888")
+        style_static_plot(plot)
         plot.setXRange(0, 1, padding=0.02)
         plot.setYRange(0, 1, padding=0.02)
         self.setMinimumSize(220, 200)
