@@ -173,6 +173,10 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
     specs = {n: p.spec for n, p in prepared.items()}
     backbones = {n: resolve_backbone(config.backbone, specs[n].kind, device.type) for n in names}
     model = DisCoMKD(names, {n: specs[n].input_shape for n in names}, backbones, config.embed_dim, len(classes)).to(device)
+    # Channels-last (oneDNN's preferred layout) makes the 2-D encoders' convolutions, batch norms and
+    # poolings train about 1.4 times faster on a CPU (issue 18); only 4-D weights change layout, and
+    # saved weights load into models of either layout.
+    model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model.parameters())
 
     use_amp = device.type == "cuda" and config.mixed_precision
