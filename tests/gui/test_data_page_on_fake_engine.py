@@ -6,20 +6,15 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import shown_alone
 from discomkd.errors import DataError
 
 
 @pytest.fixture
 def page(qtbot):
-    from discomkd_gui.app import create_application
     from discomkd_gui.pages.data_page import DataPage
 
-    create_application([])
-    data_page = DataPage()
-    qtbot.addWidget(data_page)
-    data_page.resize(1024, 600)
-    data_page.show()
-    return data_page
+    return shown_alone(qtbot, DataPage)
 
 
 def test_a_folder_that_cannot_be_read_says_why_and_frees_the_page(page, qtbot, monkeypatch, tmp_path):

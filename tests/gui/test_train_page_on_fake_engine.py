@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from conftest import shown_alone
 from discomkd.config import ModalitySource, TrainingConfig
 from discomkd.errors import DataError
 from discomkd.training.events import BatchEnded, BestModelSaved, EpochEnded, RunEnded, RunStarted
@@ -61,14 +62,9 @@ class FakeEngine:
 
 @pytest.fixture
 def page(qtbot):
-    from discomkd_gui.app import create_application
     from discomkd_gui.pages.train_page import TrainPage
 
-    create_application([])
-    train_page = TrainPage()
-    qtbot.addWidget(train_page)
-    train_page.resize(1024, 600)
-    train_page.show()
+    train_page = shown_alone(qtbot, TrainPage)
     yield train_page
     if train_page.is_training():
         train_page.stop()
