@@ -97,34 +97,14 @@ class ResultCard(QFrame):
         self.item = item
         self.uncertain = item.ok and item.result.is_uncertain(uncertain_below)
         row = QHBoxLayout(self)
-        pic = QLabel()
-        pic.setFixedSize(104, 104)
-        pic.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        pic.setObjectName("thumbnail")
-        if item.thumbnail is not None:
-            pic.setPixmap(thumbnail_pixmap(item.thumbnail, 100))
-        else:
-            pic.setText("no preview")
-        row.addWidget(pic)
+        row.addWidget(self._picture())
         col = QVBoxLayout()
         name = QLabel(printable_name(Path(item.result.path).name))
         name.setObjectName("cardTitle")
         name.setToolTip(printable_name(item.result.path))
         col.addWidget(name)
         if item.ok:
-            r = item.result
-            threshold = r.uncertain_below if uncertain_below is None else uncertain_below
-            flag = (f" · <span style='color:{UNCERTAIN_COLOUR}; font-weight:600'>⚠ uncertain</span>"
-                    if self.uncertain else "")
-            self.label = QLabel(f"<span style='font-size:15pt; font-weight:600'>{r.label}</span>"
-                                f"&nbsp;&nbsp;{100 * r.confidence:.1f}% · modality <b>{r.modality}</b>{flag}")
-            self.label.setObjectName("predictedLabel")
-            if self.uncertain:
-                self.label.setToolTip(f"Confidence below {100 * threshold:.0f}%: check this answer.")
-            col.addWidget(self.label)
-            self.bars = ProbabilityBars()
-            self.bars.set_items(r.top(top_k))
-            col.addWidget(self.bars)
+            self._add_answer(col, top_k, uncertain_below)
         else:
             self.label = QLabel("⚠ " + item.result.message)
             self.label.setObjectName("failureMessage")
@@ -132,6 +112,33 @@ class ResultCard(QFrame):
             col.addWidget(self.label)
         col.addStretch(1)
         row.addLayout(col, 1)
+
+    def _picture(self) -> QLabel:
+        pic = QLabel()
+        pic.setFixedSize(104, 104)
+        pic.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        pic.setObjectName("thumbnail")
+        if self.item.thumbnail is not None:
+            pic.setPixmap(thumbnail_pixmap(self.item.thumbnail, 100))
+        else:
+            pic.setText("no preview")
+        return pic
+
+    def _add_answer(self, col: QVBoxLayout, top_k: int, uncertain_below: float | None) -> None:
+        """The class and its confidence (flagged when uncertain), then the top classes as bars."""
+        r = self.item.result
+        threshold = r.uncertain_below if uncertain_below is None else uncertain_below
+        flag = (f" · <span style='color:{UNCERTAIN_COLOUR}; font-weight:600'>⚠ uncertain</span>"
+                if self.uncertain else "")
+        self.label = QLabel(f"<span style='font-size:15pt; font-weight:600'>{r.label}</span>"
+                            f"&nbsp;&nbsp;{100 * r.confidence:.1f}% · modality <b>{r.modality}</b>{flag}")
+        self.label.setObjectName("predictedLabel")
+        if self.uncertain:
+            self.label.setToolTip(f"Confidence below {100 * threshold:.0f}%: check this answer.")
+        col.addWidget(self.label)
+        self.bars = ProbabilityBars()
+        self.bars.set_items(r.top(top_k))
+        col.addWidget(self.bars)
 
 
 class PredictPage(QWidget):
