@@ -8,7 +8,10 @@ between two ticks is a gap in which the window could not react. Gaps are sorted 
 "epoch ends" (the 0.5 s after an epoch's results reached the page: both plots, the log and the
 progress repaint then) and "during epochs" (per-batch updates), counted from the first batch on,
 so the one-off first paint and the data reading are reported apart. Prints milliseconds; this is a
-script, not a test (tests/gui/test_main_window.py holds the bound).
+script, not a test: a duration bound fails on a busy machine, so the tests assert what keeps the
+window responsive instead (tests/gui/test_train_page_on_fake_engine.py: one plot repainted per
+tick, none while the page is hidden; tests/gui/test_main_window.py: the GUI's timer fires between
+batches all along a real run).
 """
 
 from __future__ import annotations

@@ -87,12 +87,22 @@ class AboutDialog(QDialog):
         layout.addWidget(buttons)
 
 
+def onnx_missing_text(missing: list[str]) -> str:
+    """Why ONNX cannot be chosen here, and what to do instead."""
+    from discomkd.inference.export import INSTALL_HINT
+
+    if getattr(sys, "frozen", False):  # pip is no help inside the built application
+        return ("This application was built without onnxruntime, so it exports TorchScript. For ONNX, use "
+                f"the command line: {INSTALL_HINT}, then discomkd export MODEL --modality NAME.")
+    return f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}"
+
+
 class ExportDialog(QDialog):
     """Choose a modality, a format (ONNX or TorchScript) and a file for a device export."""
 
     def __init__(self, bundle_path: str, modalities: list[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from discomkd.inference.export import INSTALL_HINT, default_output_path, missing_onnx_packages
+        from discomkd.inference.export import default_output_path, missing_onnx_packages
 
         self.bundle_path = bundle_path
         self._default_path = default_output_path
@@ -106,7 +116,6 @@ class ExportDialog(QDialog):
         )
         intro.setWordWrap(True)
         layout.addWidget(intro)
-        form = QFormLayout()
         self.modality = QComboBox()
         self.modality.addItems(modalities)
         self.format = QComboBox()
@@ -116,30 +125,12 @@ class ExportDialog(QDialog):
         if missing:  # say what to install rather than fail after the dialog
             self.format.model().item(0).setEnabled(False)
             self.format.setCurrentIndex(1)
-            if getattr(sys, "frozen", False):  # pip is no help inside the built application
-                text = ("This application was built without onnxruntime, so it exports TorchScript. For ONNX, use "
-                        f"the command line: {INSTALL_HINT}, then discomkd export MODEL --modality NAME.")
-            else:
-                text = f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}"
-            note = QLabel(text)
+            note = QLabel(onnx_missing_text(missing))
             note.setObjectName("hint")
             note.setWordWrap(True)
             layout.addWidget(note)
-        self.path = QLineEdit()
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        row = QHBoxLayout()
-        row.addWidget(self.path, 1)
-        row.addWidget(browse)
-        form.addRow("Modality", self.modality)
-        form.addRow("Format", self.format)
-        form.addRow("File", row)
-        layout.addLayout(form)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export")
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        layout.addLayout(self._build_form())
+        layout.addWidget(self._build_buttons())
         self.problem = QLabel()
         self.problem.setObjectName("banner")
         self.problem.setProperty("level", "error")
@@ -149,6 +140,26 @@ class ExportDialog(QDialog):
         self.modality.currentTextChanged.connect(self._suggest_path)
         self.format.currentIndexChanged.connect(self._suggest_path)
         self._suggest_path()
+
+    def _build_form(self) -> QFormLayout:
+        form = QFormLayout()
+        self.path = QLineEdit()
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        form.addRow("Modality", self.modality)
+        form.addRow("Format", self.format)
+        form.addRow("File", row)
+        return form
+
+    def _build_buttons(self) -> QDialogButtonBox:
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Export")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        return buttons
 
     def _suggest_path(self) -> None:
         if self.modality.currentText():

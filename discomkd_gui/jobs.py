@@ -3,13 +3,14 @@
 Modelled on Orange's ``TaskState``: a job function receives a :class:`TaskState` and may only
 report progress, publish events (partial results, engine events) and ask whether it was
 interrupted. Everything it reports arrives in the GUI thread as Qt signals, so widgets are never
-touched from the worker. Used for scanning folders, training, prediction and comparisons.
+touched from the worker. Used for scanning folders, training, prediction and comparisons; every
+caller starts its job with :func:`start_job`, which writes the wiring once.
 """
 
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from discomkd.training.events import StopToken
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
@@ -141,3 +142,40 @@ class Job(QObject):
         self._running = False
         _RUNNING.discard(self)
         self.finished.emit()
+
+
+class RunControls(Protocol):
+    """The Start/Stop pair of a page (``StartStopHeader``): Start off and Stop on while a job runs."""
+
+    def set_running(self, running: bool) -> None: ...
+
+
+def start_job(
+    parent: QObject,
+    name: str,
+    fn: Callable[[TaskState], Any],
+    *,
+    on_result: Callable[[Any], None] | None = None,
+    on_error: Callable[[str, str], None] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+    on_event: Callable[[Any], None] | None = None,
+    on_done: Callable[[], None] | None = None,
+    controls: RunControls | None = None,
+) -> Job:
+    """Run ``fn(state)`` as a :class:`Job` owned by ``parent``, connected to the given slots, and start it.
+
+    ``on_result(result)`` or ``on_error(message, details)`` comes once; ``on_done()`` always comes
+    last, after ``controls`` (if any) went back to idle. ``on_progress(fraction, message)`` and
+    ``on_event(item)`` receive what the job reports meanwhile. Returns the running job.
+    """
+    job = Job(fn, name, parent)
+    for signal, slot in ((job.progress, on_progress), (job.event, on_event), (job.succeeded, on_result),
+                         (job.failed, on_error)):
+        if slot is not None:
+            signal.connect(slot)
+    if controls is not None:
+        controls.set_running(True)
+        job.finished.connect(lambda: controls.set_running(False))
+    if on_done is not None:
+        job.finished.connect(on_done)
+    return job.start()

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from .dialogs import AboutDialog, show_error
-from .jobs import Job
+from .jobs import Job, start_job
 from .pages.compare_page import ComparePage
 from .pages.configure_page import ConfigurePage
 from .pages.data_page import DataPage
@@ -120,6 +120,29 @@ class MainWindow(QMainWindow):
         self.error_boxes: list = []
         self.export_boxes: list = []
 
+        self._create_pages()
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self._build_sidebar())
+        row.addWidget(self._build_page_stack(), 1)
+        self.setCentralWidget(central)
+        self.sidebar.currentRowChanged.connect(self._page_changed)
+
+        self._build_menus()
+        self._connect_pages()
+        # What runs now (training, export) stays on the right; messages on the left time out.
+        self.activity = QLabel("")
+        self.activity.setObjectName("activity")
+        self.statusBar().addPermanentWidget(self.activity)
+        self.statusBar().showMessage("Ready. Add modality folders on the Data page, or File → Add demo data.",
+                                     STATUS_TIMEOUT_MS)
+        self.restore_settings()
+        self.sidebar.setCurrentRow(0)
+
+    # ----- construction ---------------------------------------------------------------------
+    def _create_pages(self) -> None:
         self.data_page = DataPage()
         self.configure_page = ConfigurePage()
         self.train_page = TrainPage()
@@ -133,10 +156,8 @@ class MainWindow(QMainWindow):
             "Compare": self.compare_page,
         }
 
-        central = QWidget()
-        row = QHBoxLayout(central)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.setSpacing(0)
+    def _build_sidebar(self) -> QWidget:
+        """The application's name, the pages in the order of the work (numbered steps, then the tools), the device."""
         side = QWidget()
         side.setObjectName("sidebar")
         side_layout = QVBoxLayout(side)
@@ -158,7 +179,10 @@ class MainWindow(QMainWindow):
         self.device_label.setObjectName("sidebarHint")
         self.device_label.setWordWrap(True)
         side_layout.addWidget(self.device_label)
-        row.addWidget(side)
+        return side
+
+    def _build_page_stack(self) -> QStackedWidget:
+        """One page at a time, each in a scroll area that keeps it usable in a small window."""
         self.stack = QStackedWidget()
         self.stack.setObjectName("pages")
         for name in self.PAGES:
@@ -167,22 +191,8 @@ class MainWindow(QMainWindow):
             v.setContentsMargins(16, 12, 16, 12)
             v.addWidget(self.pages[name])
             self.stack.addWidget(PageScrollArea(holder))
-        row.addWidget(self.stack, 1)
-        self.setCentralWidget(central)
-        self.sidebar.currentRowChanged.connect(self._page_changed)
+        return self.stack
 
-        self._build_menus()
-        self._connect_pages()
-        # What runs now (training, export) stays on the right; messages on the left time out.
-        self.activity = QLabel("")
-        self.activity.setObjectName("activity")
-        self.statusBar().addPermanentWidget(self.activity)
-        self.statusBar().showMessage("Ready. Add modality folders on the Data page, or File → Add demo data.",
-                                     STATUS_TIMEOUT_MS)
-        self.restore_settings()
-        self.sidebar.setCurrentRow(0)
-
-    # ----- construction ---------------------------------------------------------------------
     def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
         action = QAction(text, self)
         if shortcut:
@@ -256,11 +266,8 @@ class MainWindow(QMainWindow):
     def start_background_setup(self) -> None:
         """After the window shows: load the heavy engine in a thread and list the devices."""
         self.device_label.setText("loading PyTorch…")
-        job = Job(probe_devices, "devices", self)
-        job.succeeded.connect(self._devices_found)
-        job.failed.connect(self._devices_failed)
-        self._device_job = job
-        job.start()
+        self._device_job = start_job(self, "devices", probe_devices, on_result=self._devices_found,
+                                     on_error=self._devices_failed)
 
     def _devices_failed(self, message: str, details: str) -> None:
         """Name the import error itself (label, and the error box with the traceback under its details)."""
@@ -414,12 +421,9 @@ class MainWindow(QMainWindow):
             self.export_boxes.append(box)
             box.finished.connect(lambda *_: self.export_boxes.remove(box) if box in self.export_boxes else None)
 
-        job = Job(lambda state: export_modality(bundle_path, modality, fmt, out, replace=replace), "export", self)
-        job.succeeded.connect(done)
-        job.failed.connect(self.show_error)
-        job.finished.connect(lambda: self.activity.setText(""))
         self.activity.setText(f"Exporting the {modality} classifier ({fmt})…")
-        return job.start()
+        return start_job(self, "export", lambda state: export_modality(bundle_path, modality, fmt, out, replace=replace),
+                         on_result=done, on_error=self.show_error, on_done=lambda: self.activity.setText(""))
 
     # ----- settings ---------------------------------------------------------------------------
     def save_settings(self) -> None:

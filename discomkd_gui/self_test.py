@@ -18,8 +18,9 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Iterator, TextIO
 
 PASS_LINE = "SELF-TEST PASSED"
 FAIL_LINE = "SELF-TEST FAILED"
@@ -190,13 +191,20 @@ def run_self_test(report: _Report, keep: bool = False) -> None:
 
     report.step("PyTorch", torch_info)
 
+    with _scratch_data_dirs(report, keep) as scratch:
+        report.step("main window (offscreen)", _check_main_window)
+        _train_and_predict(report, scratch)
+
+
+@contextmanager
+def _scratch_data_dirs(report: _Report, keep: bool) -> Iterator[Path]:
+    """Runs, settings and caches go to a temporary folder meanwhile; it is removed afterwards unless ``keep``."""
     scratch = Path(tempfile.mkdtemp(prefix="discomkd-self-test-"))
     saved_env = {k: os.environ.get(k) for k in ("DISCOMKD_DATA_DIR", "DISCOMKD_CACHE_DIR")}
     os.environ["DISCOMKD_DATA_DIR"] = str(scratch / "data")
     os.environ["DISCOMKD_CACHE_DIR"] = str(scratch / "cache")
     try:
-        report.step("main window (offscreen)", _check_main_window)
-        _train_and_predict(report, scratch)
+        yield scratch
     finally:
         for key, value in saved_env.items():
             if value is None:
@@ -233,13 +241,29 @@ def _small_demo_dataset(modalities: dict[str, Path]):
 
 
 def _train_and_predict(report: _Report, scratch: Path) -> None:
-    from discomkd.config import ModalitySource, TrainingConfig
-    from discomkd.inference.predict import Predictor
+    """Read the demo, train one epoch, then load, use and export the model it saved."""
     from discomkd.storage.paths import demo_modalities
+
+    modalities = demo_modalities()
+    bundle_path = _train_one_epoch(report, scratch, modalities)
+    _predict_one_file_each(report, bundle_path, modalities)
+
+    def do_export() -> str:
+        from discomkd.inference.export import export_modality
+
+        # TorchScript needs nothing beyond torch; the export checks itself against the model on real files.
+        result = export_modality(bundle_path, "audio", "torchscript", scratch / "export" / "audio.pt")
+        return f"audio -> {result.model_path.name} + {result.sidecar_path.name}, max diff {result.max_abs_diff:.0e}"
+
+    report.step("export the audio classifier", do_export)
+
+
+def _train_one_epoch(report: _Report, scratch: Path, modalities: dict[str, Path]) -> Path:
+    """Read the demo and train a tiny model on it for one epoch, in the scratch folder; the model bundle's path."""
+    from discomkd.config import ModalitySource, TrainingConfig
     from discomkd.storage.runs import new_run_dir, runs_dir
     from discomkd.training.trainer import train
 
-    modalities = demo_modalities()
     config = TrainingConfig(
         modalities=[ModalitySource(name, str(folder)) for name, folder in modalities.items()],
         embed_dim=16,
@@ -269,7 +293,13 @@ def _train_and_predict(report: _Report, scratch: Path) -> None:
         return f"1 epoch; {accs}"
 
     report.step("train one epoch", do_train)
-    bundle_path = Path(outcome["ended"].bundle_path)
+    return Path(outcome["ended"].bundle_path)
+
+
+def _predict_one_file_each(report: _Report, bundle_path: Path, modalities: dict[str, Path]) -> None:
+    """Load the bundle, then predict one demo file of each modality without naming the modality."""
+    from discomkd.inference.predict import Predictor
+
     predictor_box: dict = {}
 
     def do_load() -> str:
@@ -289,15 +319,6 @@ def _train_and_predict(report: _Report, scratch: Path) -> None:
                     f"'{prediction.label}' ({prediction.confidence:.0%})")
 
         report.step(f"predict one {name} file", do_predict)
-
-    def do_export() -> str:
-        from discomkd.inference.export import export_modality
-
-        # TorchScript needs nothing beyond torch; the export checks itself against the model on real files.
-        result = export_modality(bundle_path, "audio", "torchscript", scratch / "export" / "audio.pt")
-        return f"audio -> {result.model_path.name} + {result.sidecar_path.name}, max diff {result.max_abs_diff:.0e}"
-
-    report.step("export the audio classifier", do_export)
 
 
 def _first_file(folder: Path) -> Path:

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -15,25 +16,57 @@ from PySide6.QtWidgets import (
 )
 
 
-def page_header(title: str, subtitle: str) -> tuple[QWidget, QHBoxLayout]:
-    """A title, a one-line explanation, and a row on the right for the page's main buttons."""
-    header = QWidget()
-    header.setObjectName("pageHeader")
-    row = QHBoxLayout(header)
-    row.setContentsMargins(0, 0, 0, 4)
-    text = QVBoxLayout()
-    title_label = QLabel(title)
-    title_label.setObjectName("pageTitle")
-    sub = QLabel(subtitle)
-    sub.setObjectName("pageSubtitle")
-    sub.setWordWrap(True)
-    text.addWidget(title_label)
-    text.addWidget(sub)
-    row.addLayout(text, 1)
-    buttons = QHBoxLayout()
-    buttons.setSpacing(6)
-    row.addLayout(buttons)
-    return header, buttons
+class PageHeader(QWidget):
+    """A title, a one-line explanation, and a row on the right (``buttons``) for the page's main buttons."""
+
+    def __init__(self, title: str, subtitle: str) -> None:
+        super().__init__()
+        self.setObjectName("pageHeader")
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 4)
+        text = QVBoxLayout()
+        title_label = QLabel(title)
+        title_label.setObjectName("pageTitle")
+        sub = QLabel(subtitle)
+        sub.setObjectName("pageSubtitle")
+        sub.setWordWrap(True)
+        text.addWidget(title_label)
+        text.addWidget(sub)
+        row.addLayout(text, 1)
+        self.buttons = QHBoxLayout()
+        self.buttons.setSpacing(6)
+        row.addLayout(self.buttons)
+
+
+class StartStopHeader(PageHeader):
+    """The header of a page that runs one long job (Train, Compare): Start, and Stop while it runs.
+
+    ``set_running`` is what :func:`discomkd_gui.jobs.start_job` calls when the job starts and ends;
+    the page connects the buttons' ``clicked`` to its own start and stop."""
+
+    def __init__(self, title: str, subtitle: str, start_text: str, start_tip: str = "", stop_tip: str = "") -> None:
+        super().__init__(title, subtitle)
+        self.start_button = QPushButton(start_text)
+        self.start_button.setObjectName("primary")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("danger")
+        for button, tip in ((self.start_button, start_tip), (self.stop_button, stop_tip)):
+            if tip:
+                button.setToolTip(tip)
+            self.buttons.addWidget(button)
+        self.set_running(False)
+
+    def set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+
+def hint_label(text: str = "", wrap: bool = False) -> QLabel:
+    """A secondary line of explanation (the ``hint`` style: smaller, greyed)."""
+    label = QLabel(text)
+    label.setObjectName("hint")
+    label.setWordWrap(wrap)
+    return label
 
 
 def read_only_table(headers: list[str], stretch_column: int | None = 0) -> QTableWidget:

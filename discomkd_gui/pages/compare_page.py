@@ -24,9 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..jobs import Job, TaskState
+from ..jobs import Job, TaskState, start_job
 from ..widgets.comparison_chart import ComparisonChart
-from .common import page_header, read_only_table, table_item
+from .common import StartStopHeader, read_only_table, table_item
 
 DEFAULT_CHOICE = ("discomkd", "student", "classifiers_only", "dml")
 LONG_COMPARISON_S = 1800  # longer than this (estimated), the user confirms before it starts
@@ -111,29 +111,47 @@ class ComparePage(QWidget):
         self.saved_folder: Path | None = None
         self.method_boxes: dict[str, QCheckBox] = {}
         layout = QVBoxLayout(self)
-        header, buttons = page_header(
+        layout.addWidget(self._build_header())
+        # The methods take the page's whole width in three columns, packed tight (they fit a 1024x700
+        # window); the repetitions sit on one line below them, so the table and chart keep their height.
+        layout.addWidget(self._build_methods_box())
+        layout.addLayout(self._build_seeds_row())
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setFormat("Not started")
+        layout.addWidget(self.progress)
+        layout.addLayout(self._build_saved_row())
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
+        self.verdict.setObjectName("banner")
+        self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.verdict)
+        layout.addWidget(self._build_table_and_chart(), 1)
+        layout.addLayout(self._build_notes_row())
+
+    def _build_header(self) -> StartStopHeader:
+        self.header = StartStopHeader(
             "Compare",
             "Train DisCoM-KD, single-modality baselines and ablations on the same random splits, with the "
             "data and settings of the Configure page. Methods that need paired data are skipped on unpaired data.",
+            "Run comparison",
         )
-        self.start_button = QPushButton("Run comparison")
-        self.start_button.setObjectName("primary")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setObjectName("danger")
-        self.stop_button.setEnabled(False)
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.stop_button)
-        layout.addWidget(header)
+        self.start_button, self.stop_button = self.header.start_button, self.header.stop_button
+        self.start_button.clicked.connect(self.start_requested)
+        self.stop_button.clicked.connect(self.stop)
+        return self.header
 
-        # The methods take the page's whole width in three columns, packed tight (they fit a 1024x700
-        # window); the repetitions sit on one line below them, so the table and chart keep their height.
+    def _build_methods_box(self) -> QGroupBox:
+        """Empty until first shown (``ensure_methods``): the list comes from the engine, which loads PyTorch."""
         self.methods_box = QGroupBox("Methods")
         self.methods_grid = QGridLayout(self.methods_box)
         self.methods_grid.setVerticalSpacing(0)
         self.methods_grid.setContentsMargins(8, 2, 8, 2)
-        layout.addWidget(self.methods_box)
-        seeds_row = QHBoxLayout()
-        seeds_row.addWidget(QLabel("Random splits (seeds)"))
+        return self.methods_box
+
+    def _build_seeds_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Random splits (seeds)"))
         self.seeds = QSpinBox()
         self.seeds.setRange(1, 20)
         self.seeds.setValue(5)
@@ -141,37 +159,31 @@ class ComparePage(QWidget):
                               "the differences to the student alone are paired by seed. Use 5 or more. Every method "
                               "trains for the Configure page's epochs on each seed; compare at convergence: a warning "
                               "says when a best epoch falls in the last 20% of the epochs.")
-        seeds_row.addWidget(self.seeds)
+        row.addWidget(self.seeds)
         # One line for the repetitions and the time estimate, so the table and chart keep their height.
         self.estimate = QLabel("Every method trains for the Configure page's epochs on each seed; the time it will "
                                "take is estimated from your earlier trainings of the same data when you start.")
         self.estimate.setWordWrap(True)
         self.estimate.setObjectName("hint")
-        seeds_row.addWidget(self.estimate, 1)
-        layout.addLayout(seeds_row)
+        row.addWidget(self.estimate, 1)
+        return row
 
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setFormat("Not started")
-        layout.addWidget(self.progress)
-        saved_row = QHBoxLayout()
-        saved_row.addWidget(QLabel("Saved comparisons"))
+    def _build_saved_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Saved comparisons"))
         self.saved_combo = QComboBox()
         self.saved_combo.setPlaceholderText("Choose an earlier comparison to show it")
         self.saved_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.saved_combo.setMinimumContentsLength(30)
-        saved_row.addWidget(self.saved_combo, 1)
+        self.saved_combo.activated.connect(self._on_saved_chosen)
+        row.addWidget(self.saved_combo, 1)
         self.saved_label = QLabel("")
         self.saved_label.setObjectName("hint")
         self.saved_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        saved_row.addWidget(self.saved_label, 2)
-        layout.addLayout(saved_row)
+        row.addWidget(self.saved_label, 2)
+        return row
 
-        self.verdict = QLabel("")
-        self.verdict.setWordWrap(True)
-        self.verdict.setObjectName("banner")
-        self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.verdict)
+    def _build_table_and_chart(self) -> QSplitter:
         self.table = read_only_table(["Method", "Modality", "Unlabelled recordings", "Weighted F1 (mean ± std)", "Accuracy (mean ± std)",
                                       "Δ to student alone, F1 points (95% CI; p)", "Verdict", "Runs",
                                       "Best epochs", "Time per seed (s)"], stretch_column=0)
@@ -187,21 +199,20 @@ class ComparePage(QWidget):
         split.addWidget(self.table)
         split.addWidget(self.chart)
         split.setSizes([240, 240])
-        layout.addWidget(split, 1)
-        bottom = QHBoxLayout()
+        return split
+
+    def _build_notes_row(self) -> QHBoxLayout:
+        """What was skipped or needs care (one line, details in its tooltip), and the Markdown copy."""
+        row = QHBoxLayout()
         self.skipped = QLabel("")
         self.skipped.setWordWrap(True)
         self.skipped.setObjectName("hint")
-        bottom.addWidget(self.skipped, 1)
+        row.addWidget(self.skipped, 1)
         self.copy_button = QPushButton("Copy as Markdown")
         self.copy_button.setEnabled(False)
         self.copy_button.clicked.connect(self.copy_markdown)
-        bottom.addWidget(self.copy_button)
-        layout.addLayout(bottom)
-
-        self.start_button.clicked.connect(self.start_requested)
-        self.stop_button.clicked.connect(self.stop)
-        self.saved_combo.activated.connect(self._on_saved_chosen)
+        row.addWidget(self.copy_button)
+        return row
 
     def showEvent(self, event) -> None:
         self.ensure_methods()
@@ -279,17 +290,12 @@ class ComparePage(QWidget):
         self.verdict.setText("")
         self.saved_label.setText("")
         self.saved_combo.setCurrentIndex(-1)
-        self.job = Job(lambda state: run_comparison_job(state, config, methods, seeds), "compare")
-        self.job.progress.connect(self._on_progress)
-        self.job.succeeded.connect(self._on_result)
-        self.job.failed.connect(self._on_failed)
-        self.job.finished.connect(self._on_finished)
-        self.start_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
         self.progress.setValue(0)
         self.progress.setFormat("Reading the data…")
         self._started_at = time.monotonic()
-        self.job.start()
+        self.job = start_job(self, "compare", lambda state: run_comparison_job(state, config, methods, seeds),
+                             on_progress=self._on_progress, on_result=self._on_result, on_error=self._on_failed,
+                             controls=self.header)
         return self.job
 
     def _confirm_duration(self, config, methods: list[str], seeds: int) -> bool:
@@ -392,10 +398,6 @@ class ComparePage(QWidget):
     def _on_failed(self, message: str, details: str) -> None:
         self.progress.setFormat("Failed")
         self.error.emit(message, details)
-
-    def _on_finished(self) -> None:
-        self.start_button.setEnabled(True)
-        self.stop_button.setEnabled(False)
 
     def copy_markdown(self) -> None:
         if self.result is not None:

@@ -36,7 +36,7 @@ from discomkd.config import (
 from discomkd.data.spec import AUGMENTATIONS
 from discomkd.errors import ConfigError
 
-from .common import page_header
+from .common import PageHeader, hint_label
 
 TERM_TITLES = {"cl": "L_cl", "aux": "L_aux", "adv": "L_adv", "mod": "L_mod", "perp": "L_perp", "agree": "L_agree",
                "unlabelled": "L_unlabelled"}
@@ -82,13 +82,12 @@ class ConfigurePage(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         outer = QVBoxLayout(self)
-        header, _ = page_header(
+        outer.addWidget(PageHeader(
             "Configure",
             "Recommended: the DisCoM-KD terms ramped in plus cross-modal agreement (README: what it trains and "
             "what it measured); the presets also hold the paper's objective and one-term ablations. "
             "Hover over any field for an explanation.",
-        )
-        outer.addWidget(header)
+        ))
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -98,140 +97,10 @@ class ConfigurePage(QWidget):
         grid.setHorizontalSpacing(14)
         scroll.setWidget(body)
         outer.addWidget(scroll, 1)
-
-        # --- loss terms -------------------------------------------------------------------
-        losses = QGroupBox("Loss terms")
-        lg = QGridLayout(losses)
-        lg.setColumnStretch(2, 1)
-        self.preset = QComboBox()
-        self.preset.addItems(list(LOSS_PRESETS) + [CUSTOM])
-        self.preset.setToolTip("Recommended: the five DisCoM-KD terms ramped in plus cross-modal agreement and, when "
-                               "the modality folders have _unlabelled recordings, teaching on them (measured best, "
-                               "see README). Paper's objective: the five terms at 1 from the first step, nothing "
-                               "else. Each ablation switches one term off.")
-        lg.addWidget(QLabel("Preset"), 0, 0)
-        lg.addWidget(self.preset, 0, 1, 1, 2)
-        self.weights: dict[str, QDoubleSpinBox] = {}
-        for row, term in enumerate(LossWeights.TERMS, start=1):
-            box = _spin(0.0, 100.0, 0.1, 2, LOSS_EXPLANATIONS[term])
-            box.setObjectName(f"weight_{term}")
-            self.weights[term] = box
-            name = QLabel(f"<b>{TERM_TITLES[term]}</b>")
-            explain = QLabel(LOSS_EXPLANATIONS[term])
-            explain.setWordWrap(True)
-            explain.setObjectName("hint")
-            lg.addWidget(name, row, 0)
-            lg.addWidget(box, row, 1)
-            lg.addWidget(explain, row, 2)
-            box.valueChanged.connect(self._weights_edited)
-        self.preset.currentTextChanged.connect(self._apply_preset)
-        row = len(LossWeights.TERMS) + 1
-        self.grl_lambda = _spin(0.0, 10.0, 0.1, 2, "Gradient-reversal factor λ for L_adv (paper: 1).")
-        self.grl_schedule = QComboBox()
-        for s in GRL_SCHEDULES:
-            self.grl_schedule.addItem({"constant": "constant λ", "dann": "DANN ramp 0 → λ"}[s], s)
-        self.grl_schedule.setToolTip("DANN ramp: the reversal grows from 0 to λ during training (Ganin et al.).")
-        grl_row = QHBoxLayout()
-        grl_row.addWidget(self.grl_lambda)
-        grl_row.addWidget(self.grl_schedule, 1)
-        lg.addWidget(QLabel("GRL factor λ"), row, 0)
-        lg.addLayout(grl_row, row, 1, 1, 2)
-        self.term_ramp = _spin(0.0, 1.0, 0.05, 2, "Share of training over which L_aux, L_adv, L_mod and L_perp "
-                                                  "grow from 0 to their weight (paper: 0, full weight from the start).")
-        self.term_ramp.valueChanged.connect(self._weights_edited)
-        ramp_hint = QLabel("share of training over which L_aux, L_adv, L_mod, L_perp ramp in (paper: 0)")
-        ramp_hint.setWordWrap(True)
-        ramp_hint.setObjectName("hint")
-        lg.addWidget(QLabel("Ramp"), row + 2, 0)
-        lg.addWidget(self.term_ramp, row + 2, 1)
-        lg.addWidget(ramp_hint, row + 2, 2)
-        self.agree_temperature = _spin(0.1, 20.0, 0.5, 1, "Temperature of L_agree: above 1 softens both "
-                                                          "predictions so that a confident peer still teaches "
-                                                          "which classes look alike (Hinton's KD).")
-        temperature_hint = QLabel("temperature of L_agree (1: none)")
-        temperature_hint.setObjectName("hint")
-        lg.addWidget(QLabel("Agreement T"), row + 3, 0)
-        lg.addWidget(self.agree_temperature, row + 3, 1)
-        lg.addWidget(temperature_hint, row + 3, 2)
-        self.orthogonality = QComboBox()
-        for o in ORTHOGONALITY:
-            self.orthogonality.addItem({"abs": "|cos| (default)", "square": "cos²", "signed": "signed cos (authors' code)"}[o], o)
-        self.orthogonality.setToolTip("How L_perp measures the overlap of two embeddings.")
-        lg.addWidget(QLabel("L_perp form"), row + 1, 0)
-        lg.addWidget(self.orthogonality, row + 1, 1, 1, 2)
-        grid.addWidget(losses, 0, 0, 2, 1)
-
-        # --- training ---------------------------------------------------------------------
-        training = QGroupBox("Training")
-        tf = QFormLayout(training)
-        self.epochs = _int_spin(1, 10000, "Passes over the largest modality (paper: 300 on a GPU).")
-        self.batch_size = _int_spin(2, 4096, "Samples per modality per step (paper: 128).")
-        self.learning_rate = QLineEdit()
-        self.learning_rate.setObjectName("learningRate")
-        validator = QDoubleValidator(1e-7, 10.0, 8, self.learning_rate)
-        validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
-        self.learning_rate.setValidator(validator)
-        self.learning_rate.setToolTip("Step size of the optimiser, e.g. 1e-3 (paper: 1e-4 with ResNet-18).")
-        self.learning_rate.textChanged.connect(self._check_learning_rate)
-        self.lr_schedule = QComboBox()
-        for schedule in LR_SCHEDULES:
-            self.lr_schedule.addItem(
-                "cosine decay to zero" if schedule == "cosine" else "constant (paper)", schedule)
-        self.lr_schedule.setToolTip("Cosine decay lowers the rate smoothly over the run; the paper keeps it constant.")
-        self.optimizer = QComboBox()
-        self.optimizer.addItems(list(OPTIMIZERS))
-        self.weight_decay = _spin(0.0, 1.0, 1e-4, 5, "L2 penalty on the weights (0 = none).")
-        self.device = QComboBox()
-        for d in ("auto", "cpu", "cuda", "mps"):
-            self.device.addItem(DEVICE_TEXT[d], d)
-        self.device_note = QLabel("checking which devices are available…")
-        self.device_note.setObjectName("hint")
-        self.mixed_precision = QCheckBox("Mixed precision on CUDA")
-        self.mixed_precision.setToolTip("Faster and less memory on an NVIDIA GPU; no effect on a CPU.")
-        tf.addRow("Epochs", self.epochs)
-        tf.addRow("Batch size", self.batch_size)
-        tf.addRow("Learning rate", self.learning_rate)
-        tf.addRow("Rate schedule", self.lr_schedule)
-        tf.addRow("Optimiser", self.optimizer)
-        tf.addRow("Weight decay", self.weight_decay)
-        tf.addRow("Device", self.device)
-        tf.addRow("", self.device_note)
-        tf.addRow("", self.mixed_precision)
-        grid.addWidget(training, 0, 1)
-
-        # --- network and data -------------------------------------------------------------
-        network = QGroupBox("Network and data")
-        nf = QFormLayout(network)
-        self.backbone = QComboBox()
-        for b in BACKBONES:
-            self.backbone.addItem(BACKBONE_TEXT[b], b)
-        self.backbone.setToolTip("Encoder network; signals always use the 1-D CNN.")
-        self.embed_dim = _int_spin(2, 2048, "Size of z_inv, z_inf and z_irr (paper: 256).")
-        self.seed = _int_spin(0, 2**31 - 1, "Random seed of the split, the initial weights and the batches.")
-        split_row = QHBoxLayout()
-        self.split_train = _spin(0.05, 0.95, 0.05, 2, "Share of each class used for training.")
-        # No zero: the best epoch of each modality is chosen on validation data (TrainingConfig.validate).
-        self.split_val = _spin(0.05, 0.9, 0.05, 2, "Share used to pick the best epoch (per modality).")
-        self.split_test = QLabel()
-        self.split_test.setToolTip("Test share = 1 − train − validation; reported on the Results page.")
-        for label, w in (("train", self.split_train), ("val", self.split_val)):
-            split_row.addWidget(QLabel(label))
-            split_row.addWidget(w)
-        split_row.addWidget(self.split_test)
-        self.split_train.valueChanged.connect(self._split_changed)
-        self.split_val.valueChanged.connect(self._split_changed)
-        nf.addRow("Backbone", self.backbone)
-        nf.addRow("Embedding size", self.embed_dim)
-        nf.addRow("Split", split_row)
-        nf.addRow("Seed", self.seed)
-        grid.addWidget(network, 1, 1)
-
-        self.augment_box = QGroupBox("Augmentation per modality")
-        self.augment_form = QFormLayout(self.augment_box)
-        self.augment_combos: dict[str, QComboBox] = {}
-        self._augment_defaults: dict[str, str] = {}
-        self._augment_choice: dict[str, str] = {}
-        grid.addWidget(self.augment_box, 2, 0, 1, 2)
+        grid.addWidget(self._build_losses_box(), 0, 0, 2, 1)
+        grid.addWidget(self._build_training_box(), 0, 1)
+        grid.addWidget(self._build_network_box(), 1, 1)
+        grid.addWidget(self._build_augmentation_box(), 2, 0, 1, 2)
         grid.setRowStretch(3, 1)
         grid.setColumnStretch(0, 3)
         grid.setColumnStretch(1, 2)
@@ -244,6 +113,147 @@ class ConfigurePage(QWidget):
 
         self.set_values(TrainingConfig().to_dict())
         self.set_modalities([])
+
+    # ----- building the form -----------------------------------------------------------------
+    def _build_losses_box(self) -> QGroupBox:
+        """A weight per loss term (with presets), then how the terms are scheduled and measured."""
+        losses = QGroupBox("Loss terms")
+        grid = QGridLayout(losses)
+        grid.setColumnStretch(2, 1)
+        self._add_preset_and_weights(grid)
+        self._add_term_settings(grid, len(LossWeights.TERMS) + 1)
+        return losses
+
+    def _add_preset_and_weights(self, grid: QGridLayout) -> None:
+        """Row 0: the preset; then one row per term: its name, its weight and what it does."""
+        self.preset = QComboBox()
+        self.preset.addItems(list(LOSS_PRESETS) + [CUSTOM])
+        self.preset.setToolTip("Recommended: the five DisCoM-KD terms ramped in plus cross-modal agreement and, when "
+                               "the modality folders have _unlabelled recordings, teaching on them (measured best, "
+                               "see README). Paper's objective: the five terms at 1 from the first step, nothing "
+                               "else. Each ablation switches one term off.")
+        grid.addWidget(QLabel("Preset"), 0, 0)
+        grid.addWidget(self.preset, 0, 1, 1, 2)
+        self.weights: dict[str, QDoubleSpinBox] = {}
+        for row, term in enumerate(LossWeights.TERMS, start=1):
+            box = _spin(0.0, 100.0, 0.1, 2, LOSS_EXPLANATIONS[term])
+            box.setObjectName(f"weight_{term}")
+            self.weights[term] = box
+            grid.addWidget(QLabel(f"<b>{TERM_TITLES[term]}</b>"), row, 0)
+            grid.addWidget(box, row, 1)
+            grid.addWidget(hint_label(LOSS_EXPLANATIONS[term], wrap=True), row, 2)
+            box.valueChanged.connect(self._weights_edited)
+        self.preset.currentTextChanged.connect(self._apply_preset)
+
+    def _add_term_settings(self, grid: QGridLayout, row: int) -> None:
+        """From ``row`` down: the GRL factor and schedule, L_perp's form, the ramp, L_agree's temperature."""
+        self.grl_lambda = _spin(0.0, 10.0, 0.1, 2, "Gradient-reversal factor λ for L_adv (paper: 1).")
+        self.grl_schedule = QComboBox()
+        for s in GRL_SCHEDULES:
+            self.grl_schedule.addItem({"constant": "constant λ", "dann": "DANN ramp 0 → λ"}[s], s)
+        self.grl_schedule.setToolTip("DANN ramp: the reversal grows from 0 to λ during training (Ganin et al.).")
+        grl_row = QHBoxLayout()
+        grl_row.addWidget(self.grl_lambda)
+        grl_row.addWidget(self.grl_schedule, 1)
+        grid.addWidget(QLabel("GRL factor λ"), row, 0)
+        grid.addLayout(grl_row, row, 1, 1, 2)
+        self.term_ramp = _spin(0.0, 1.0, 0.05, 2, "Share of training over which L_aux, L_adv, L_mod and L_perp "
+                                                  "grow from 0 to their weight (paper: 0, full weight from the start).")
+        self.term_ramp.valueChanged.connect(self._weights_edited)
+        grid.addWidget(QLabel("Ramp"), row + 2, 0)
+        grid.addWidget(self.term_ramp, row + 2, 1)
+        grid.addWidget(hint_label("share of training over which L_aux, L_adv, L_mod, L_perp ramp in (paper: 0)",
+                                  wrap=True), row + 2, 2)
+        self.agree_temperature = _spin(0.1, 20.0, 0.5, 1, "Temperature of L_agree: above 1 softens both "
+                                                          "predictions so that a confident peer still teaches "
+                                                          "which classes look alike (Hinton's KD).")
+        grid.addWidget(QLabel("Agreement T"), row + 3, 0)
+        grid.addWidget(self.agree_temperature, row + 3, 1)
+        grid.addWidget(hint_label("temperature of L_agree (1: none)"), row + 3, 2)
+        self.orthogonality = QComboBox()
+        for o in ORTHOGONALITY:
+            self.orthogonality.addItem({"abs": "|cos| (default)", "square": "cos²", "signed": "signed cos (authors' code)"}[o], o)
+        self.orthogonality.setToolTip("How L_perp measures the overlap of two embeddings.")
+        grid.addWidget(QLabel("L_perp form"), row + 1, 0)
+        grid.addWidget(self.orthogonality, row + 1, 1, 1, 2)
+
+    def _build_training_box(self) -> QGroupBox:
+        training = QGroupBox("Training")
+        form = QFormLayout(training)
+        self.epochs = _int_spin(1, 10000, "Passes over the largest modality (paper: 300 on a GPU).")
+        self.batch_size = _int_spin(2, 4096, "Samples per modality per step (paper: 128).")
+        self.learning_rate = self._learning_rate_field()
+        self.lr_schedule = QComboBox()
+        for schedule in LR_SCHEDULES:
+            self.lr_schedule.addItem(
+                "cosine decay to zero" if schedule == "cosine" else "constant (paper)", schedule)
+        self.lr_schedule.setToolTip("Cosine decay lowers the rate smoothly over the run; the paper keeps it constant.")
+        self.optimizer = QComboBox()
+        self.optimizer.addItems(list(OPTIMIZERS))
+        self.weight_decay = _spin(0.0, 1.0, 1e-4, 5, "L2 penalty on the weights (0 = none).")
+        self.device = QComboBox()
+        for d in ("auto", "cpu", "cuda", "mps"):
+            self.device.addItem(DEVICE_TEXT[d], d)
+        self.device_note = hint_label("checking which devices are available…")
+        self.mixed_precision = QCheckBox("Mixed precision on CUDA")
+        self.mixed_precision.setToolTip("Faster and less memory on an NVIDIA GPU; no effect on a CPU.")
+        for label, widget in (("Epochs", self.epochs), ("Batch size", self.batch_size),
+                              ("Learning rate", self.learning_rate), ("Rate schedule", self.lr_schedule),
+                              ("Optimiser", self.optimizer), ("Weight decay", self.weight_decay),
+                              ("Device", self.device), ("", self.device_note), ("", self.mixed_precision)):
+            form.addRow(label, widget)
+        return training
+
+    def _learning_rate_field(self) -> QLineEdit:
+        """A text field (a spin box cannot show 1e-4 and 0.5 alike), marked invalid while it is not a rate."""
+        edit = QLineEdit()
+        edit.setObjectName("learningRate")
+        validator = QDoubleValidator(1e-7, 10.0, 8, edit)
+        validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
+        edit.setValidator(validator)
+        edit.setToolTip("Step size of the optimiser, e.g. 1e-3 (paper: 1e-4 with ResNet-18).")
+        edit.textChanged.connect(self._check_learning_rate)
+        return edit
+
+    def _build_network_box(self) -> QGroupBox:
+        network = QGroupBox("Network and data")
+        form = QFormLayout(network)
+        self.backbone = QComboBox()
+        for b in BACKBONES:
+            self.backbone.addItem(BACKBONE_TEXT[b], b)
+        self.backbone.setToolTip("Encoder network; signals always use the 1-D CNN.")
+        self.embed_dim = _int_spin(2, 2048, "Size of z_inv, z_inf and z_irr (paper: 256).")
+        self.seed = _int_spin(0, 2**31 - 1, "Random seed of the split, the initial weights and the batches.")
+        form.addRow("Backbone", self.backbone)
+        form.addRow("Embedding size", self.embed_dim)
+        form.addRow("Split", self._split_row())
+        form.addRow("Seed", self.seed)
+        return network
+
+    def _split_row(self) -> QHBoxLayout:
+        """Train and validation shares; the test share is what is left."""
+        row = QHBoxLayout()
+        self.split_train = _spin(0.05, 0.95, 0.05, 2, "Share of each class used for training.")
+        # No zero: the best epoch of each modality is chosen on validation data (TrainingConfig.validate).
+        self.split_val = _spin(0.05, 0.9, 0.05, 2, "Share used to pick the best epoch (per modality).")
+        self.split_test = QLabel()
+        self.split_test.setToolTip("Test share = 1 − train − validation; reported on the Results page.")
+        for label, w in (("train", self.split_train), ("val", self.split_val)):
+            row.addWidget(QLabel(label))
+            row.addWidget(w)
+        row.addWidget(self.split_test)
+        self.split_train.valueChanged.connect(self._split_changed)
+        self.split_val.valueChanged.connect(self._split_changed)
+        return row
+
+    def _build_augmentation_box(self) -> QGroupBox:
+        """One choice per modality, filled by ``set_modalities``."""
+        self.augment_box = QGroupBox("Augmentation per modality")
+        self.augment_form = QFormLayout(self.augment_box)
+        self.augment_combos: dict[str, QComboBox] = {}
+        self._augment_defaults: dict[str, str] = {}
+        self._augment_choice: dict[str, str] = {}
+        return self.augment_box
 
     # ----- weights and presets ------------------------------------------------------------
     def _apply_preset(self, name: str) -> None:

@@ -26,10 +26,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..jobs import Job, TaskState
+from ..jobs import Job, TaskState, start_job
 from ..widgets.drop_zone import DropZone
 from ..widgets.thumbnails import thumbnail_pixmap
-from .common import page_header, read_only_table, table_item
+from .common import PageHeader, read_only_table, table_item
 
 MAX_THUMBNAILS = 10
 KIND_TEXT = {"image": "image", "audio": "audio (spectrogram)", "signal": "signal (C × L, 1-D network)"}
@@ -89,6 +89,45 @@ def scan_modality(state: TaskState, folder: str, name: str, overrides: dict | No
     return ScanResult(slim, thumbs)
 
 
+def kind_text(data) -> str:
+    """How a scanned modality's files are read, and whether that was detected or chosen."""
+    spec = data.spec
+    how = spec.describe() + f" · default augmentation: {spec.augmentation}"
+    if data.kind_reason and spec.kind == data.kind_guess:
+        how += f"\nDetected from the files: {data.kind_reason}."
+    elif spec.kind != data.kind_guess:
+        how += f"\nYour choice (detected: {data.kind_guess})."
+    return how
+
+
+def files_text(data) -> str:
+    """Usable, unlabelled and skipped files, whether they came from the cache, and the scan's notices."""
+    cached = " (read from the cache)" if getattr(data, "from_cache", False) else ""
+    if data.cache_note:
+        cached += f" — {data.cache_note}"
+    unlabelled = f", {len(data.unlabelled_files)} unlabelled" if data.unlabelled_files else ""
+    return (f"{len(data.files)} usable files in {len(data.classes)} classes{unlabelled}, "
+            f"{len(data.skipped)} skipped{cached}" + "".join(f"\n{n}" for n in data.notices))
+
+
+def thumbnail_cell(cls: str, thumb) -> QWidget:
+    """A class's sample: its picture (described in the tooltip) above the class name."""
+    cell = QWidget()
+    v = QVBoxLayout(cell)
+    v.setContentsMargins(2, 2, 2, 2)
+    v.setSpacing(2)
+    pic = QLabel()
+    pic.setPixmap(thumbnail_pixmap(thumb, 96))
+    pic.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    pic.setToolTip(thumb.description)
+    pic.setObjectName("thumbnail")
+    caption = QLabel(cls)
+    caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    v.addWidget(pic)
+    v.addWidget(caption)
+    return cell
+
+
 class DataPage(QWidget):
     """Holds the list of modalities. ``modalities_changed`` fires on add, remove, rename and scan end."""
 
@@ -103,7 +142,33 @@ class DataPage(QWidget):
         self._locked = False
 
         layout = QVBoxLayout(self)
-        header, buttons = page_header(
+        layout.addWidget(self._build_header())
+        self.summary = QLabel("No modality yet. Add at least two modality folders, or try the demo data.")
+        self.summary.setObjectName("banner")
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.progress.setTextVisible(True)
+        layout.addWidget(self.progress)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self._build_modality_list())
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(6, 0, 0, 0)
+        right_layout.addWidget(self._build_details_box())
+        right_layout.addWidget(self._build_thumbnails_box())
+        right_layout.addWidget(self._build_file_tables(), 1)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 3)
+        splitter.setSizes([300, 900])
+        layout.addWidget(splitter, 1)
+        self._show_details(-1)
+
+    def _build_header(self) -> PageHeader:
+        header = PageHeader(
             "Data",
             "Add one folder per modality (sensor). Each folder holds one sub-folder per class; class "
             "folders are matched across modalities by name. Files need not be paired; recordings you have "
@@ -117,19 +182,14 @@ class DataPage(QWidget):
         self.remove_button = QPushButton("Remove")
         self.remove_button.setEnabled(False)
         for b in (self.demo_button, self.remove_button, self.add_button):
-            buttons.addWidget(b)
-        layout.addWidget(header)
+            header.buttons.addWidget(b)
+        self.add_button.clicked.connect(self.choose_folder)
+        self.demo_button.clicked.connect(self.add_demo)
+        self.remove_button.clicked.connect(self.remove_current)
+        return header
 
-        self.summary = QLabel("No modality yet. Add at least two modality folders, or try the demo data.")
-        self.summary.setObjectName("banner")
-        self.summary.setWordWrap(True)
-        layout.addWidget(self.summary)
-        self.progress = QProgressBar()
-        self.progress.setVisible(False)
-        self.progress.setTextVisible(True)
-        layout.addWidget(self.progress)
-
-        splitter = QSplitter(Qt.Orientation.Horizontal)
+    def _build_modality_list(self) -> QWidget:
+        """The modalities added so far, and a drop zone for more."""
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
@@ -141,11 +201,10 @@ class DataPage(QWidget):
         self.drop_zone = DropZone("Drop modality folders here", "one folder per modality")
         self.drop_zone.dropped.connect(self._on_dropped)
         left_layout.addWidget(self.drop_zone)
-        splitter.addWidget(left)
+        return left
 
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(6, 0, 0, 0)
+    def _build_details_box(self) -> QGroupBox:
+        """The chosen modality: its name (editable), folder, kind (a choice where the files allow one), files."""
         details = QGroupBox("Modality")
         form_row = QHBoxLayout(details)
         form = QFormLayout()
@@ -156,6 +215,16 @@ class DataPage(QWidget):
         self.folder_label = QLabel()
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.folder_label.setWordWrap(True)
+        self.files_label = QLabel()
+        self.files_label.setWordWrap(True)  # notices (merged class folders) can be long
+        form.addRow("Name", self.name_edit)
+        form.addRow("Folder", self.folder_label)
+        form.addRow("Kind", self._kind_row())
+        form.addRow("Files", self.files_label)
+        form_row.addLayout(form, 1)
+        return details
+
+    def _kind_row(self) -> QHBoxLayout:
         self.kind_combo = QComboBox()
         self.kind_combo.setObjectName("kindChooser")
         self.kind_combo.setToolTip(
@@ -165,21 +234,16 @@ class DataPage(QWidget):
         self.kind_combo.activated.connect(self._kind_chosen)
         self.kind_label = QLabel()
         self.kind_label.setWordWrap(True)
-        kind_row = QHBoxLayout()
-        kind_row.setContentsMargins(0, 0, 0, 0)
-        kind_row.addWidget(self.kind_combo)
-        kind_row.addWidget(self.kind_label, 1)
-        self.files_label = QLabel()
-        self.files_label.setWordWrap(True)  # notices (merged class folders) can be long
-        form.addRow("Name", self.name_edit)
-        form.addRow("Folder", self.folder_label)
-        form.addRow("Kind", kind_row)
-        form.addRow("Files", self.files_label)
-        form_row.addLayout(form, 1)
-        right_layout.addWidget(details)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.kind_combo)
+        row.addWidget(self.kind_label, 1)
+        return row
 
-        thumbs_box = QGroupBox("Samples (one per class)")
-        thumbs_layout = QVBoxLayout(thumbs_box)
+    def _build_thumbnails_box(self) -> QGroupBox:
+        """One sample per class, in a row that scrolls sideways (filled by ``_show_details``)."""
+        box = QGroupBox("Samples (one per class)")
+        box_layout = QVBoxLayout(box)
         self.thumb_area = QScrollArea()
         self.thumb_area.setWidgetResizable(True)
         self.thumb_area.setFrameShape(QFrame.Shape.NoFrame)
@@ -189,26 +253,17 @@ class DataPage(QWidget):
         self.thumb_row.setContentsMargins(0, 0, 0, 0)
         self.thumb_row.addStretch(1)
         self.thumb_area.setWidget(self.thumb_holder)
-        thumbs_layout.addWidget(self.thumb_area)
-        right_layout.addWidget(thumbs_box)
+        box_layout.addWidget(self.thumb_area)
+        return box
 
+    def _build_file_tables(self) -> QTabWidget:
         self.tabs = QTabWidget()
         self.class_table = read_only_table(["Class"], stretch_column=None)
         self.class_table.setSortingEnabled(True)
         self.skipped_table = read_only_table(["File", "Reason"], stretch_column=1)
         self.tabs.addTab(self.class_table, "Files per class")
         self.tabs.addTab(self.skipped_table, "Skipped files")
-        right_layout.addWidget(self.tabs, 1)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(0, 1)
-        splitter.setStretchFactor(1, 3)
-        splitter.setSizes([300, 900])
-        layout.addWidget(splitter, 1)
-
-        self.add_button.clicked.connect(self.choose_folder)
-        self.demo_button.clicked.connect(self.add_demo)
-        self.remove_button.clicked.connect(self.remove_current)
-        self._show_details(-1)
+        return self.tabs
 
     # ----- adding and removing -------------------------------------------------------------
     def choose_folder(self) -> None:
@@ -266,14 +321,11 @@ class DataPage(QWidget):
         entry.status, entry.message = "scanning", ""
         self._refresh_item(entry)
         self._show_details(self.list.currentRow())
-        job = Job(lambda state, f=entry.folder, n=entry.name, o=dict(entry.overrides): scan_modality(state, f, n, o),
-                  "scan", self)
-        entry.job = job
-        job.progress.connect(self._on_progress)
-        job.succeeded.connect(lambda result, e=entry: self._on_scanned(e, result))
-        job.failed.connect(lambda message, details, e=entry: self._on_scan_failed(e, message, details))
-        job.finished.connect(self._on_job_finished)
-        job.start()
+        entry.job = start_job(
+            self, "scan", lambda state, f=entry.folder, n=entry.name, o=dict(entry.overrides): scan_modality(state, f, n, o),
+            on_progress=self._on_progress, on_result=lambda result, e=entry: self._on_scanned(e, result),
+            on_error=lambda message, details, e=entry: self._on_scan_failed(e, message, details),
+            on_done=self._on_job_finished)
         self.progress.setVisible(True)
         self.progress.setValue(0)
         self.busy_changed.emit(True)
@@ -466,40 +518,16 @@ class DataPage(QWidget):
             self.files_label.setText("—")
             self.tabs.setTabText(1, "Skipped files")
             return
-        d = entry.data
-        spec = d.spec
-        how = spec.describe() + f" · default augmentation: {spec.augmentation}"
-        if d.kind_reason and spec.kind == d.kind_guess:
-            how += f"\nDetected from the files: {d.kind_reason}."
-        elif spec.kind != d.kind_guess:
-            how += f"\nYour choice (detected: {d.kind_guess})."
-        self.kind_label.setText(how)
-        cached = " (read from the cache)" if getattr(d, "from_cache", False) else ""
-        if d.cache_note:
-            cached += f" — {d.cache_note}"
-        unlabelled = f", {len(d.unlabelled_files)} unlabelled" if d.unlabelled_files else ""
-        self.files_label.setText(f"{len(d.files)} usable files in {len(d.classes)} classes{unlabelled}, "
-                                 f"{len(d.skipped)} skipped{cached}" + "".join(f"\n{n}" for n in d.notices))
+        self.kind_label.setText(kind_text(entry.data))
+        self.files_label.setText(files_text(entry.data))
         for cls, thumb in entry.result.thumbnails:
-            cell = QWidget()
-            v = QVBoxLayout(cell)
-            v.setContentsMargins(2, 2, 2, 2)
-            v.setSpacing(2)
-            pic = QLabel()
-            pic.setPixmap(thumbnail_pixmap(thumb, 96))
-            pic.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            pic.setToolTip(thumb.description)
-            pic.setObjectName("thumbnail")
-            caption = QLabel(cls)
-            caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            v.addWidget(pic)
-            v.addWidget(caption)
-            self.thumb_row.insertWidget(self.thumb_row.count() - 1, cell)
-        self.skipped_table.setRowCount(len(d.skipped))
-        for r, s in enumerate(d.skipped):
+            self.thumb_row.insertWidget(self.thumb_row.count() - 1, thumbnail_cell(cls, thumb))
+        skipped = entry.data.skipped
+        self.skipped_table.setRowCount(len(skipped))
+        for r, s in enumerate(skipped):
             self.skipped_table.setItem(r, 0, table_item(printable_name(s.path)))
             self.skipped_table.setItem(r, 1, table_item(s.reason))
-        self.tabs.setTabText(1, f"Skipped files ({len(d.skipped)})")
+        self.tabs.setTabText(1, f"Skipped files ({len(skipped)})")
 
     def _fill_kind_chooser(self, entry: ModalityEntry | None) -> None:
         """The kinds this folder's files can be read as; the current one selected, the detected one marked."""

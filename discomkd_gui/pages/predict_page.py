@@ -31,11 +31,11 @@ from PySide6.QtWidgets import (
 
 from discomkd.storage.paths import printable_name
 
-from ..jobs import Job, TaskState
+from ..jobs import Job, TaskState, start_job
 from ..widgets.drop_zone import DropZone
 from ..widgets.probability_bars import ProbabilityBars
 from ..widgets.thumbnails import thumbnail_pixmap
-from .common import page_header, read_only_table, table_item
+from .common import PageHeader, hint_label, read_only_table, table_item
 
 GALLERY_LIMIT = 12  # more files than this are shown as a table
 UNCERTAIN_COLOUR = "#b35c00"
@@ -97,34 +97,14 @@ class ResultCard(QFrame):
         self.item = item
         self.uncertain = item.ok and item.result.is_uncertain(uncertain_below)
         row = QHBoxLayout(self)
-        pic = QLabel()
-        pic.setFixedSize(104, 104)
-        pic.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        pic.setObjectName("thumbnail")
-        if item.thumbnail is not None:
-            pic.setPixmap(thumbnail_pixmap(item.thumbnail, 100))
-        else:
-            pic.setText("no preview")
-        row.addWidget(pic)
+        row.addWidget(self._picture())
         col = QVBoxLayout()
         name = QLabel(printable_name(Path(item.result.path).name))
         name.setObjectName("cardTitle")
         name.setToolTip(printable_name(item.result.path))
         col.addWidget(name)
         if item.ok:
-            r = item.result
-            threshold = r.uncertain_below if uncertain_below is None else uncertain_below
-            flag = (f" · <span style='color:{UNCERTAIN_COLOUR}; font-weight:600'>⚠ uncertain</span>"
-                    if self.uncertain else "")
-            self.label = QLabel(f"<span style='font-size:15pt; font-weight:600'>{r.label}</span>"
-                                f"&nbsp;&nbsp;{100 * r.confidence:.1f}% · modality <b>{r.modality}</b>{flag}")
-            self.label.setObjectName("predictedLabel")
-            if self.uncertain:
-                self.label.setToolTip(f"Confidence below {100 * threshold:.0f}%: check this answer.")
-            col.addWidget(self.label)
-            self.bars = ProbabilityBars()
-            self.bars.set_items(r.top(top_k))
-            col.addWidget(self.bars)
+            self._add_answer(col, top_k, uncertain_below)
         else:
             self.label = QLabel("⚠ " + item.result.message)
             self.label.setObjectName("failureMessage")
@@ -132,6 +112,33 @@ class ResultCard(QFrame):
             col.addWidget(self.label)
         col.addStretch(1)
         row.addLayout(col, 1)
+
+    def _picture(self) -> QLabel:
+        pic = QLabel()
+        pic.setFixedSize(104, 104)
+        pic.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        pic.setObjectName("thumbnail")
+        if self.item.thumbnail is not None:
+            pic.setPixmap(thumbnail_pixmap(self.item.thumbnail, 100))
+        else:
+            pic.setText("no preview")
+        return pic
+
+    def _add_answer(self, col: QVBoxLayout, top_k: int, uncertain_below: float | None) -> None:
+        """The class and its confidence (flagged when uncertain), then the top classes as bars."""
+        r = self.item.result
+        threshold = r.uncertain_below if uncertain_below is None else uncertain_below
+        flag = (f" · <span style='color:{UNCERTAIN_COLOUR}; font-weight:600'>⚠ uncertain</span>"
+                if self.uncertain else "")
+        self.label = QLabel(f"<span style='font-size:15pt; font-weight:600'>{r.label}</span>"
+                            f"&nbsp;&nbsp;{100 * r.confidence:.1f}% · modality <b>{r.modality}</b>{flag}")
+        self.label.setObjectName("predictedLabel")
+        if self.uncertain:
+            self.label.setToolTip(f"Confidence below {100 * threshold:.0f}%: check this answer.")
+        col.addWidget(self.label)
+        self.bars = ProbabilityBars()
+        self.bars.set_items(r.top(top_k))
+        col.addWidget(self.bars)
 
 
 class PredictPage(QWidget):
@@ -153,7 +160,18 @@ class PredictPage(QWidget):
         self.last_folder = str(Path.home())
 
         layout = QVBoxLayout(self)
-        header, buttons = page_header(
+        layout.addWidget(self._build_header())
+        self.model_label = QLabel("No model yet: train one, open a run on the Runs page, or open a model file.")
+        self.model_label.setObjectName("banner")
+        self.model_label.setWordWrap(True)
+        layout.addWidget(self.model_label)
+        layout.addWidget(self._build_drop_zone())
+        layout.addLayout(self._build_toolbar())
+        layout.addWidget(self._build_result_views(), 1)
+        self.set_enabled_for_model(False)
+
+    def _build_header(self) -> PageHeader:
+        header = PageHeader(
             "Predict",
             "Drop files or folders from any one modality. Each file goes to its modality's classifier; "
             "no other modality is needed.",
@@ -161,14 +179,11 @@ class PredictPage(QWidget):
         self.open_button = QPushButton("Open model…")
         self.open_button.setToolTip("Open a .discomkd model file (Ctrl+Shift+M)")
         self.open_button.clicked.connect(self.open_model_requested)
-        buttons.addWidget(self.open_button)
-        layout.addWidget(header)
+        header.buttons.addWidget(self.open_button)
+        return header
 
-        self.model_label = QLabel("No model yet: train one, open a run on the Runs page, or open a model file.")
-        self.model_label.setObjectName("banner")
-        self.model_label.setWordWrap(True)
-        layout.addWidget(self.model_label)
-
+    def _build_drop_zone(self) -> DropZone:
+        """Where files are dropped, with buttons to choose them instead."""
         self.drop_zone = DropZone("Drop files or folders here to classify them",
                                   "PNG, JPEG, BMP, TIFF, .npy or WAV — images and recordings can be mixed")
         choose = QHBoxLayout()
@@ -183,12 +198,12 @@ class PredictPage(QWidget):
         self.drop_zone.dropped.connect(self.predict)
         self.files_button.clicked.connect(self.choose_files)
         self.folder_button.clicked.connect(self.choose_folder)
-        layout.addWidget(self.drop_zone)
+        return self.drop_zone
 
+    def _build_toolbar(self) -> QHBoxLayout:
+        """The status, how answers are shown (top classes, the uncertainty threshold, cards or table), export."""
         bar = QHBoxLayout()
-        self.status = QLabel("")
-        self.status.setObjectName("hint")
-        self.status.setWordWrap(True)  # a long message wraps rather than widening the page past 1024 px
+        self.status = hint_label(wrap=True)  # a long message wraps rather than widening the page past 1024 px
         bar.addWidget(self.status, 1)
         bar.addWidget(QLabel("Top classes shown"))
         self.top_k = QSpinBox()
@@ -214,8 +229,10 @@ class PredictPage(QWidget):
         self.clear_button.clicked.connect(self.clear)
         for b in (self.view_button, self.export_button, self.clear_button):
             bar.addWidget(b)
-        layout.addLayout(bar)
+        return bar
 
+    def _build_result_views(self) -> QStackedWidget:
+        """Cards for a few files, a sortable table for many (or when the user asks)."""
         self.stack = QStackedWidget()
         self.gallery_scroll = QScrollArea()
         self.gallery_scroll.setWidgetResizable(True)
@@ -228,8 +245,7 @@ class PredictPage(QWidget):
         self.table.setSortingEnabled(True)
         self.stack.addWidget(self.gallery_scroll)
         self.stack.addWidget(self.table)
-        layout.addWidget(self.stack, 1)
-        self.set_enabled_for_model(False)
+        return self.stack
 
     # ----- model ----------------------------------------------------------------------------
     def set_enabled_for_model(self, has_model: bool) -> None:
@@ -240,13 +256,10 @@ class PredictPage(QWidget):
     def load_model(self, path: str) -> Job:
         """Load a bundle in the background; ``model_loaded`` fires when it is ready."""
         self.status.setText("Loading the model…")
-        job = Job(lambda state: load_predictor(state, path), "load-model", self)
-        job.succeeded.connect(lambda predictor: self._on_model(predictor, path))
-        job.failed.connect(self._on_job_failed)
-        job.finished.connect(lambda: self._job_done(job))
-        self._model_job = job
-        job.start()
-        return job
+        self._model_job = start_job(self, "load-model", lambda state: load_predictor(state, path),
+                                    on_result=lambda predictor: self._on_model(predictor, path),
+                                    on_error=self._on_job_failed, on_done=self._job_done)
+        return self._model_job
 
     def _on_model(self, predictor, path: str) -> None:
         self.predictor = predictor
@@ -307,12 +320,9 @@ class PredictPage(QWidget):
         predictor = self.predictor
         self._replace = replace
         self.dropped_paths = list(paths) if replace else self.dropped_paths + list(paths)
-        self.job = Job(lambda state: predict_paths(state, predictor, list(paths), modality), "predict", self)
-        self.job.progress.connect(lambda f, m: self.status.setText(m))
-        self.job.succeeded.connect(self._on_predicted)
-        self.job.failed.connect(self._on_job_failed)
-        self.job.finished.connect(lambda job=self.job: self._job_done(job))
-        self.job.start()
+        self.job = start_job(self, "predict", lambda state: predict_paths(state, predictor, list(paths), modality),
+                             on_progress=lambda fraction, message: self.status.setText(message),
+                             on_result=self._on_predicted, on_error=self._on_job_failed, on_done=self._job_done)
         return self.job
 
     def _on_predicted(self, items: list[PredictedFile]) -> None:
@@ -343,7 +353,8 @@ class PredictPage(QWidget):
         self.status.setText(message)
         self.error.emit(message, details)
 
-    def _job_done(self, job: Job) -> None:
+    def _job_done(self) -> None:
+        """A job ended: predict what was dropped while it ran."""
         if self._pending and not self.is_busy():
             paths, modality = self._pending.pop(0)
             self.predict(paths, modality)

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from ..widgets.confusion_matrix import ConfusionMatrixView
 from ..widgets.reliability_diagram import ReliabilityDiagram
-from .common import fit_table_height, page_header, read_only_table, score_item, table_item
+from .common import PageHeader, fit_table_height, hint_label, read_only_table, score_item, table_item
 from .train_page import MODALITY_COLOURS, _style_plot
 
 CLASS_COLOURS = (
@@ -50,7 +50,24 @@ class ResultsPage(QWidget):
         self._predictions_note = "No test files: train a model, or open a run on the Runs page."
 
         layout = QVBoxLayout(self)
-        header, buttons = page_header(
+        layout.addWidget(self._build_header())
+        self.title = QLabel("No results yet: train a model, or open a run on the Runs page.")
+        self.title.setObjectName("banner")
+        self.title.setWordWrap(True)
+        layout.addWidget(self.title)
+        self.summary = read_only_table(["Modality", "Accuracy", "Weighted F1", "Macro F1", "Best epoch", "Test samples"])
+        self.summary.setObjectName("summaryTable")
+        fit_table_height(self.summary, 2)
+        self.summary.currentCellChanged.connect(lambda row, *_: self._select_row(row))
+        layout.addWidget(self.summary)
+        self.tabs = QTabWidget()
+        layout.addWidget(self.tabs, 1)
+        self.tabs.addTab(self._build_metrics_tab(), "Metrics per modality")
+        self.tabs.addTab(self._build_embeddings_tab(), "Embeddings (disentanglement)")
+        self.tabs.addTab(self._build_calibration_tab(), "Calibration")
+
+    def _build_header(self) -> PageHeader:
+        header = PageHeader(
             "Results",
             "Each modality's classifier on its own test split, with the best epoch chosen on validation.",
         )
@@ -58,25 +75,13 @@ class ResultsPage(QWidget):
         self.export_button.setToolTip("One modality's classifier as ONNX or TorchScript, with its preprocessing")
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(lambda: self.bundle_path and self.export_for_device.emit(self.bundle_path))
-        buttons.addWidget(self.export_button)
-        self.title = QLabel("No results yet: train a model, or open a run on the Runs page.")
-        self.title.setObjectName("banner")
-        self.title.setWordWrap(True)
-        layout.addWidget(header)
-        layout.addWidget(self.title)
+        header.buttons.addWidget(self.export_button)
+        return header
 
-        self.summary = read_only_table(["Modality", "Accuracy", "Weighted F1", "Macro F1", "Best epoch", "Test samples"])
-        self.summary.setObjectName("summaryTable")
-        fit_table_height(self.summary, 2)
-        self.summary.currentCellChanged.connect(lambda row, *_: self._select_row(row))
-        layout.addWidget(self.summary)
-
-        self.tabs = QTabWidget()
-        layout.addWidget(self.tabs, 1)
-
-        # Per-modality metrics tab.
-        metrics_tab = QWidget()
-        mt = QVBoxLayout(metrics_tab)
+    def _build_metrics_tab(self) -> QWidget:
+        """One modality at a time: its per-class table beside its confusion matrix (cells open their files)."""
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
         pick = QHBoxLayout()
         pick.addWidget(QLabel("Modality"))
         self.modality = QComboBox()
@@ -84,30 +89,29 @@ class ResultsPage(QWidget):
         self.modality.currentTextChanged.connect(self._show_modality)
         pick.addWidget(self.modality)
         pick.addStretch(1)
-        mt.addLayout(pick)
+        layout.addLayout(pick)
         split = QSplitter(Qt.Orientation.Horizontal)
         per_class_box = QGroupBox("Per class (test split)")
-        pcl = QVBoxLayout(per_class_box)
         self.per_class = read_only_table(["Class", "Precision", "Recall", "F1", "Support"])
         self.per_class.setSortingEnabled(True)
-        pcl.addWidget(self.per_class)
+        QVBoxLayout(per_class_box).addWidget(self.per_class)
         split.addWidget(per_class_box)
         cm_box = QGroupBox("Confusion matrix")
-        cml = QVBoxLayout(cm_box)
+        cm_layout = QVBoxLayout(cm_box)
         self.confusion = ConfusionMatrixView()
         self.confusion.cell_clicked.connect(self.open_cell)
-        self.cell_hint = QLabel("Click a cell to see its test files.")
-        self.cell_hint.setObjectName("hint")
-        cml.addWidget(self.cell_hint)
-        cml.addWidget(self.confusion)
+        self.cell_hint = hint_label("Click a cell to see its test files.")
+        cm_layout.addWidget(self.cell_hint)
+        cm_layout.addWidget(self.confusion)
         split.addWidget(cm_box)
         split.setSizes([440, 400])  # the per-class columns fit beside the matrix in a 1024-pixel window
-        mt.addWidget(split, 1)
-        self.tabs.addTab(metrics_tab, "Metrics per modality")
+        layout.addWidget(split, 1)
+        return tab
 
-        # Embeddings tab.
-        emb_tab = QWidget()
-        et = QVBoxLayout(emb_tab)
+    def _build_embeddings_tab(self) -> QWidget:
+        """z_inv and z_inf of the test samples side by side, coloured by modality or by class."""
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
         row = QHBoxLayout()
         row.addWidget(QLabel("Colour by"))
         self.colour_by = QComboBox()
@@ -115,15 +119,11 @@ class ResultsPage(QWidget):
         self.colour_by.addItem("class", "label")
         self.colour_by.currentIndexChanged.connect(self._draw_embeddings)
         row.addWidget(self.colour_by)
-        explain = QLabel(
+        row.addWidget(hint_label(
             "Test samples projected to 2-D (PCA). Disentanglement worked when z_inv mixes the modalities "
             "(shared, modality-invariant) while z_inf separates them (modality-informative); "
-            "both should group by class."
-        )
-        explain.setWordWrap(True)
-        explain.setObjectName("hint")
-        row.addWidget(explain, 1)
-        et.addLayout(row)
+            "both should group by class.", wrap=True), 1)
+        layout.addLayout(row)
         plots = QHBoxLayout()
         pg.setConfigOptions(antialias=True, background="w", foreground="#333333")
         self.inv_widget = pg.PlotWidget()
@@ -133,32 +133,25 @@ class ResultsPage(QWidget):
             widget.getPlotItem().setClipToView(False)
             widget.getPlotItem().addLegend(offset=(-8, 8), colCount=2)
             plots.addWidget(widget)
-        et.addLayout(plots, 1)
-        self.embedding_note = QLabel("")
-        self.embedding_note.setObjectName("hint")
-        et.addWidget(self.embedding_note)
-        self.tabs.addTab(emb_tab, "Embeddings (disentanglement)")
-        self.tabs.addTab(self._build_calibration_tab(), "Calibration")
+        layout.addLayout(plots, 1)
+        self.embedding_note = hint_label()
+        layout.addWidget(self.embedding_note)
+        return tab
 
     def _build_calibration_tab(self) -> QWidget:
         """One reliability diagram per modality (filled by ``_draw_calibration``)."""
         tab = QWidget()
         layout = QVBoxLayout(tab)
-        explain = QLabel(
+        explain = hint_label(
             "Probabilities are calibrated: each modality's scores are divided by one temperature fitted on the "
             "validation split, so that an answer given with 80% is right about 80% of the time; the predicted class "
             "never changes. Test split, 15 confidence bins: bars show the accuracy of the calibrated answers per "
             "bin, the grey line the same answers before calibration, the dashed diagonal a perfect calibration. "
-            "ECE is the expected calibration error (0 is perfect)."
-        )
-        explain.setWordWrap(True)
-        explain.setObjectName("hint")
+            "ECE is the expected calibration error (0 is perfect).", wrap=True)
         layout.addWidget(explain)
         self.calibration_grid = QGridLayout()
         layout.addLayout(self.calibration_grid, 1)
-        self.calibration_note = QLabel("")
-        self.calibration_note.setObjectName("hint")
-        self.calibration_note.setWordWrap(True)
+        self.calibration_note = hint_label(wrap=True)
         layout.addWidget(self.calibration_note)
         self.reliability_diagrams: dict[str, ReliabilityDiagram] = {}
         return tab

@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QInputDialog,
-    QLabel,
     QMessageBox,
     QPushButton,
     QSplitter,
@@ -20,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..widgets.runs_side_by_side import RunsSideBySide, read_run_curves
-from .common import page_header, read_only_table, table_item
+from .common import PageHeader, hint_label, read_only_table, table_item
 
 STATUS_TEXT = {"finished": "✓ finished", "stopped": "■ stopped", "failed": "✗ failed", "running": "● running",
                "interrupted": "⚠ interrupted"}
@@ -40,19 +39,25 @@ class RunsPage(QWidget):
         self.infos = []
         self.active_run_dir: str | None = None
         layout = QVBoxLayout(self)
-        header, buttons = page_header(
+        layout.addWidget(self._build_header())
+        self.location = hint_label()
+        self.location.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.location)
+        layout.addWidget(self._build_table_and_curves(), 1)
+        layout.addLayout(self._build_actions())
+
+    def _build_header(self) -> PageHeader:
+        header = PageHeader(
             "Runs",
             "Every training is kept as a run folder with its configuration, curves, log and model.",
         )
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
-        buttons.addWidget(self.refresh_button)
-        layout.addWidget(header)
-        self.location = QLabel()
-        self.location.setObjectName("hint")
-        self.location.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.location)
+        header.buttons.addWidget(self.refresh_button)
+        return header
 
+    def _build_table_and_curves(self) -> QSplitter:
+        """The runs, and below them the runs selected, side by side."""
         self.table = read_only_table(["Name", "Created", "Status", "Modalities", "Classes", "Epochs", "Test accuracy"],
                                      stretch_column=0)
         self.table.setSortingEnabled(True)
@@ -67,8 +72,10 @@ class RunsPage(QWidget):
         split.addWidget(self.table)
         split.addWidget(self.side_by_side)
         split.setSizes([150, 400])
-        layout.addWidget(split, 1)
+        return split
 
+    def _build_actions(self) -> QHBoxLayout:
+        """What can be done with the run selected; enabled by ``_selection_changed``."""
         actions = QHBoxLayout()
         self.open_button = QPushButton("Open")
         self.open_button.setObjectName("primary")
@@ -80,18 +87,14 @@ class RunsPage(QWidget):
         self.device_export_button.setToolTip("One modality's classifier as ONNX or TorchScript, with its preprocessing")
         self.delete_button = QPushButton("Delete…")
         self.delete_button.setObjectName("danger")
-        for b in (self.open_button, self.continue_button, self.rename_button, self.export_button,
-                  self.device_export_button, self.delete_button):
-            actions.addWidget(b)
-            b.setEnabled(False)
+        for button, slot in ((self.open_button, self._open), (self.continue_button, self._continue),
+                             (self.rename_button, self._rename), (self.export_button, self._export),
+                             (self.device_export_button, self._export_for_device), (self.delete_button, self._delete)):
+            actions.addWidget(button)
+            button.setEnabled(False)
+            button.clicked.connect(slot)
         actions.addStretch(1)
-        layout.addLayout(actions)
-        self.open_button.clicked.connect(self._open)
-        self.continue_button.clicked.connect(self._continue)
-        self.rename_button.clicked.connect(self._rename)
-        self.export_button.clicked.connect(self._export)
-        self.device_export_button.clicked.connect(self._export_for_device)
-        self.delete_button.clicked.connect(self._delete)
+        return actions
 
     def refresh(self) -> None:
         from discomkd.storage import runs

@@ -19,14 +19,13 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QProgressBar,
-    QPushButton,
     QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
-from ..jobs import Job, TaskState
-from .common import fmt_duration, page_header
+from ..jobs import Job, TaskState, start_job
+from .common import StartStopHeader, fmt_duration
 
 TERMS = ("cl", "aux", "adv", "mod", "perp", "agree", "unlabelled", "total")
 TERM_COLOURS = {
@@ -125,27 +124,42 @@ class TrainPage(QWidget):
         self._modality_colours: dict[str, str] = {}
 
         layout = QVBoxLayout(self)
-        header, buttons = page_header(
+        layout.addWidget(self._build_header())
+        layout.addLayout(self._build_status_row())
+        pg.setConfigOptions(antialias=True, background="w", foreground="#333333")
+        plots = QSplitter(Qt.Orientation.Horizontal)
+        plots.addWidget(self._build_loss_plot())
+        plots.addWidget(self._build_validation_plot())
+        plots.setSizes([600, 500])
+        vertical = QSplitter(Qt.Orientation.Vertical)
+        vertical.addWidget(plots)
+        vertical.addWidget(self._build_log())
+        vertical.setSizes([480, 150])
+        layout.addWidget(vertical, 1)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(1000 / PLOT_HZ))
+        self.timer.timeout.connect(self._flush_one_plot)
+
+    def _build_header(self) -> StartStopHeader:
+        self.header = StartStopHeader(
             "Train",
             "All single-modality classifiers learn together. Stop at any time: the best model "
             "(chosen per modality on the validation split) is kept.",
+            "Start training", start_tip="Train with the current data and configuration (Ctrl+R)",
+            stop_tip="Stop after the current batch; the best model so far is kept (Ctrl+.)",
         )
+        self.start_button, self.stop_button = self.header.start_button, self.header.stop_button
         self.run_name = QLineEdit()
         self.run_name.setPlaceholderText("run name (optional)")
         self.run_name.setMaximumWidth(220)
-        self.start_button = QPushButton("Start training")
-        self.start_button.setObjectName("primary")
-        self.start_button.setToolTip("Train with the current data and configuration (Ctrl+R)")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setObjectName("danger")
-        self.stop_button.setToolTip("Stop after the current batch; the best model so far is kept (Ctrl+.)")
-        self.stop_button.setEnabled(False)
-        buttons.addWidget(self.run_name)
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.stop_button)
-        layout.addWidget(header)
+        self.header.buttons.insertWidget(0, self.run_name)
+        self.start_button.clicked.connect(self.start_requested)
+        self.stop_button.clicked.connect(self.stop)
+        return self.header
 
-        status_row = QHBoxLayout()
+    def _build_status_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
@@ -154,12 +168,12 @@ class TrainPage(QWidget):
         self.status = QLabel("Ready.")
         self.status.setObjectName("hint")
         self.status.setMinimumWidth(260)
-        status_row.addWidget(self.progress, 3)
-        status_row.addWidget(self.status, 2)
-        layout.addLayout(status_row)
+        row.addWidget(self.progress, 3)
+        row.addWidget(self.status, 2)
+        return row
 
-        pg.setConfigOptions(antialias=True, background="w", foreground="#333333")
-        plots = QSplitter(Qt.Orientation.Horizontal)
+    def _build_loss_plot(self) -> pg.PlotWidget:
+        """One curve per loss term (per batch, smoothed) and its epoch means as dots; the ramp's end as a line."""
         self.loss_widget = pg.PlotWidget()
         self.loss_plot = self.loss_widget.getPlotItem()
         # Short titles: a title's width is the plot's minimum width; the details are in the tooltip.
@@ -184,8 +198,10 @@ class TrainPage(QWidget):
         self.ramp_line.setVisible(False)
         self.loss_plot.addItem(self.ramp_line, ignoreBounds=True)
         self.loss_widget.setToolTip(LOSS_TOOLTIP)
-        plots.addWidget(self.loss_widget)
+        return self.loss_widget
 
+    def _build_validation_plot(self) -> pg.PlotWidget:
+        """Accuracy and weighted F1 per modality and epoch; the curves are added when a run names its modalities."""
         self.val_widget = pg.PlotWidget()
         self.val_plot = self.val_widget.getPlotItem()
         _style_plot(self.val_plot, "Validation per modality", "score (0 = worst, 1 = best)", None, "epoch")
@@ -202,26 +218,15 @@ class TrainPage(QWidget):
         self.val_plot.addItem(self.val_latest)
         self.val_waiting = pg.TextItem("", color="#666666", anchor=(0.5, 0.5))
         self.val_plot.addItem(self.val_waiting, ignoreBounds=True)
-        plots.addWidget(self.val_widget)
-        plots.setSizes([600, 500])
+        return self.val_widget
 
+    def _build_log(self) -> QPlainTextEdit:
         self.log = QPlainTextEdit()
         self.log.setObjectName("log")
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
         self.log.setPlaceholderText("The training log appears here.")
-        vertical = QSplitter(Qt.Orientation.Vertical)
-        vertical.addWidget(plots)
-        vertical.addWidget(self.log)
-        vertical.setSizes([480, 150])
-        layout.addWidget(vertical, 1)
-
-        self.timer = QTimer(self)
-        self.timer.setInterval(int(1000 / PLOT_HZ))
-        self.timer.timeout.connect(self._flush_one_plot)
-
-        self.start_button.clicked.connect(self.start_requested)
-        self.stop_button.clicked.connect(self.stop)
+        return self.log
 
     # ----- control --------------------------------------------------------------------------
     def is_training(self) -> bool:
@@ -242,17 +247,11 @@ class TrainPage(QWidget):
             raise RuntimeError("A training is already running.")
         self.reset()
         self.append_log(message)
-        self.job = Job(fn, "train", self)
-        self.job.event.connect(self.on_event)
-        self.job.succeeded.connect(self._on_succeeded)
-        self.job.failed.connect(self._on_failed)
-        self.job.finished.connect(self._on_finished)
-        self.start_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
         self.progress.setFormat("Reading the data…")
         self.status.setText("Preparing…")
         self.timer.start()
-        self.job.start()
+        self.job = start_job(self, "train", fn, on_event=self.on_event, on_result=self._on_succeeded,
+                             on_error=self._on_failed, on_done=self._on_finished, controls=self.header)
         self.training_active.emit(True)
         return self.job
 
@@ -499,8 +498,6 @@ class TrainPage(QWidget):
     def _on_finished(self) -> None:
         self.timer.stop()
         self.flush_plots()
-        self.start_button.setEnabled(True)
-        self.stop_button.setEnabled(False)
         self.training_active.emit(False)
 
     def append_log(self, line: str) -> None:

@@ -57,6 +57,13 @@ class ErrorBrowser(QWidget):
         self.table.itemSelectionChanged.connect(self._show_selected)
         self.table.itemDoubleClicked.connect(lambda *_: self.open_folder())
         split.addWidget(self.table)
+        split.addWidget(self._build_file_detail())
+        split.setSizes([600, 260])
+        layout.addWidget(split, 1)
+        layout.addLayout(self._build_actions())
+
+    def _build_file_detail(self) -> QWidget:
+        """The selected file: its thumbnail, what it is, and its top class probabilities."""
         detail = QWidget()
         dl = QVBoxLayout(detail)
         dl.setContentsMargins(6, 0, 0, 0)
@@ -72,10 +79,10 @@ class ErrorBrowser(QWidget):
         self.bars = ProbabilityBars()
         dl.addWidget(self.bars)
         dl.addStretch(1)
-        split.addWidget(detail)
-        split.setSizes([600, 260])
-        layout.addWidget(split, 1)
+        return detail
 
+    def _build_actions(self) -> QHBoxLayout:
+        """Open the file's folder, copy or export the list; enabled once a cell has files."""
         buttons = QHBoxLayout()
         self.open_button = QPushButton("Open the file's folder")
         self.open_button.setToolTip("Show the selected file in your file manager (double-click a row does the same)")
@@ -90,7 +97,7 @@ class ErrorBrowser(QWidget):
             buttons.addWidget(b)
             b.setEnabled(False)
         buttons.addStretch(1)
-        layout.addLayout(buttons)
+        return buttons
 
     # ----- filling ----------------------------------------------------------------------------
     def show_cell(self, modality: str, true_index: int, predicted_index: int, files: list, classes: list[str],

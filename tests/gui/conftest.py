@@ -83,6 +83,18 @@ def window(qtbot):
         box.close()
 
 
+def shown_alone(qtbot, page_class):
+    """A page on its own, shown offscreen without the main window (a test of the page, not the app)."""
+    from discomkd_gui.app import create_application
+
+    create_application([])
+    page = page_class()
+    qtbot.addWidget(page)
+    page.resize(1024, 600)
+    page.show()
+    return page
+
+
 def add_modalities(qtbot, win, folders: dict[str, Path]) -> None:
     for name, folder in folders.items():
         win.data_page.add_folder(str(folder), name)

@@ -190,45 +190,6 @@ def test_gui_stays_responsive_during_training(window, tiny_demo, qtbot):
     assert len(batches_seen) >= min(10, page.batch_events // 2), sorted(batches_seen)
 
 
-def engine_event(kind: str, **fields):
-    """A stand-in for an engine event (the page dispatches on the class name)."""
-    return type(kind, (), fields)()
-
-
-def test_train_page_redraws_one_plot_per_tick_and_none_while_hidden(window):
-    page = window.train_page
-    page.reset()
-
-    def batch(step: int):
-        return engine_event("BatchEnded", epoch=1, step=step, steps_per_epoch=4, losses={"total": 1.0, "cl": 0.5},
-                            progress=0.1, eta_s=9.0, samples_per_s=100.0)
-
-    def epoch(number: int):
-        return engine_event("EpochEnded", epoch=number, epochs=4, train_losses={"total": 0.9}, epoch_time_s=1.0,
-                            val_metrics={"image": {"accuracy": 0.5, "weighted_f1": 0.4}})
-
-    def points(curve) -> int:
-        x = curve.getData()[0]
-        return 0 if x is None else len(x)
-
-    accuracy = ("image", "accuracy")
-    window.show_page("Data")
-    page.on_event(batch(1))
-    page.on_event(epoch(1))
-    page.timer.timeout.emit()  # a tick while the page is hidden draws nothing
-    assert points(page.loss_curves["total"]) == 0
-    window.show_page("Train")  # showing the page catches up at once
-    assert points(page.loss_curves["total"]) == 1 and points(page.val_curves[accuracy]) == 1
-
-    page.on_event(batch(2))
-    page.on_event(epoch(2))
-    page.timer.timeout.emit()  # one tick redraws one plot: the loss plot
-    assert points(page.loss_curves["total"]) == 2 and points(page.val_curves[accuracy]) == 1
-    page.on_event(batch(3))
-    page.timer.timeout.emit()  # the next tick is the validation plot's turn, although a batch came
-    assert points(page.val_curves[accuracy]) == 2 and points(page.loss_curves["total"]) == 2
-
-
 def test_dropped_png_and_wav_are_classified(window, trained_bundle, held_out_files, qtbot, tmp_path):
     from discomkd.inference.predict import Predictor
     from discomkd.model.bundle import load_bundle

@@ -4,19 +4,15 @@ loss ramp is explained, and a reopened run shows its log."""
 from __future__ import annotations
 
 import pytest
+from conftest import shown_alone
 from discomkd.training.events import EpochEnded, RunStarted
 
 
 @pytest.fixture
 def train_page(qtbot):
-    from discomkd_gui.app import create_application
     from discomkd_gui.pages.train_page import TrainPage
 
-    create_application([])
-    page = TrainPage()
-    qtbot.addWidget(page)
-    page.resize(1024, 600)
-    page.show()
+    page = shown_alone(qtbot, TrainPage)
     page.reset()
     return page
 
