@@ -42,8 +42,8 @@ from ..errors import Cancelled, ConfigError, DataError
 from ..storage import runs
 from ..storage.atomic import atomic_write
 from ..storage.outputs import check_output_folder
-from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, run_method, skip_reason
-from .events import DataProgress, StopToken
+from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, RunProgressHandler, run_method, skip_reason
+from .events import StopToken
 from .preparation import load_dataset
 from .significance import paired_difference
 
@@ -425,12 +425,10 @@ def run_comparison(
     })
 
     if dataset is None:
-        def data_event(event) -> None:
-            if isinstance(event, DataProgress):
-                emit(CompareProgress("data", 0, seeds, 0.0, f"{event.stage}: {event.done}/{event.total}"))
-
+        reading = RunProgressHandler(lambda fraction, message: emit(CompareProgress("data", 0, seeds, fraction, message)),
+                                     config.epochs)
         try:
-            dataset = load_dataset(config, data_event, stop)
+            dataset = load_dataset(config, reading, stop)
         except Cancelled:
             result.stopped = True
             return _finish(result, [], out_dir, t0, replace=replace)

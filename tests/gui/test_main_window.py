@@ -13,6 +13,8 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QLabel
 
+from discomkd.training.events import BatchEnded, EpochEnded
+
 
 def drop_files(widget, paths) -> None:
     """Drag file URLs onto the widget and drop them, as a file manager would (enter, then drop)."""
@@ -190,22 +192,18 @@ def test_gui_stays_responsive_during_training(window, tiny_demo, qtbot):
     assert len(batches_seen) >= min(10, page.batch_events // 2), sorted(batches_seen)
 
 
-def engine_event(kind: str, **fields):
-    """A stand-in for an engine event (the page dispatches on the class name)."""
-    return type(kind, (), fields)()
-
-
 def test_train_page_redraws_one_plot_per_tick_and_none_while_hidden(window):
     page = window.train_page
     page.reset()
 
-    def batch(step: int):
-        return engine_event("BatchEnded", epoch=1, step=step, steps_per_epoch=4, losses={"total": 1.0, "cl": 0.5},
-                            progress=0.1, eta_s=9.0, samples_per_s=100.0)
+    def batch(step: int) -> BatchEnded:
+        return BatchEnded(epoch=1, step=step, steps_per_epoch=4, global_step=step, losses={"total": 1.0, "cl": 0.5},
+                          progress=0.1, eta_s=9.0, samples_per_s=100.0)
 
-    def epoch(number: int):
-        return engine_event("EpochEnded", epoch=number, epochs=4, train_losses={"total": 0.9}, epoch_time_s=1.0,
-                            val_metrics={"image": {"accuracy": 0.5, "weighted_f1": 0.4}})
+    def epoch(number: int) -> EpochEnded:
+        return EpochEnded(epoch=number, epochs=4, train_losses={"total": 0.9},
+                          val_metrics={"image": {"accuracy": 0.5, "weighted_f1": 0.4}}, progress=number / 4,
+                          eta_s=1.0, elapsed_s=float(number), epoch_time_s=1.0)
 
     def points(curve) -> int:
         x = curve.getData()[0]
