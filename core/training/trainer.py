@@ -62,6 +62,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 def train(
     config: TrainingConfig,
+    *,
     run_dir: str | Path | None = None,
     on_event: EventCallback | None = None,
     stop: StopToken | None = None,
