@@ -131,7 +131,8 @@ def _train(config: TrainingConfig, *, run_dir: str | Path | None = None, on_even
         if dataset is None:
             dataset = _read_data(start, config)
         start.training = True
-        ended = train_loop(start.run, dataset, start.dist.device, run_name, resume_from, extra_epochs)
+        ended = train_loop(start.run, dataset, start.dist.device, run_name=run_name, resume_from=resume_from,
+                           extra_epochs=extra_epochs)
         start.dist.close()  # every rank ended normally: leave the group together
         return ended
     except Exception as exc:  # noqa: BLE001 - keep the app alive; the run's end says what happened
