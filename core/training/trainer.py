@@ -166,7 +166,7 @@ def _open_run(start: RunStart, config: TrainingConfig, run_dir: str | Path | Non
         else:
             start.claim = runs.claim_new_run_folder(run_dir, label=name,
                                                     data_folders=[m.folder for m in config.modalities])
-    run_path = Path(start.dist.broadcast(str(start.claim.path) if start.claim else None))
+    run_path = Path(start.dist.broadcast(str(start.claim.path) if start.claim is not None else None))
     start.run = ActiveRun(config, run_path, start.emit, start.stop, start.dist)
     if start.resume_from is None:
         start.run.write_record(name=name, created=time.strftime("%Y-%m-%dT%H:%M:%S"), status="running",
