@@ -113,7 +113,7 @@ def run_part(args: argparse.Namespace, methods: list[str], out: Path) -> None:
         if p.message.endswith(("finished", "stopped", "failed")):
             print(f"[{time.strftime('%H:%M:%S')}] {p.message}", file=sys.stderr, flush=True)
 
-    run_comparison(config, methods, args.seeds, out, show, replace=True)  # the benchmark's own scratch folder
+    run_comparison(config, methods, args.seeds, out_dir=out, on_progress=show, replace=True)  # the benchmark's own scratch folder
 
 
 def merge(parts: list[Path], methods: list[str], out: Path):

@@ -27,12 +27,15 @@ from .errors import DisComKDError
 # and users still import these names from discomkd.cli.
 from .options import (add_training_options, config_from_args, input_path, output_path, parse_modality_arg,
                       whole_number)
+from .training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
+                              TeachingChanged, TrainingEvent, send_event)
 
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
 
 
 class ConsoleReporter:
-    """Prints trainer events: a live progress line on a terminal, one line per epoch always."""
+    """Prints trainer events: a live progress line on a terminal, one line per epoch always. A
+    TrainingEventHandler: call it with an event, or give it to ``train`` as ``on_event``."""
 
     def __init__(self, stream=None, progress_stream=None) -> None:
         self.out = stream or sys.stdout
@@ -45,45 +48,46 @@ class ConsoleReporter:
             self.err.write("\r\033[K" + text)
             self.err.flush()
 
-    def __call__(self, event) -> None:
-        from .training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
-                                      TeachingChanged)
+    def __call__(self, event: TrainingEvent) -> None:
+        send_event(self, event)
 
-        if isinstance(event, DataProgress):
-            self._bar(f"{event.stage}: {event.done}/{event.total} files")
-        elif isinstance(event, RunStarted):
-            self._bar("")
-            sizes = ", ".join(f"{n} {s}" for n, s in event.train_sizes.items())
-            print(f"Training on {event.device} (backbones: {', '.join(f'{k} {v}' for k, v in event.backbones.items())}); "
-                  f"training samples: {sizes}; data {event.pairing}"
-                  + (f", {event.unlabelled_pairs} unlabelled pairs" if getattr(event, "unlabelled_pairs", 0) else "")
-                  + f"; run folder {event.run_dir}", file=self.out, flush=True)
-            self._print_data_problems(event.run_dir)
-        elif isinstance(event, BatchEnded):
-            now = time.monotonic()
-            if now - self._last > 0.2 or event.step == event.steps_per_epoch:
-                self._last = now
-                width = 24
-                filled = int(width * event.progress)
-                eta = _duration(event.eta_s) if event.eta_s is not None else "?"
-                self._bar(f"[{'#' * filled}{'.' * (width - filled)}] {100 * event.progress:5.1f}% epoch {event.epoch} "
-                          f"step {event.step}/{event.steps_per_epoch} loss {event.losses['total']:.3f} "
-                          f"{event.samples_per_s:.0f} samples/s ETA {eta}")
-        elif isinstance(event, EpochEnded):
-            self._bar("")
-            val = "  ".join(f"{n}: acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in event.val_metrics.items())
-            print(f"epoch {event.epoch}/{event.epochs}  loss {event.train_losses['total']:.4f}  val {val or 'n/a'}  "
-                  f"({event.epoch_time_s:.1f} s)", file=self.out, flush=True)
-        elif isinstance(event, TeachingChanged):
-            self._bar("")
-            print(f"epoch {event.epoch}: {event.text}", file=self.out, flush=True)
-        elif isinstance(event, BestModelSaved):
-            pass
-        elif isinstance(event, RunEnded):
-            self._bar("")
-            if self.live:
-                self.err.write("\r\033[K")
+    # ----- one method per training event (training.events.TrainingEventHandler) -----------------
+    def on_data_progress(self, event: DataProgress) -> None:
+        self._bar(f"{event.stage}: {event.done}/{event.total} files")
 
+    def on_run_started(self, event: RunStarted) -> None:
+        self._bar("")
+        print(event.summary(), file=self.out, flush=True)
+        self._print_data_problems(event.run_dir)
+
+    def on_batch_ended(self, event: BatchEnded) -> None:
+        now = time.monotonic()
+        if now - self._last > 0.2 or event.step == event.steps_per_epoch:
+            self._last = now
+            width = 24
+            filled = int(width * event.progress)
+            eta = _duration(event.eta_s) if event.eta_s is not None else "?"
+            self._bar(f"[{'#' * filled}{'.' * (width - filled)}] {100 * event.progress:5.1f}% epoch {event.epoch} "
+                      f"step {event.step}/{event.steps_per_epoch} loss {event.losses['total']:.3f} "
+                      f"{event.samples_per_s:.0f} samples/s ETA {eta}")
+
+    def on_epoch_ended(self, event: EpochEnded) -> None:
+        self._bar("")
+        val = "  ".join(f"{n}: acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in event.val_metrics.items())
+        print(f"epoch {event.epoch}/{event.epochs}  loss {event.train_losses['total']:.4f}  val {val or 'n/a'}  "
+              f"({event.epoch_time_s:.1f} s)", file=self.out, flush=True)
+
+    def on_teaching_changed(self, event: TeachingChanged) -> None:
+        self._bar("")
+        print(f"epoch {event.epoch}: {event.text}", file=self.out, flush=True)
+
+    def on_best_model_saved(self, event: BestModelSaved) -> None:
+        pass  # the model's path is printed once, with the run's result (_run_training)
+
+    def on_run_ended(self, event: RunEnded) -> None:
+        self._bar("")
+        if self.live:
+            self.err.write("\r\033[K")
 
     def _print_data_problems(self, run_dir: str, limit: int = 10) -> None:
         """Skipped files and missing classes, which the user must see before waiting for a training."""

@@ -69,7 +69,8 @@ def run_compare_command(args: argparse.Namespace) -> int:
 
         previous = signal.signal(signal.SIGINT, lambda *_: stop.request())
         try:
-            result = run_comparison(config, methods, args.seeds, Path(args.out), show, stop, replace=args.force)
+            result = run_comparison(config, methods, args.seeds, out_dir=Path(args.out), on_progress=show, stop=stop,
+                                    replace=args.force)
         finally:
             signal.signal(signal.SIGINT, previous)
         print(file=sys.stderr)

@@ -37,3 +37,21 @@ def tiny_config(folders: dict[str, Path], **changes):
     settings = dict(embed_dim=16, batch_size=32, epochs=3, learning_rate=3e-3, device="cpu", seed=0)
     settings.update(changes)
     return TrainingConfig(modalities=[ModalitySource(n, str(f)) for n, f in folders.items()], **settings)
+
+
+def one_event_of_each_kind() -> list:
+    """One training event of every kind, with plausible values (tests of the handlers)."""
+    from discomkd.training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
+                                          TeachingChanged)
+
+    return [
+        DataProgress("Reading image", 3, 10),
+        RunStarted("/tmp/run", ["image", "audio"], ["0", "1"], {"image": 50, "audio": 40}, 0, 2, 4, "cpu",
+                   {"image": "compact", "audio": "compact"}, "unpaired", 0, ["cl", "aux"], 0.0),
+        BatchEnded(1, 2, 4, 2, {"cl": 0.7, "aux": 0.6, "total": 1.3}, 0.25, 3.0, 120.0),
+        EpochEnded(1, 2, {"cl": 0.6, "aux": 0.5, "total": 1.1},
+                   {"image": {"accuracy": 0.6, "weighted_f1": 0.55, "macro_f1": 0.55, "loss": 0.9}}, 0.5, 2.0, 2.0, 2.0),
+        TeachingChanged(2, {"audio": ["image"], "image": []}, "audio now learns from image on unlabelled recordings"),
+        BestModelSaved(1, ["image"], "/tmp/run/model.discomkd"),
+        RunEnded("finished", "Finished 2 epochs.", "/tmp/run", "/tmp/run/model.discomkd", 2),
+    ]

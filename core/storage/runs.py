@@ -407,6 +407,51 @@ def claim_run_dir(run_dir: str | Path, existing: bool = False, data_folders=()) 
     return lock
 
 
+@dataclass
+class RunFolderClaim:
+    """A run folder claimed for a training: its lock, and whether this training made the folder (it
+    was new or empty), so that a training that fails before it trains can leave no trace there."""
+
+    path: Path
+    lock: RunLock
+    created_here: bool = False
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def discard(self) -> None:
+        """Release the folder and remove what the training's start wrote there (its record and log), then
+        the folder when nothing else is left; only for a folder this training made."""
+        self.release()
+        for name in (RUN_FILE, LOG_FILE):
+            try:
+                (self.path / name).unlink(missing_ok=True)
+            except OSError:
+                pass
+        try:
+            if self.path.exists() and not any(self.path.iterdir()):
+                self.path.rmdir()
+        except OSError:
+            pass
+
+
+def claim_new_run_folder(run_dir: str | Path | None, label: str, data_folders=()) -> RunFolderClaim:
+    """Claim a folder for a new training (claim_run_dir's rules): ``run_dir``, or a new folder named
+    after ``label`` under the per-user runs folder when it is None."""
+    if run_dir is None:
+        path = new_run_dir(label=label)
+        return RunFolderClaim(path, claim_run_dir(path, data_folders=data_folders), created_here=True)
+    path = Path(run_dir).expanduser()
+    created_here = not path.exists() or (path.is_dir() and not any(path.iterdir()))
+    return RunFolderClaim(path, claim_run_dir(path, data_folders=data_folders), created_here)
+
+
+def claim_existing_run(run_dir: str | Path) -> RunFolderClaim:
+    """Claim the folder of a run to continue it (claim_run_dir with ``existing=True``)."""
+    path = Path(run_dir)
+    return RunFolderClaim(path, claim_run_dir(path, existing=True))
+
+
 def never_trained(run_dir: Path) -> bool:
     """A run that ended no epoch (stopped, failed or killed first): no model, no checkpoint, nothing
     to keep, so a new training may take its folder and continuing it starts from the first epoch."""

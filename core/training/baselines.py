@@ -48,7 +48,8 @@ from ..data.augment import augment_batch
 from ..data.dataset import MultiModalDataset
 from ..errors import ConfigError, DisComKDError
 from ..model.baselines import MultimodalTeacher
-from .events import BatchEnded, RunEnded, StopToken
+from .events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted, StopToken,
+                     TeachingChanged, TrainingEvent, send_event)
 from .schedule import epoch_orders
 from .students import (  # noqa: F401 (BaselineSettings, StudentTargets: part of this module's interface)
     UNLABELLED_METHODS,
@@ -230,19 +231,48 @@ def discomkd_variant_config(method: str, config: TrainingConfig) -> TrainingConf
     return replace(config, weights=replace(config.weights, **{ABLATIONS[method]: 0.0}))
 
 
+class RunProgressHandler:
+    """A training's events as one comparison run's progress (fraction, message): the files read, then
+    every batch. A TrainingEventHandler; what the run ends with, the comparison takes from its result."""
+
+    def __init__(self, progress: RunProgress, epochs: int) -> None:
+        self.progress = progress
+        self.epochs = epochs
+
+    def __call__(self, event: TrainingEvent) -> None:
+        send_event(self, event)
+
+    def on_data_progress(self, event: DataProgress) -> None:
+        self.progress(0.0, f"{event.stage}: {event.done}/{event.total}")
+
+    def on_run_started(self, event: RunStarted) -> None:
+        pass  # the comparison says "starting" itself, before the training reads anything
+
+    def on_batch_ended(self, event: BatchEnded) -> None:
+        self.progress(event.progress, f"epoch {event.epoch}/{self.epochs}")
+
+    def on_epoch_ended(self, event: EpochEnded) -> None:
+        pass  # the batch that ended the epoch has just reported the same progress
+
+    def on_teaching_changed(self, event: TeachingChanged) -> None:
+        pass  # a comparison's table reports results, not how a run got there
+
+    def on_best_model_saved(self, event: BestModelSaved) -> None:
+        pass  # the run folder is temporary: its model is not kept
+
+    def on_run_ended(self, event: RunEnded) -> None:
+        pass  # train() returns the same RunEnded, which becomes the run's row
+
+
 def run_discomkd_variant(
     method: str, config: TrainingConfig, dataset: MultiModalDataset, progress: RunProgress, stop: StopToken
 ) -> BaselineRun:
     """A DisCoM-KD trainer variant (see discomkd_variant_config), trained in a temporary run folder."""
     variant = discomkd_variant_config(method, config)
     t0 = time.perf_counter()
-
-    def on_event(event) -> None:
-        if isinstance(event, BatchEnded):
-            progress(event.progress, f"epoch {event.epoch}/{config.epochs}")
-
     with tempfile.TemporaryDirectory(prefix="discomkd-compare-") as tmp:
-        ended: RunEnded = train(variant, run_dir=tmp, on_event=on_event, stop=stop, dataset=dataset)
+        ended: RunEnded = train(variant, run_dir=tmp, on_event=RunProgressHandler(progress, config.epochs), stop=stop,
+                                dataset=dataset)
     metrics = {n: slim_metrics(m) for n, m in (ended.test_metrics or {}).items()}
     return BaselineRun(method, config.seed, ended.status, ended.reason, time.perf_counter() - t0, metrics)
 

@@ -42,8 +42,8 @@ from ..errors import Cancelled, ConfigError, DataError
 from ..storage import runs
 from ..storage.atomic import atomic_write
 from ..storage.outputs import check_output_folder
-from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, run_method, skip_reason
-from .events import DataProgress, StopToken
+from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, RunProgressHandler, run_method, skip_reason
+from .events import StopToken
 from .preparation import load_dataset
 from .significance import paired_difference
 
@@ -390,6 +390,7 @@ def run_comparison(
     config: TrainingConfig,
     methods: list[str],
     seeds: int,
+    *,
     out_dir: Path | None = None,
     on_progress: ProgressCallback | None = None,
     stop: StopToken | None = None,
@@ -407,14 +408,7 @@ def run_comparison(
     when ``replace``.
     """
     methods = check_methods(methods)
-    if seeds < 1:
-        raise ConfigError("Use at least one seed.")
-    config.validate()
-    if config.split[2] == 0:  # every method is measured on the test data: without it all would train for nothing
-        raise ConfigError("A comparison measures every method on test data, but the split keeps none. Give test a "
-                          "share, for example 0.7,0.1,0.2.")
-    if out_dir is not None:
-        out_dir = check_comparison_folder(out_dir, config, replace)
+    out_dir = _check_comparison(config, seeds, out_dir, replace)
     emit = on_progress or (lambda p: None)
     stop = stop or StopToken()
     settings = settings or BaselineSettings()
@@ -423,20 +417,44 @@ def run_comparison(
         "methods": methods, "seeds": seeds, "first_seed": config.seed, "config": config.to_dict(),
         "baselines": settings.to_dict(),
     })
-
     if dataset is None:
-        def data_event(event) -> None:
-            if isinstance(event, DataProgress):
-                emit(CompareProgress("data", 0, seeds, 0.0, f"{event.stage}: {event.done}/{event.total}"))
-
         try:
-            dataset = load_dataset(config, data_event, stop)
+            dataset = _read_data(config, seeds, emit, stop)
         except Cancelled:
             result.stopped = True
             return _finish(result, [], out_dir, t0, replace=replace)
+    runnable = _runnable_methods(result, methods, dataset, settings)
+    _run_seed_by_seed(result, runnable, config=config, seeds=seeds, dataset=dataset, settings=settings, emit=emit,
+                      stop=stop)
+    result.stopped = stop.is_set()
+    _explain_methods_without_a_finished_run(result, runnable)
+    return _finish(result, dataset.names, out_dir, t0, runnable, replace)
+
+
+def _check_comparison(config: TrainingConfig, seeds: int, out_dir: Path | None, replace: bool) -> Path | None:
+    """The seeds, the settings and the output folder, checked before anything is read or trained."""
+    if seeds < 1:
+        raise ConfigError("Use at least one seed.")
+    config.validate()
+    if config.split[2] == 0:  # every method is measured on the test data: without it all would train for nothing
+        raise ConfigError("A comparison measures every method on test data, but the split keeps none. Give test a "
+                          "share, for example 0.7,0.1,0.2.")
+    return None if out_dir is None else check_comparison_folder(out_dir, config, replace)
+
+
+def _read_data(config: TrainingConfig, seeds: int, emit: ProgressCallback, stop: StopToken) -> MultiModalDataset:
+    """The modality folders, read once for every method and seed (Cancelled when stopped meanwhile)."""
+    reading = RunProgressHandler(lambda fraction, message: emit(CompareProgress("data", 0, seeds, fraction, message)),
+                                 config.epochs)
+    return load_dataset(config, reading, stop)
+
+
+def _runnable_methods(result: ComparisonResult, methods: list[str], dataset: MultiModalDataset,
+                      settings: BaselineSettings) -> list[str]:
+    """The methods this data allows; the others go to ``result.skipped`` with the reason. The data's
+    pairing, sizes and unlabelled recordings go to the result's settings."""
     result.settings["pairing"] = dataset.report.pairing.detail
     result.settings["train_counts"] = dataset.report.counts
-
     result.settings["unlabelled_pairs"] = dataset.report.unlabelled_pairs
     runnable = []
     for m in methods:
@@ -445,7 +463,14 @@ def run_comparison(
             result.skipped[m] = reason
         else:
             runnable.append(m)
+    return runnable
 
+
+def _run_seed_by_seed(result: ComparisonResult, runnable: list[str], *, config: TrainingConfig, seeds: int,
+                      dataset: MultiModalDataset, settings: BaselineSettings, emit: ProgressCallback,
+                      stop: StopToken) -> None:
+    """Every method on seed 0, then every method on seed 1, ... (so a stop keeps complete seeds); each
+    run becomes a line of ``result.per_run``."""
     total = max(1, len(runnable) * seeds)
     teacher_cache: dict = {}
     for k in range(seeds):
@@ -466,14 +491,16 @@ def run_comparison(
         teacher_cache.clear()  # one teacher per seed; free it before the next
         if stop.is_set():
             break
-    result.stopped = stop.is_set()
-    for method in runnable:  # a method with no usable run says why
+
+
+def _explain_methods_without_a_finished_run(result: ComparisonResult, runnable: list[str]) -> None:
+    """A method whose every run failed is listed in ``result.skipped`` with the first failure's reason."""
+    for method in runnable:
         attempts = [p for p in result.per_run if p["method"] == method]
         if attempts and not any(p["status"] == "finished" for p in attempts):
             failed = [p for p in attempts if p["status"] == "failed"]
             if failed:
                 result.skipped[method] = f"failed: {failed[0]['reason']}"
-    return _finish(result, dataset.names, out_dir, t0, runnable, replace)
 
 
 def _run_record(run: BaselineRun, seed_index: int) -> dict:

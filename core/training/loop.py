@@ -141,10 +141,10 @@ class EpochTraining:
     stopped: bool = False
 
 
-def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device, run_name, resume_from,
-               extra_epochs) -> RunEnded:
+def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device, *, run_name: str | None,
+               resume_from: Path | None, extra_epochs: int) -> RunEnded:
     """Train for the run's epochs (or ``extra_epochs`` more from its checkpoint), then test the best weights."""
-    session = prepare_session(run, dataset, device, resume_from, extra_epochs)
+    session = prepare_session(run, dataset, device, resume_from=resume_from, extra_epochs=extra_epochs)
     start_run_record(run, session, dataset, run_name)
     clock = RunClock((session.target_epochs - session.start_epoch) * session.steps_per_epoch)
     stopped = False
@@ -160,60 +160,101 @@ def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device,
     return finish_run(run, session, epoch, stopped)
 
 
-def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.device, resume_from=None,
-                    extra_epochs: int = 0) -> TrainingSession:
+def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.device, *,
+                    resume_from: Path | None = None, extra_epochs: int = 0) -> TrainingSession:
     """Seed, split and standardise the data, build the model and optimiser (restored from the
     checkpoint when continuing) and move the training data to the device."""
-    config = run.config
-    names = dataset.names
-    classes = dataset.classes
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    prepared = prepare_modalities(config, dataset)
+    names, classes = dataset.names, dataset.classes
+    torch.manual_seed(run.config.seed)
+    generator = torch.Generator().manual_seed(run.config.seed)
+    prepared = prepare_modalities(run.config, dataset)
     specs = {n: p.spec for n, p in prepared.items()}
-    backbones = {n: resolve_backbone(config.backbone, specs[n].kind, device.type) for n in names}
-    model = DisCoMKD(names, {n: specs[n].input_shape for n in names}, backbones, config.embed_dim, len(classes)).to(device)
+    backbones = {n: resolve_backbone(run.config.backbone, specs[n].kind, device.type) for n in names}
+    model = DisCoMKD(names, {n: specs[n].input_shape for n in names}, backbones, run.config.embed_dim,
+                     len(classes)).to(device)
     # Channels-last (oneDNN's preferred layout) makes the 2-D encoders' convolutions, batch norms and
     # poolings train about 1.4 times faster on a CPU (issue 18); only 4-D weights change layout, and
     # saved weights load into models of either layout.
     model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, model.parameters())
+    optimizer = make_optimizer(run.config, model.parameters())
+    if resume_from is None:
+        start = StartingPoint.first_epoch(names, run.config.epochs)
+    else:
+        start = restore_checkpoint(run, model, optimizer, generator, classes, specs, extra_epochs)
+    config = run.config  # continuing, it trains to the start's target epochs
+    data_fields = _training_data_fields(config, dataset, prepared, device)
+    return TrainingSession(
+        config=config, device=device, names=names, classes=classes, prepared=prepared, specs=specs,
+        backbones=backbones, model=model, optimizer=optimizer, generator=generator,
+        # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
+        train_model=run.dist.wrap(model, config.batch_size),
+        start_epoch=start.epoch, target_epochs=start.target_epochs, history=start.history, best=start.best,
+        best_states=start.best_states, teachers=start.teachers,
+        **_mixed_precision_fields(config, device), **data_fields,
+    )
 
+
+@dataclass
+class StartingPoint:
+    """Where a run's epochs start: the first one, or, continuing, the epoch its checkpoint saved, with
+    the history, best scores and weights, and teaching direction up to there."""
+
+    epoch: int  # the epochs done before this training (0: a new run)
+    target_epochs: int
+    history: list[dict]
+    best: dict[str, dict]
+    best_states: dict[str, dict[str, torch.Tensor]]
+    teachers: dict[str, list[str]]
+
+    @classmethod
+    def first_epoch(cls, names: list[str], epochs: int) -> StartingPoint:
+        return cls(0, epochs, [], {n: {"best_epoch": 0, "val_weighted_f1": -1.0} for n in names}, {}, {})
+
+
+def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                       classes: list[str], specs: dict[str, ModalitySpec], extra_epochs: int) -> StartingPoint:
+    """Continuing a run: the model, optimiser and random generator as its checkpoint left them; the run's
+    config trains ``extra_epochs`` more and its record is read back. Says so when there is no checkpoint
+    or the data changed since."""
+    checkpoint_path = run.run_dir / runs.CHECKPOINT_FILE
+    if not checkpoint_path.exists():
+        saved = (" Its model file from the epochs it did train can still be used for prediction."
+                 if (run.run_dir / runs.BUNDLE_FILE).exists() else "")
+        raise TrainingError("This run has no checkpoint to continue from (it was stopped or interrupted before "
+                            f"the end of its first epoch was saved).{saved} Start a new training instead.")
+    check_data_unchanged(runs.read_run_record(run.run_dir), classes, specs, run.run_dir)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:  # a change check_data_unchanged cannot see (an edited record)
+        raise TrainingError(
+            f"The saved training state no longer fits the data in the modality folders ({str(exc)[:200]}). "
+            "Start a new training on the data as it is now."
+        ) from exc
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    done = int(state["epoch"])
+    start = StartingPoint(done, done + int(extra_epochs), runs.read_history(run.run_dir)[:done],
+                          {n: dict(state["best"][n]) for n in specs}, state["best_states"],
+                          state.get("teachers", {}))  # older checkpoints have no teachers: decided afresh
+    run.config = replace(run.config, epochs=start.target_epochs)
+    run.record = runs.read_run_record(run.run_dir)
+    return start
+
+
+def _mixed_precision_fields(config: TrainingConfig, device: torch.device) -> dict:
+    """The session's use_amp, amp_dtype and scaler: bfloat16 where the GPU has it, else float16 with a scaler."""
     use_amp = device.type == "cuda" and config.mixed_precision
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    return {"use_amp": use_amp, "amp_dtype": amp_dtype, "scaler": scaler}
 
-    start_epoch, history, teachers = 0, [], {}
-    best = {n: {"best_epoch": 0, "val_weighted_f1": -1.0} for n in names}
-    best_states: dict[str, dict[str, torch.Tensor]] = {}
-    target_epochs = config.epochs
-    if resume_from is not None:
-        checkpoint_path = run.run_dir / runs.CHECKPOINT_FILE
-        if not checkpoint_path.exists():
-            saved = (" Its model file from the epochs it did train can still be used for prediction."
-                     if (run.run_dir / runs.BUNDLE_FILE).exists() else "")
-            raise TrainingError("This run has no checkpoint to continue from (it was stopped or interrupted before "
-                                f"the end of its first epoch was saved).{saved} Start a new training instead.")
-        check_data_unchanged(runs.read_run_record(run.run_dir), classes, specs, run.run_dir)
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as exc:  # a change check_data_unchanged cannot see (an edited record)
-            raise TrainingError(
-                f"The saved training state no longer fits the data in the modality folders ({str(exc)[:200]}). "
-                "Start a new training on the data as it is now."
-            ) from exc
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start_epoch = int(state["epoch"])
-        best = {n: dict(state["best"][n]) for n in names}
-        best_states = state["best_states"]
-        teachers = state.get("teachers", {})  # older checkpoints have none: decided afresh
-        history = runs.read_history(run.run_dir)[:start_epoch]
-        target_epochs = start_epoch + int(extra_epochs)
-        run.config = config = replace(config, epochs=target_epochs)
-        run.record = runs.read_run_record(run.run_dir)
 
+def _training_data_fields(config: TrainingConfig, dataset: MultiModalDataset, prepared: dict[str, PreparedModality],
+                          device: torch.device) -> dict:
+    """The session's training tensors (train_x, train_y, unlabelled_x), their sizes, whether they are
+    paired, and the steps an epoch takes."""
+    names = dataset.names
     # Training data lives on the device when it is a GPU (one copy instead of one per batch).
     train_x = {}
     for n in names:
@@ -223,26 +264,19 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
         train_x[n] = x
     train_y = {n: prepared[n].y["train"].to(device) for n in names}
     train_sizes = {n: int(prepared[n].y["train"].shape[0]) for n in names}
-    # Paired files come aligned row by row: one shared order keeps each batch the same samples in
-    # every modality, which the agreement term compares sample by sample.
-    paired = dataset.report.pairing.status == "paired"
     # Unlabelled recordings teach only when a validation score can tell which modality to trust.
     unlabelled_x = None
     if (config.weights.unlabelled > 0 and all(prepared[n].unlabelled is not None for n in names)
             and all(prepared[n].y["val"].numel() for n in names)):
         unlabelled_x = {n: prepared[n].unlabelled.to(device) if device.type == "cuda" else prepared[n].unlabelled
                         for n in names}
-    steps_per_epoch = max(1, math.ceil(max(train_sizes.values()) / config.batch_size))
-    # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
-    train_model = run.dist.wrap(model, config.batch_size)
-    return TrainingSession(
-        config=config, device=device, names=names, classes=classes, prepared=prepared, specs=specs,
-        backbones=backbones, model=model, train_model=train_model, optimizer=optimizer, scaler=scaler,
-        use_amp=use_amp, amp_dtype=amp_dtype, generator=generator, start_epoch=start_epoch,
-        target_epochs=target_epochs, history=history, best=best, best_states=best_states, train_x=train_x,
-        train_y=train_y, train_sizes=train_sizes, paired=paired, steps_per_epoch=steps_per_epoch,
-        unlabelled_x=unlabelled_x, teachers=teachers,
-    )
+    return {
+        "train_x": train_x, "train_y": train_y, "train_sizes": train_sizes, "unlabelled_x": unlabelled_x,
+        # Paired files come aligned row by row: one shared order keeps each batch the same samples in
+        # every modality, which the agreement term compares sample by sample.
+        "paired": dataset.report.pairing.status == "paired",
+        "steps_per_epoch": max(1, math.ceil(max(train_sizes.values()) / config.batch_size)),
+    }
 
 
 def check_data_unchanged(record: dict, classes: list[str], specs: dict[str, ModalitySpec], run_dir: Path) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -29,7 +29,6 @@ from ..config import TrainingConfig
 from ..data.dataset import MultiModalDataset
 from ..errors import Cancelled, ConfigError, DisComKDError
 from ..storage import runs
-from ..storage.run_lock import RunLock
 from .events import EventCallback, RunEnded, StopToken
 from .loop import ActiveRun, train_loop
 from .preparation import load_dataset
@@ -63,6 +62,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 def train(
     config: TrainingConfig,
+    *,
     run_dir: str | Path | None = None,
     on_event: EventCallback | None = None,
     stop: StopToken | None = None,
@@ -70,7 +70,7 @@ def train(
     run_name: str | None = None,
 ) -> RunEnded:
     """Train DisCoM-KD from scratch. Never raises for user errors: the RunEnded says what happened."""
-    return _train(config, run_dir, on_event, stop, dataset, run_name, resume_from=None, extra_epochs=0)
+    return _train(config, run_dir=run_dir, on_event=on_event, stop=stop, dataset=dataset, run_name=run_name)
 
 
 def continue_run(
@@ -94,107 +94,126 @@ def continue_run(
         if extra_epochs < 1:
             return RunEnded("failed", "This run ended before its first epoch, so it has nothing to recalibrate: "
                             "continue it for at least one epoch.", "", None, 0)
-        return _train(replace(config, epochs=extra_epochs), run_dir, on_event, stop, None, record.get("name"),
-                      resume_from=None, extra_epochs=0)
-    return _train(config, run_dir, on_event, stop, None, record.get("name"), resume_from=Path(run_dir), extra_epochs=extra_epochs)
+        return _train(replace(config, epochs=extra_epochs), run_dir=run_dir, on_event=on_event, stop=stop,
+                      run_name=record.get("name"))
+    return _train(config, run_dir=run_dir, on_event=on_event, stop=stop, run_name=record.get("name"),
+                  resume_from=Path(run_dir), extra_epochs=extra_epochs)
 
 
-def _train(config, run_dir, on_event, stop, dataset, run_name, resume_from, extra_epochs) -> RunEnded:
-    emit = on_event or (lambda event: None)
-    stop = stop or StopToken()
-    created_here = False
-    dist_ctx = distributed.DistributedContext()  # one process unless torchrun started several
-    lock: RunLock | None = None
+@dataclass
+class RunStart:
+    """What a training holds from its start to its end: torchrun's process group (one process without
+    torchrun), rank 0's claim on the run folder, the run once its folder is known, and whether the
+    training has begun (a failure before that leaves the folder as it was found)."""
+
+    emit: EventCallback
+    stop: StopToken
+    resume_from: Path | None
+    dist: distributed.DistributedContext = field(default_factory=distributed.DistributedContext)
+    claim: runs.RunFolderClaim | None = None
     run: ActiveRun | None = None
+    training: bool = False
+
+    def release(self) -> None:
+        self.dist.close(wait_for_others=False)  # after a failure (a no-op when already closed)
+        if self.claim is not None:  # rank 0 only
+            self.claim.release()
+
+
+def _train(config: TrainingConfig, *, run_dir: str | Path | None = None, on_event: EventCallback | None = None,
+           stop: StopToken | None = None, dataset: MultiModalDataset | None = None, run_name: str | None = None,
+           resume_from: Path | None = None, extra_epochs: int = 0) -> RunEnded:
+    """Claim the run folder, read the data, train; whatever fails becomes the run's end (end_after_failure)."""
+    start = RunStart(on_event or _no_event, stop or StopToken(), resume_from)
     try:
-        config.validate()
-        if len(config.modalities) < 2 and dataset is None:
-            raise ConfigError("DisCoM-KD needs at least two modalities. Add another modality folder.")
-        dist_ctx = distributed.from_environment(select_device(config.device))
-        device = dist_ctx.device
-        # Rank 0 claims the folder first: a run is never overwritten and two trainings never share a folder.
-        if not dist_ctx.is_writer:
-            emit = lambda event: None  # noqa: E731 - rank 0 reports for all
-            run_path = None
-        elif resume_from is not None:
-            run_path = Path(resume_from)
-            lock = runs.claim_run_dir(run_path, existing=True)
-        elif run_dir is not None:
-            run_path = Path(run_dir).expanduser()
-            created_here = not run_path.exists() or (run_path.is_dir() and not any(run_path.iterdir()))
-            lock = runs.claim_run_dir(run_path, data_folders=[m.folder for m in config.modalities])
-        else:
-            run_path = runs.new_run_dir(label=run_name or "+".join(m.name for m in config.modalities))
-            created_here = True
-            lock = runs.claim_run_dir(run_path, data_folders=[m.folder for m in config.modalities])
-        run_path = Path(dist_ctx.broadcast(str(run_path)))
-        run = ActiveRun(config, run_path, emit, stop, dist_ctx)
-        if resume_from is None:  # visible (and later "interrupted" if killed) from the first moment
-            run.write_record(name=run_name or "+".join(m.name for m in config.modalities),
-                             created=time.strftime("%Y-%m-%dT%H:%M:%S"), status="running", epochs_done=0,
-                             config=config.to_dict())
+        _check_and_join(start, config, dataset)
+        _open_run(start, config, run_dir, run_name)
         if dataset is None:
-            with dist_ctx.leader_first():  # the cache is decoded once per machine
-                dataset = load_dataset(config, emit, stop)
-        if stop.is_set():
-            raise Cancelled()
-    except Exception as exc:  # noqa: BLE001 - whatever fails before training, the folder is released and it is said
-        stopped = isinstance(exc, Cancelled)
-        if stopped:
-            reason = "Stopped while reading the data; nothing was trained."
-        elif isinstance(exc, DisComKDError):
-            reason = str(exc)
-        else:
-            reason = (f"Reading the data failed unexpectedly ({type(exc).__name__}: {exc}). Nothing was trained; "
-                      "check the modality folders and start again.")
-        if run is not None and resume_from is None:
-            if created_here:
-                _discard_new_run(run.run_dir, lock)
-            else:
-                run.log(f"failed: {reason}")
-                _write_record_quietly(run, status="stopped" if stopped else "failed", reason=reason)
-        if lock is not None:
-            lock.release()
-        dist_ctx.close(wait_for_others=False)
-        return RunEnded("stopped" if stopped else "failed", reason, "", None, 0)
-
-    try:
-        ended = train_loop(run, dataset, device, run_name, resume_from, extra_epochs)
-        dist_ctx.close()  # every rank ended normally: leave the group together
+            dataset = _read_data(start, config)
+        start.training = True
+        ended = train_loop(start.run, dataset, start.dist.device, run_name=run_name, resume_from=resume_from,
+                           extra_epochs=extra_epochs)
+        start.dist.close()  # every rank ended normally: leave the group together
         return ended
-    except DisComKDError as exc:
-        run.log(f"failed: {exc}")
-        return _end_failed(run, str(exc))
-    except Exception as exc:  # keep the app alive; the log has the traceback
-        run.log("failed:\n" + traceback.format_exc())
-        if _is_out_of_memory(exc):
-            reason = (
-                f"Out of memory on {device.type.upper()}. Lower the batch size, use the compact backbone "
-                "or a smaller embedding size, and start again. The best model so far was kept."
-            )
-        else:
-            reason = f"Training failed unexpectedly: {type(exc).__name__}: {exc}. Details are in {run.run_dir / runs.LOG_FILE}."
-        return _end_failed(run, reason)
+    except Exception as exc:  # noqa: BLE001 - keep the app alive; the run's end says what happened
+        return end_after_failure(start, exc)
     finally:
-        dist_ctx.close(wait_for_others=False)  # after a failure (a no-op when already closed)
-        if lock is not None:  # rank 0 only
-            lock.release()
+        start.release()
 
 
-def _discard_new_run(run_path: Path, lock: RunLock | None) -> None:
-    """A run that failed before training leaves nothing behind (only what this training wrote)."""
-    if lock is not None:
-        lock.release()
-    for name in (runs.RUN_FILE, runs.LOG_FILE):
-        try:
-            (run_path / name).unlink(missing_ok=True)
-        except OSError:
-            pass
-    try:
-        if run_path.exists() and not any(run_path.iterdir()):
-            run_path.rmdir()
-    except OSError:
-        pass
+def _no_event(event) -> None:
+    pass
+
+
+def _check_and_join(start: RunStart, config: TrainingConfig, dataset: MultiModalDataset | None) -> None:
+    """The settings checked, the device chosen and, under torchrun, the process group joined."""
+    config.validate()
+    if len(config.modalities) < 2 and dataset is None:
+        raise ConfigError("DisCoM-KD needs at least two modalities. Add another modality folder.")
+    start.dist = distributed.from_environment(select_device(config.device))
+    if not start.dist.is_writer:
+        start.emit = _no_event  # rank 0 reports for all
+
+
+def _open_run(start: RunStart, config: TrainingConfig, run_dir: str | Path | None, run_name: str | None) -> None:
+    """Rank 0 claims the run folder first (a run is never overwritten and two trainings never share a
+    folder) and every rank learns where it is; a new run is recorded at once, so it is visible (and
+    later "interrupted" if killed) from the first moment."""
+    name = run_name or "+".join(m.name for m in config.modalities)
+    if start.dist.is_writer:
+        if start.resume_from is not None:
+            start.claim = runs.claim_existing_run(start.resume_from)
+        else:
+            start.claim = runs.claim_new_run_folder(run_dir, label=name,
+                                                    data_folders=[m.folder for m in config.modalities])
+    run_path = Path(start.dist.broadcast(str(start.claim.path) if start.claim is not None else None))
+    start.run = ActiveRun(config, run_path, start.emit, start.stop, start.dist)
+    if start.resume_from is None:
+        start.run.write_record(name=name, created=time.strftime("%Y-%m-%dT%H:%M:%S"), status="running",
+                               epochs_done=0, config=config.to_dict())
+
+
+def _read_data(start: RunStart, config: TrainingConfig) -> MultiModalDataset:
+    with start.dist.leader_first():  # the cache is decoded once per machine
+        dataset = load_dataset(config, start.emit, start.stop)
+    if start.stop.is_set():
+        raise Cancelled()
+    return dataset
+
+
+def end_after_failure(start: RunStart, exc: Exception) -> RunEnded:
+    """The run's end after any failure. Before training, a folder this training made is removed, another
+    new run records why it ended, and nothing is announced (the caller shows the returned RunEnded);
+    during training the log keeps the details, the record says "failed" and RunEnded is announced."""
+    run = start.run
+    if start.training:
+        if isinstance(exc, DisComKDError):
+            run.log(f"failed: {exc}")
+            return _end_failed(run, str(exc))
+        run.log("failed:\n" + "".join(traceback.format_exception(exc)))
+        return _end_failed(run, _unexpected_failure_reason(exc, run))
+    stopped = isinstance(exc, Cancelled)
+    if stopped:
+        reason = "Stopped while reading the data; nothing was trained."
+    elif isinstance(exc, DisComKDError):
+        reason = str(exc)
+    else:
+        reason = (f"Reading the data failed unexpectedly ({type(exc).__name__}: {exc}). Nothing was trained; "
+                  "check the modality folders and start again.")
+    if run is not None and start.resume_from is None:
+        if start.claim is not None and start.claim.created_here:
+            start.claim.discard()
+        else:
+            run.log(f"failed: {reason}")
+            _write_record_quietly(run, status="stopped" if stopped else "failed", reason=reason)
+    return RunEnded("stopped" if stopped else "failed", reason, "", None, 0)
+
+
+def _unexpected_failure_reason(exc: Exception, run: ActiveRun) -> str:
+    if _is_out_of_memory(exc):
+        return (f"Out of memory on {run.dist.device.type.upper()}. Lower the batch size, use the compact backbone "
+                "or a smaller embedding size, and start again. The best model so far was kept.")
+    return f"Training failed unexpectedly: {type(exc).__name__}: {exc}. Details are in {run.run_dir / runs.LOG_FILE}."
 
 
 def _write_record_quietly(run: ActiveRun, **updates) -> None:

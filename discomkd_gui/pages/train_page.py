@@ -24,6 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from discomkd.training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
+                                      TeachingChanged, TrainingEvent, send_event)
+
 from ..jobs import Job, TaskState, start_job
 from .common import StartStopHeader, fmt_duration
 
@@ -408,70 +411,71 @@ class TrainPage(QWidget):
         self.progress.setFormat(f"{title}: {n} epoch(s) (reopened run)" if title else f"{n} epoch(s)")
         self.status.setText("Showing a saved run. Start a new training with Start.")
 
-    # ----- engine events (GUI thread) -------------------------------------------------------
-    def on_event(self, event) -> None:
-        kind = type(event).__name__
-        if kind == "BatchEnded":
-            self.batch_events += 1
-            x = (event.epoch - 1) + event.step / event.steps_per_epoch
-            for term in TERMS:
-                value = event.losses.get(term)
-                if value is None:
-                    continue
-                prev = self._ema.get(term)
-                smooth = value if prev is None else SMOOTHING * prev + (1 - SMOOTHING) * value
-                self._ema[term] = smooth
-                self.loss_series[term].append(x, smooth)
-            self._dirty.add("loss")
-            self.progress.setValue(int(event.progress * 1000))
-            self.progress.setFormat(
-                f"Epoch {event.epoch}/{self._epochs_target or '?'} · step {event.step}/{event.steps_per_epoch} · "
-                f"ETA {fmt_duration(event.eta_s)}")
-            self.status.setText(f"{event.samples_per_s:,.0f} samples/s · total loss {event.losses.get('total', 0):.3f}")
-        elif kind == "EpochEnded":
-            self.epoch_events += 1
-            for term in TERMS:
-                if term in event.train_losses:
-                    self.epoch_series[term].append(float(event.epoch), event.train_losses[term])
-            for modality, metrics in event.val_metrics.items():
-                self._val_curve(modality, "accuracy").append(float(event.epoch), metrics["accuracy"])
-                self._val_curve(modality, "weighted_f1").append(float(event.epoch), metrics["weighted_f1"])
-            self._dirty.update(("loss", "val"))
-            val = ", ".join(f"{m} acc {v['accuracy']:.3f} / wF1 {v['weighted_f1']:.3f}" for m, v in event.val_metrics.items())
-            self.append_log(f"Epoch {event.epoch}/{event.epochs}: loss {event.train_losses.get('total', 0):.4f} · "
-                            f"validation {val or 'n/a'} · {event.epoch_time_s:.1f} s")
-        elif kind == "TeachingChanged":
-            self.append_log(f"Epoch {event.epoch}: {event.text}")
-        elif kind == "BestModelSaved":
-            self.append_log(f"Best model saved (epoch {event.epoch}; improved: {', '.join(event.improved)}).")
-            self.best_saved.emit(event.bundle_path)
-        elif kind == "RunStarted":
-            self.run_dir = event.run_dir
-            for modality in event.modalities:  # curves and legend entries once, before the first epoch
-                self._val_curve(modality, "accuracy")
-                self._val_curve(modality, "weighted_f1")
-            self._epochs_target = event.epochs
-            self._set_epoch_axis(event.epochs)
-            active = getattr(event, "active_terms", None) or TERMS
-            self.set_shown_terms(active)
-            ramp_note = self.set_loss_ramp(getattr(event, "term_ramp", 0.0), event.epochs, active)
-            if not self.val_series or not any(s.n for s in self.val_series.values()):
-                self.val_waiting.setText(f"Validation runs at the end of each epoch:\n"
-                                         f"the first points appear when epoch {event.start_epoch + 1} ends.")
-            sizes = ", ".join(f"{m} {n}" for m, n in event.train_sizes.items())
-            backbones = ", ".join(f"{m}: {b}" for m, b in event.backbones.items())
-            self.append_log(f"Run folder: {event.run_dir}")
-            self.append_log(f"{len(event.classes)} classes · training samples {sizes} · device {event.device} · "
-                            f"backbones {backbones} · data {event.pairing}"
-                            + (f" · {event.unlabelled_pairs} unlabelled pairs" if getattr(event, "unlabelled_pairs", 0)
-                               else ""))
-            if ramp_note and event.start_epoch < getattr(event, "term_ramp", 0.0) * event.epochs:
-                self.append_log(ramp_note)
-            self.progress.setFormat(f"Epoch {event.start_epoch + 1}/{event.epochs} · starting…")
-        elif kind == "DataProgress":
-            self.progress.setFormat(f"{event.stage}: {event.done}/{event.total} files")
-        elif kind == "RunEnded":
-            pass  # handled in _on_succeeded with the returned value
+    # ----- engine events (GUI thread): one method per event (events.TrainingEventHandler) ---------
+    def on_event(self, event: TrainingEvent) -> None:
+        send_event(self, event)
+
+    def on_data_progress(self, event: DataProgress) -> None:
+        self.progress.setFormat(f"{event.stage}: {event.done}/{event.total} files")
+
+    def on_run_started(self, event: RunStarted) -> None:
+        self.run_dir = event.run_dir
+        for modality in event.modalities:  # curves and legend entries once, before the first epoch
+            self._val_curve(modality, "accuracy")
+            self._val_curve(modality, "weighted_f1")
+        self._epochs_target = event.epochs
+        self._set_epoch_axis(event.epochs)
+        active = event.active_terms or TERMS
+        self.set_shown_terms(active)
+        ramp_note = self.set_loss_ramp(event.term_ramp, event.epochs, active)
+        if not self.val_series or not any(s.n for s in self.val_series.values()):
+            self.val_waiting.setText(f"Validation runs at the end of each epoch:\n"
+                                     f"the first points appear when epoch {event.start_epoch + 1} ends.")
+        self.append_log(event.summary())
+        if ramp_note and event.start_epoch < event.term_ramp * event.epochs:
+            self.append_log(ramp_note)
+        self.progress.setFormat(f"Epoch {event.start_epoch + 1}/{event.epochs} · starting…")
+
+    def on_batch_ended(self, event: BatchEnded) -> None:
+        self.batch_events += 1
+        x = (event.epoch - 1) + event.step / event.steps_per_epoch
+        for term in TERMS:
+            value = event.losses.get(term)
+            if value is None:
+                continue
+            prev = self._ema.get(term)
+            smooth = value if prev is None else SMOOTHING * prev + (1 - SMOOTHING) * value
+            self._ema[term] = smooth
+            self.loss_series[term].append(x, smooth)
+        self._dirty.add("loss")
+        self.progress.setValue(int(event.progress * 1000))
+        self.progress.setFormat(
+            f"Epoch {event.epoch}/{self._epochs_target or '?'} · step {event.step}/{event.steps_per_epoch} · "
+            f"ETA {fmt_duration(event.eta_s)}")
+        self.status.setText(f"{event.samples_per_s:,.0f} samples/s · total loss {event.losses.get('total', 0):.3f}")
+
+    def on_epoch_ended(self, event: EpochEnded) -> None:
+        self.epoch_events += 1
+        for term in TERMS:
+            if term in event.train_losses:
+                self.epoch_series[term].append(float(event.epoch), event.train_losses[term])
+        for modality, metrics in event.val_metrics.items():
+            self._val_curve(modality, "accuracy").append(float(event.epoch), metrics["accuracy"])
+            self._val_curve(modality, "weighted_f1").append(float(event.epoch), metrics["weighted_f1"])
+        self._dirty.update(("loss", "val"))
+        val = ", ".join(f"{m} acc {v['accuracy']:.3f} / wF1 {v['weighted_f1']:.3f}" for m, v in event.val_metrics.items())
+        self.append_log(f"Epoch {event.epoch}/{event.epochs}: loss {event.train_losses.get('total', 0):.4f} · "
+                        f"validation {val or 'n/a'} · {event.epoch_time_s:.1f} s")
+
+    def on_teaching_changed(self, event: TeachingChanged) -> None:
+        self.append_log(f"Epoch {event.epoch}: {event.text}")
+
+    def on_best_model_saved(self, event: BestModelSaved) -> None:
+        self.append_log(f"Best model saved (epoch {event.epoch}; improved: {', '.join(event.improved)}).")
+        self.best_saved.emit(event.bundle_path)
+
+    def on_run_ended(self, event: RunEnded) -> None:
+        pass  # the job returns the same RunEnded: _on_succeeded shows it
 
     def _on_succeeded(self, result) -> None:
         self.last_result = result
