@@ -14,7 +14,6 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QLabel
 
 
-
 def drop_files(widget, paths) -> None:
     """Drag file URLs onto the widget and drop them, as a file manager would (enter, then drop)."""
     mime = QMimeData()
