@@ -108,7 +108,7 @@ def test_a_run_shows_live_then_frees_start_when_it_finishes(page, engine, qtbot)
     assert page.start_button.isEnabled() and not page.stop_button.isEnabled()
     assert page.progress.format() == "Finished after 2 epoch(s)" and page.progress.value() == 1000
     log = page.log.toPlainText()
-    assert "Run folder: /runs/fake" in log and "Epoch 2/2: loss 0.9000" in log
+    assert "run folder /runs/fake" in log and "Epoch 2/2: loss 0.9000" in log
     assert "Test image: accuracy 0.900" in log
     assert page.run_dir == "/runs/fake" and page.batch_events == 4 and page.epoch_events == 2
     assert points(page.loss_curves["total"]) == 4 and points(page.val_curves[("audio", "accuracy")]) == 2
