@@ -50,6 +50,7 @@ from ..errors import ConfigError, DisComKDError
 from ..model.baselines import MultimodalTeacher
 from .events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted, StopToken,
                      TeachingChanged, TrainingEvent, send_event)
+from .precision import training_layout
 from .schedule import epoch_orders
 from .students import (  # noqa: F401 (BaselineSettings, StudentTargets: part of this module's interface)
     UNLABELLED_METHODS,
@@ -129,7 +130,8 @@ def train_teacher(setup: StudentSetup, progress: RunProgress, stop: StopToken) -
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     shapes = {n: setup.prepared[n].spec.input_shape for n in names}
-    teacher = MultimodalTeacher(names, shapes, setup.backbones, 2 * cfg.embed_dim, len(setup.classes)).to(device)
+    teacher = training_layout(MultimodalTeacher(names, shapes, setup.backbones, 2 * cfg.embed_dim,
+                                                len(setup.classes)).to(device))
     opt = Optimisation(setup, teacher.parameters())
     train_x, train_y = device_rows(setup)
     y_rows = train_y[names[0]]  # identical in every modality once aligned

@@ -43,6 +43,7 @@ from .events import (BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunE
                      TeachingChanged)
 from .metrics import pca_2d
 from .preparation import PreparedModality, prepare_modalities
+from .precision import autocast_dtype, training_layout
 from .schedule import epoch_orders, learning_rate_at, make_optimizer
 
 MAX_EMBEDDING_POINTS = 1500  # per modality, for the 2-D projection on the results page
@@ -172,10 +173,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
     backbones = {n: resolve_backbone(run.config.backbone, specs[n].kind, device.type) for n in names}
     model = DisCoMKD(names, {n: specs[n].input_shape for n in names}, backbones, run.config.embed_dim,
                      len(classes)).to(device)
-    # Channels-last (oneDNN's preferred layout) makes the 2-D encoders' convolutions, batch norms and
-    # poolings train about 1.4 times faster on a CPU (issue 18); only 4-D weights change layout, and
-    # saved weights load into models of either layout.
-    model = model.to(memory_format=torch.channels_last)
+    model = training_layout(model)
     optimizer = make_optimizer(run.config, model.parameters())
     if resume_from is None:
         start = StartingPoint.first_epoch(names, run.config.epochs)
@@ -243,9 +241,10 @@ def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.O
 
 
 def _mixed_precision_fields(config: TrainingConfig, device: torch.device) -> dict:
-    """The session's use_amp, amp_dtype and scaler: bfloat16 where the GPU has it, else float16 with a scaler."""
-    use_amp = device.type == "cuda" and config.mixed_precision
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    """The session's use_amp, amp_dtype and scaler: on a GPU bfloat16 where it has it, else float16 with
+    a scaler; on a CPU bfloat16 where the CPU computes it natively (elsewhere it is emulated, slower)."""
+    dtype = autocast_dtype(device, config.mixed_precision)
+    use_amp, amp_dtype = dtype is not None, dtype or torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     return {"use_amp": use_amp, "amp_dtype": amp_dtype, "scaler": scaler}
 
@@ -330,6 +329,7 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
         specs={n: session.specs[n].to_dict() for n in names},
         backbones=session.backbones,
         device=str(session.device),
+        mixed_precision=str(session.amp_dtype).removeprefix("torch.") if session.use_amp else None,
         world_size=run.dist.world_size,
         epochs_target=session.target_epochs,
         epochs_done=session.start_epoch,
@@ -355,9 +355,16 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
     if ramp_note and session.start_epoch < config.term_ramp * session.target_epochs:
         run.log(ramp_note)
     run.emit(RunStarted(str(run.run_dir), names, session.classes, session.train_sizes, session.start_epoch,
-                        session.target_epochs, session.steps_per_epoch, str(session.device), session.backbones,
+                        session.target_epochs, session.steps_per_epoch, device_text(session), session.backbones,
                         dataset.report.pairing.status,
                         session.unlabelled_pairs, active, config.term_ramp))
+
+
+def device_text(session: TrainingSession) -> str:
+    """'cpu', or 'cpu, bfloat16 mixed precision' when the steps run in reduced precision."""
+    if not session.use_amp:
+        return str(session.device)
+    return f"{session.device}, {str(session.amp_dtype).removeprefix('torch.')} mixed precision"
 
 
 def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock: RunClock) -> EpochTraining:

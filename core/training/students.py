@@ -29,6 +29,7 @@ from ..model.losses import class_conditional_targets, mimicry, teaching_directio
 from ..model.networks import ModalityBranch, ModalityModuleDict, resolve_backbone
 from .events import StopToken
 from .metrics import classification_metrics
+from .precision import autocast_dtype, training_layout
 from .preparation import PreparedModality, prepare_modalities
 from .schedule import epoch_orders, learning_rate_at, make_optimizer
 
@@ -102,9 +103,8 @@ def make_setup(config: TrainingConfig, dataset: MultiModalDataset, device: torch
 
 
 def autocast_for(setup: StudentSetup):
-    use_amp = setup.device.type == "cuda" and setup.config.mixed_precision
-    dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(setup.device.type, dtype=dtype, enabled=use_amp)
+    dtype = autocast_dtype(setup.device, setup.config.mixed_precision)
+    return torch.autocast(setup.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 @torch.no_grad()
@@ -150,8 +150,7 @@ class Optimisation:
     def __init__(self, setup: StudentSetup, params) -> None:
         self.config = setup.config
         self.optimizer = make_optimizer(setup.config, params)
-        use_amp = setup.device.type == "cuda" and setup.config.mixed_precision
-        fp16 = use_amp and not torch.cuda.is_bf16_supported()
+        fp16 = autocast_dtype(setup.device, setup.config.mixed_precision) == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
     def step(self, loss: torch.Tensor, where: str, progress_in_run: float) -> None:
@@ -319,6 +318,7 @@ def train_students(
         n: ModalityBranch(setup.backbones[n], setup.prepared[n].spec.input_shape, cfg.embed_dim, len(setup.classes))
         for n in setup.names
     }).to(device)
+    students = training_layout(students)
     opt = Optimisation(setup, [p for n in names for p in students[n].parameters()])
     best = {n: -1.0 for n in names}
     best_epoch: dict[str, int] = {}
@@ -387,6 +387,7 @@ def branch_with(setup: StudentSetup, name: str, state: dict[str, torch.Tensor]) 
     """A modality's classifier with the given weights, on the setup's device."""
     branch = ModalityBranch(setup.backbones[name], setup.prepared[name].spec.input_shape, setup.config.embed_dim,
                             len(setup.classes)).to(setup.device)
+    branch = training_layout(branch)
     branch.load_state_dict(state)
     return branch
 
