@@ -130,7 +130,7 @@ class TrainingConfig:
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
     device: str = "auto"
-    mixed_precision: bool = True  # used on CUDA only
+    mixed_precision: bool = True  # on CUDA, and bfloat16 on CPUs that compute it natively (training/precision.py)
 
     def validate(self) -> "TrainingConfig":
         def bad(msg: str) -> None:

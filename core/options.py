@@ -150,7 +150,7 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
     g.add_argument("--split", type=_fraction_triple, default=d.split, help="train,val,test fractions")
     g.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=d.seed)
     g.add_argument("--device", choices=DEVICES, default=d.device)
-    g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    g.add_argument("--no-amp", action="store_true", help="train in float32 throughout (default: mixed precision on a GPU, and bfloat16 on a CPU that computes it natively)")
     w = parser.add_argument_group("loss weights (paper: the five DisCoM-KD terms 1, no agreement)")
     for term in LossWeights.TERMS:
         w.add_argument(f"--w-{term}", type=real_number(), default=getattr(d.weights, term), help=LOSS_EXPLANATIONS[term])

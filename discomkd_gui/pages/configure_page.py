@@ -195,8 +195,10 @@ class ConfigurePage(QWidget):
         for d in ("auto", "cpu", "cuda", "mps"):
             self.device.addItem(DEVICE_TEXT[d], d)
         self.device_note = hint_label("checking which devices are available…")
-        self.mixed_precision = QCheckBox("Mixed precision on CUDA")
-        self.mixed_precision.setToolTip("Faster and less memory on an NVIDIA GPU; no effect on a CPU.")
+        self.mixed_precision = QCheckBox("Mixed precision")
+        self.mixed_precision.setToolTip("Faster training: float16/bfloat16 on an NVIDIA GPU, and bfloat16 on a CPU that "
+                                        "computes it natively (recent Xeon, AMD Zen 4); float32 elsewhere. Untick for "
+                                        "float32 throughout.")
         for label, widget in (("Epochs", self.epochs), ("Batch size", self.batch_size),
                               ("Learning rate", self.learning_rate), ("Rate schedule", self.lr_schedule),
                               ("Optimiser", self.optimizer), ("Weight decay", self.weight_decay),
