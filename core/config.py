@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from .data.grouping import pattern_problem
 from .errors import ConfigError
 
 BACKBONES = ("auto", "compact", "resnet18", "cnn1d")
@@ -108,6 +109,10 @@ class ModalitySource:
     name: str
     folder: str
     overrides: dict = field(default_factory=dict)
+    # A regular expression whose first capture group names the file's group (speaker, subject...):
+    # validation and test hold out whole groups (data/grouping.py). '' : the run's group_by;
+    # 'none': split by class only.
+    group: str = ""
 
 
 @dataclass
@@ -128,6 +133,8 @@ class TrainingConfig:
     batch_size: int = 64  # per modality
     epochs: int = 12
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    # Group pattern for every modality without its own (ModalitySource.group); '' splits by class only.
+    group_by: str = ""
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True  # used on CUDA only
@@ -174,6 +181,11 @@ class TrainingConfig:
             bad("The split needs three non-negative fractions (train, validation, test) with train > 0.")
         if abs(sum(self.split) - 1.0) > 1e-6:
             bad(f"The split fractions must add up to 1 (they add up to {sum(self.split):.3f}).")
+        for where, pattern in [("", self.group_by), *((f" of the modality '{m.name}'", m.group)
+                                                       for m in self.modalities)]:
+            problem = pattern_problem(pattern)
+            if problem:
+                bad(problem.replace("The group pattern", f"The group pattern{where}", 1))
         if self.split[1] == 0:
             # Model selection (each modality's best epoch) and the unlabelled-pairs term both read the
             # validation scores; without them the run would silently keep its last epoch.
