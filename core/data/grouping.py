@@ -22,6 +22,8 @@ def pattern_problem(pattern: str) -> str:
     """Why ``pattern`` cannot group files ('' when it can, and for '' or 'none': no grouping)."""
     if not pattern or pattern == NO_GROUPS:
         return ""
+    if not isinstance(pattern, str):
+        return f"The group pattern must be text, a regular expression (got {pattern!r})."
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
