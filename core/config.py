@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .data.grouping import pattern_problem
 from .errors import ConfigError
 
 BACKBONES = ("auto", "compact", "resnet18", "cnn1d")
@@ -86,6 +86,28 @@ LOSS_PRESETS: dict[str, LossWeights] = {
 DEFAULT_TERM_RAMP = 0.3
 # Schedule settings a preset carries besides its weights (the paper's objective has no ramp).
 PRESET_SCHEDULES: dict[str, dict] = {PAPER: {"term_ramp": 0.0, "grl_schedule": "constant", "grl_lambda": 1.0}}
+
+
+# Group patterns (data/grouping.py): a regular expression whose first capture group names a file's
+# group (speaker, subject...). Checked here, with the other settings.
+NO_GROUPS = "none"  # a modality's ``:group=none``: split it by class only, whatever --group-by says
+EXAMPLE = r"_([a-z]+)_ reads the speaker 'george' from 0_george_12.wav"
+
+
+def pattern_problem(pattern: str) -> str:
+    """Why ``pattern`` cannot group files ('' when it can, and for '' or 'none': no grouping)."""
+    if not pattern or pattern == NO_GROUPS:
+        return ""
+    if not isinstance(pattern, str):
+        return f"The group pattern must be text, a regular expression (got {pattern!r})."
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        return f"The group pattern '{pattern}' is not a regular expression ({exc}). For example {EXAMPLE}."
+    if compiled.groups < 1:
+        return (f"The group pattern '{pattern}' has no capture group: put the part of the file name that names "
+                f"the group in parentheses. For example {EXAMPLE}.")
+    return ""
 
 
 def _is_whole(value) -> bool:

@@ -13,17 +13,19 @@ import re
 from .config import (
     BACKBONES,
     DEVICES,
+    EXAMPLE,
     GRL_SCHEDULES,
     LOSS_EXPLANATIONS,
     LR_SCHEDULES,
+    NO_GROUPS,
     OPTIMIZERS,
     ORTHOGONALITY,
     LossWeights,
     ModalitySource,
     TrainingConfig,
     paper_objective,
+    pattern_problem,
 )
-from .data.grouping import EXAMPLE, NO_GROUPS, pattern_problem
 
 # The largest image side and signal length a model bundle accepts (model/bundle.py checks the same).
 MAX_SIDE = 8192

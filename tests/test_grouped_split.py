@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from discomkd.config import ModalitySource, TrainingConfig
+from discomkd.config import ModalitySource, TrainingConfig, pattern_problem
 from discomkd.data.dataset import ModalityData, combine_modalities
-from discomkd.data.grouping import file_groups, name_below_class, pattern_problem
+from discomkd.data.grouping import file_groups, name_below_class
 from discomkd.data.spec import ModalitySpec
 from discomkd.data.split import PARTS, split_dataset
 from discomkd.errors import ConfigError, DataError

@@ -1,6 +1,6 @@
 """Which files belong together (the same speaker, subject, session or recording site), read from
 their names with a regular expression: validation and test then hold out whole groups, so that
-they measure what a new speaker or subject will see (see split.grouped_split).
+they measure what a new speaker or subject will see (see split.assign_groups).
 
 A pattern is searched (``re.search``) in each file's path below its class folder, with ``/``
 between folders: ``0_george_12.wav``, or ``subject03/take2.png``. Its first capture group is the
@@ -12,26 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 
+from ..config import NO_GROUPS, pattern_problem
 from ..errors import DataError
-
-NO_GROUPS = "none"  # a modality's ``:group=none``: split it by class only, whatever --group-by says
-EXAMPLE = r"_([a-z]+)_ reads the speaker 'george' from 0_george_12.wav"
-
-
-def pattern_problem(pattern: str) -> str:
-    """Why ``pattern`` cannot group files ('' when it can, and for '' or 'none': no grouping)."""
-    if not pattern or pattern == NO_GROUPS:
-        return ""
-    if not isinstance(pattern, str):
-        return f"The group pattern must be text, a regular expression (got {pattern!r})."
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        return f"The group pattern '{pattern}' is not a regular expression ({exc}). For example {EXAMPLE}."
-    if compiled.groups < 1:
-        return (f"The group pattern '{pattern}' has no capture group: put the part of the file name that names "
-                f"the group in parentheses. For example {EXAMPLE}.")
-    return ""
 
 
 def effective_pattern(own: str, shared: str) -> str:

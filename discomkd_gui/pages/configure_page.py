@@ -33,8 +33,8 @@ from discomkd.config import (
     LossWeights,
     TrainingConfig,
 )
-from discomkd.data.grouping import EXAMPLE as GROUP_EXAMPLE
-from discomkd.data.grouping import pattern_problem
+from discomkd.config import EXAMPLE as GROUP_EXAMPLE
+from discomkd.config import pattern_problem
 from discomkd.data.spec import AUGMENTATIONS
 from discomkd.errors import ConfigError
 
