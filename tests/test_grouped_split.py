@@ -218,6 +218,10 @@ def test_train_records_the_held_out_groups_in_run_json_the_bundle_and_the_start(
     predictions = json.loads((tmp / "run" / "test_predictions.json").read_text())
     test_files = predictions["modalities"]["audio"]["files"]
     assert len(test_files) == 6 and all(f"_{held['test'][0]}_" in f for f in test_files)
+    # continuing (here: refitting the calibration only) splits the same way
+    assert main(["continue", str(tmp / "run"), "--epochs", "0"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp / "run" / "run.json").read_text())["data"]["split_groups"] == grouping
 
 
 def test_train_refuses_a_pattern_that_misses_files_or_too_few_groups_before_any_epoch(speaker_folders, capsys):
