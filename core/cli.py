@@ -90,7 +90,9 @@ class ConsoleReporter:
             self.err.write("\r\033[K")
 
     def _print_data_problems(self, run_dir: str, limit: int = 10) -> None:
-        """Skipped files and missing classes, which the user must see before waiting for a training."""
+        """Groups held out, skipped files and missing classes, which the user must see before waiting
+        for a training."""
+        from .data.split import split_group_lines
         from .errors import DataError
         from .storage import runs
 
@@ -98,6 +100,8 @@ class ConsoleReporter:
             data = runs.read_run_record(Path(run_dir)).get("data", {})
         except DataError:
             return
+        for line in split_group_lines(data.get("split_groups") or {}):
+            print(line, file=self.out)
         counts = data.get("skipped_count") or {}
         for name, skipped in (data.get("skipped") or {}).items():
             count = counts.get(name, len(skipped))  # run.json keeps the first ones; the count is the true one

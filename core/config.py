@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import ConfigError
@@ -87,6 +88,28 @@ DEFAULT_TERM_RAMP = 0.3
 PRESET_SCHEDULES: dict[str, dict] = {PAPER: {"term_ramp": 0.0, "grl_schedule": "constant", "grl_lambda": 1.0}}
 
 
+# Group patterns (data/grouping.py): a regular expression whose first capture group names a file's
+# group (speaker, subject...). Checked here, with the other settings.
+NO_GROUPS = "none"  # a modality's ``:group=none``: split it by class only, whatever --group-by says
+EXAMPLE = r"_([a-z]+)_ reads the speaker 'george' from 0_george_12.wav"
+
+
+def pattern_problem(pattern: str) -> str:
+    """Why ``pattern`` cannot group files ('' when it can, and for '' or 'none': no grouping)."""
+    if not pattern or pattern == NO_GROUPS:
+        return ""
+    if not isinstance(pattern, str):
+        return f"The group pattern must be text, a regular expression (got {pattern!r})."
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        return f"The group pattern '{pattern}' is not a regular expression ({exc}). For example {EXAMPLE}."
+    if compiled.groups < 1:
+        return (f"The group pattern '{pattern}' has no capture group: put the part of the file name that names "
+                f"the group in parentheses. For example {EXAMPLE}.")
+    return ""
+
+
 def _is_whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -108,6 +131,10 @@ class ModalitySource:
     name: str
     folder: str
     overrides: dict = field(default_factory=dict)
+    # A regular expression whose first capture group names the file's group (speaker, subject...):
+    # validation and test hold out whole groups (data/grouping.py). '' : the run's group_by;
+    # 'none': split by class only.
+    group: str = ""
 
 
 @dataclass
@@ -128,6 +155,8 @@ class TrainingConfig:
     batch_size: int = 64  # per modality
     epochs: int = 12
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    # Group pattern for every modality without its own (ModalitySource.group); '' splits by class only.
+    group_by: str = ""
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True  # on CUDA, and bfloat16 on CPUs that compute it natively (training/precision.py)
@@ -174,6 +203,11 @@ class TrainingConfig:
             bad("The split needs three non-negative fractions (train, validation, test) with train > 0.")
         if abs(sum(self.split) - 1.0) > 1e-6:
             bad(f"The split fractions must add up to 1 (they add up to {sum(self.split):.3f}).")
+        for where, pattern in [("", self.group_by), *((f" of the modality '{m.name}'", m.group)
+                                                       for m in self.modalities)]:
+            problem = pattern_problem(pattern)
+            if problem:
+                bad(problem.replace("The group pattern", f"The group pattern{where}", 1))
         if self.split[1] == 0:
             # Model selection (each modality's best epoch) and the unlabelled-pairs term both read the
             # validation scores; without them the run would silently keep its last epoch.

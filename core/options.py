@@ -13,27 +13,44 @@ import re
 from .config import (
     BACKBONES,
     DEVICES,
+    EXAMPLE,
     GRL_SCHEDULES,
     LOSS_EXPLANATIONS,
     LR_SCHEDULES,
+    NO_GROUPS,
     OPTIMIZERS,
     ORTHOGONALITY,
     LossWeights,
     ModalitySource,
     TrainingConfig,
     paper_objective,
+    pattern_problem,
 )
 
 # The largest image side and signal length a model bundle accepts (model/bundle.py checks the same).
 MAX_SIDE = 8192
 MAX_SIGNAL_LENGTH = 10_000_000
+_OPTION_KEYS = ("bands", "size", "length", "kind", "length_mode", "augmentation")
 _MODALITY_RE = re.compile(r"^(?P<name>[^=]+)=(?P<folder>.+?)(?::(?P<options>[a-z_]+=[^:]*(?::[a-z_]+=[^:]*)*))?$")
 
 
 def parse_modality_arg(text: str) -> ModalitySource:
     """``NAME=DIR`` with optional ``:bands=4,3,2`` (1-based), ``:size=64x64``, ``:length=N``,
-    ``:augmentation=none|shift|flips_rot90|flips_rot90_shift``, ``:kind=image|audio|signal``."""
-    match = _MODALITY_RE.match(text.strip())
+    ``:augmentation=none|shift|flips_rot90|flips_rot90_shift``, ``:kind=image|audio|signal``, and last
+    ``:group=REGEX`` (the rest of the text, colons included: a regular expression whose first capture
+    group names each file's group, or ``none``; see data/grouping.py)."""
+    head, has_group, group = text.strip().partition(":group=")
+    if has_group:
+        later = re.search(r":(%s)=" % "|".join(_OPTION_KEYS), group)
+        if later:
+            raise argparse.ArgumentTypeError(
+                f"'{text}': put ':group=' last, after ':{later.group(1)}=' (the group pattern takes the rest of the "
+                "text, colons included)")
+        problem = pattern_problem(group) if group else "The group pattern is empty; give a regular expression " \
+            "whose first capture group names the group, or 'none'."
+        if problem:
+            raise argparse.ArgumentTypeError(f"'{text}': {problem}")
+    match = _MODALITY_RE.match(head)
     if not match:
         raise argparse.ArgumentTypeError(f"'{text}' is not NAME=DIR (for example image=./data/rgb)")
     overrides: dict = {}
@@ -67,7 +84,7 @@ def parse_modality_arg(text: str) -> ModalitySource:
                 raise ValueError(f"unknown option '{key}'")
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"'{text}': {exc}") from exc
-    return ModalitySource(match.group("name").strip(), match.group("folder"), overrides)
+    return ModalitySource(match.group("name").strip(), match.group("folder"), overrides, group)
 
 
 def input_path(text: str) -> str:
@@ -133,6 +150,14 @@ def _fraction_triple(text: str) -> tuple[float, float, float]:
     return tuple(parts)  # type: ignore[return-value]
 
 
+def group_pattern(text: str) -> str:
+    """argparse type: a group pattern (a regular expression with a capture group) or 'none'."""
+    problem = pattern_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConfig | None = None) -> None:
     """Add every training setting (epochs, optimiser, loss weights, GRL, ...) with ``defaults``' values."""
     d = defaults or TrainingConfig()
@@ -148,6 +173,11 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
                    help="auto: compact CNN on CPU, ResNet-18 on GPU; signals always use the 1-D CNN")
     g.add_argument("--embed-dim", type=whole_number(2, 4096), default=d.embed_dim, help="size of z_inv, z_inf, z_irr (paper: 256)")
     g.add_argument("--split", type=_fraction_triple, default=d.split, help="train,val,test fractions")
+    g.add_argument("--group-by", type=group_pattern, default=d.group_by, metavar="REGEX",
+                   help="hold out whole groups of files (speakers, subjects, sessions) in validation and test: a "
+                        "regular expression searched in each file's path below its class folder, whose first "
+                        f"capture group names the group (e.g. {EXAMPLE}); a modality's own ':group=REGEX' or "
+                        f"':group={NO_GROUPS}' wins over it")
     g.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=d.seed)
     g.add_argument("--device", choices=DEVICES, default=d.device)
     g.add_argument("--no-amp", action="store_true", help="train in float32 throughout (default: mixed precision on a GPU, and bfloat16 on a CPU that computes it natively)")
@@ -188,6 +218,7 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
         batch_size=args.batch_size,
         epochs=args.epochs,
         split=tuple(args.split),
+        group_by=args.group_by,
         seed=args.seed,
         device=args.device,
         mixed_precision=not args.no_amp,

@@ -124,9 +124,24 @@ class ModelBundle:
                 line += f", test accuracy {test['accuracy']:.3f}, weighted F1 {test['weighted_f1']:.3f}"
             lines.append(line)
             lines.append("    " + calibration_summary(self.calibration(name), test))
+        lines.extend(_split_group_summary(md.get("training")))
         versions = md.get("versions", {})
         lines.append("trained with " + ", ".join(f"{k} {v}" for k, v in versions.items()))
         return lines
+
+
+def _split_group_summary(training) -> list[str]:
+    """Which groups of files (speakers, subjects...) validation and test held out, when the run grouped
+    them; nothing for a run split by class only, or for metadata not shaped as the trainer writes it."""
+    from ..data.split import split_group_lines
+
+    groups = training.get("split_groups") if isinstance(training, dict) else None
+    if not groups or not isinstance(groups, dict):
+        return []
+    try:
+        return ["split: " + line for line in split_group_lines(groups)]
+    except (KeyError, TypeError, AttributeError):
+        return []
 
 
 def make_metadata(

@@ -21,6 +21,7 @@ from ..config import LossWeights, TrainingConfig, ramp_explanation
 from ..data.augment import augment_batch
 from ..data.dataset import MultiModalDataset
 from ..data.spec import ModalitySpec
+from ..data.split import split_group_lines
 from ..errors import DisComKDError, TrainingError
 from ..model.bundle import make_metadata, save_bundle
 from ..model.losses import (
@@ -119,6 +120,11 @@ class TrainingSession:
     def unlabelled_pairs(self) -> int:
         """How many unlabelled recordings the training learns from (0: none, or the term is off)."""
         return 0 if self.unlabelled_x is None else int(next(iter(self.unlabelled_x.values())).shape[0])
+
+    @property
+    def split_groups(self) -> dict[str, dict]:
+        """Per modality split by groups of files, which groups each part holds (SplitIndices.group_record)."""
+        return {n: p.grouping for n, p in self.prepared.items() if p.grouping is not None}
 
 
 @dataclass
@@ -346,11 +352,14 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             "skipped_count": {n: len(skipped[n]) for n in names},
             "skipped_list": runs.SKIPPED_FILE if any(skipped.values()) else None,
             "train_sizes": session.train_sizes,
+            "split_groups": session.split_groups,
         },
     )
     active = config.weights.active_terms(session.unlabelled_pairs)
     run.log(f"start: epochs {session.start_epoch + 1}..{session.target_epochs} on {session.device}, "
             f"backbones {session.backbones}, train sizes {session.train_sizes}")
+    for line in split_group_lines(session.split_groups):
+        run.log(line)
     ramp_note = ramp_explanation(config.term_ramp, session.target_epochs, active)
     if ramp_note and session.start_epoch < config.term_ramp * session.target_epochs:
         run.log(ramp_note)
@@ -524,8 +533,11 @@ def diverged_error(session: TrainingSession, what: str) -> TrainingError:
 
 def bundle_metadata(run: ActiveRun, session: TrainingSession, test_metrics: dict | None = None) -> dict:
     config = session.config
+    training = config.to_dict()
+    if session.split_groups:  # which groups validation and test held out, beside the split's fractions
+        training["split_groups"] = session.split_groups
     return make_metadata(session.classes, session.specs, session.backbones, config.embed_dim, session.best,
-                         config.to_dict(), test_metrics, run.record.get("name"), session.calibration)
+                         training, test_metrics, run.record.get("name"), session.calibration)
 
 
 def calibrate_modality(session: TrainingSession, modality: str) -> dict:

@@ -3,7 +3,7 @@ split's statistics and, for paired files, aligned row by row across modalities."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from ..config import TrainingConfig
 from ..data.dataset import ModalityData, MultiModalDataset, combine_modalities, unlabelled_pairs
 from ..data.load import load_modality
 from ..data.spec import ModalitySpec
+from ..data.grouping import effective_pattern
 from ..data.split import SplitIndices, split_dataset, with_statistics
 from ..errors import ConfigError
 from .events import DataProgress, EventCallback, StopToken
@@ -30,6 +31,9 @@ class PreparedModality:
     unlabelled: torch.Tensor | None = None
     # Rows of ``data`` (and so of ``data.files``) in each split, in the order of ``x`` and ``y``.
     rows: dict[str, np.ndarray] | None = None
+    # How whole groups of files (speakers, subjects...) were held out (SplitIndices.group_record);
+    # None when the modality was split by class only.
+    grouping: dict | None = None
 
 
 def prepare_modalities(
@@ -38,7 +42,7 @@ def prepare_modalities(
 ) -> dict[str, PreparedModality]:
     """Split, standardise with the training split's statistics, and, when the files are paired,
     order every split so that row i is the same (class, file stem) in every modality."""
-    splits = split_dataset(dataset, tuple(config.split), config.seed)
+    splits = split_dataset(dataset, tuple(config.split), config.seed, group_patterns(config))
     paired = dataset.report.pairing.status == "paired"
     reference: dict[str, dict[tuple[str, str], int]] = {}
     prepared = {}
@@ -51,7 +55,7 @@ def prepare_modalities(
         x = {part: torch.from_numpy(spec.normalize(modality.x[getattr(split, part)])) for part in ("train", "val", "test")}
         y = {part: torch.from_numpy(labels[getattr(split, part)]) for part in ("train", "val", "test")}
         rows = {part: getattr(split, part) for part in ("train", "val", "test")}
-        prepared[modality.name] = PreparedModality(modality, spec, x, y, rows=rows)
+        prepared[modality.name] = PreparedModality(modality, spec, x, y, rows=rows, grouping=split.group_record())
     stems = unlabelled_pairs(dataset.modalities)
     if stems:
         for modality in dataset.modalities:
@@ -85,7 +89,12 @@ def _aligned_split(modality: ModalityData, split: SplitIndices,
             raise ConfigError("The modalities are not paired file by file. Check that every file name exists "
                               "in every modality, or rename the files so that they differ.")
         parts[part] = rows[np.argsort([reference[part][key] for key in keys], kind="stable")]
-    return SplitIndices(**parts)
+    return replace(split, **parts)
+
+
+def group_patterns(config: TrainingConfig) -> dict[str, str]:
+    """Each modality's group pattern: its own (':group='), else the run's (--group-by); '' for none."""
+    return {s.name: effective_pattern(getattr(s, "group", ""), config.group_by) for s in config.modalities}
 
 
 def load_dataset(

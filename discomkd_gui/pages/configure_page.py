@@ -33,6 +33,8 @@ from discomkd.config import (
     LossWeights,
     TrainingConfig,
 )
+from discomkd.config import EXAMPLE as GROUP_EXAMPLE
+from discomkd.config import pattern_problem
 from discomkd.data.spec import AUGMENTATIONS
 from discomkd.errors import ConfigError
 
@@ -230,6 +232,7 @@ class ConfigurePage(QWidget):
         form.addRow("Embedding size", self.embed_dim)
         form.addRow("Split", self._split_row())
         form.addRow("Seed", self.seed)
+        form.addRow("Group files by", self._group_by_field())
         return network
 
     def _split_row(self) -> QHBoxLayout:
@@ -293,6 +296,26 @@ class ConfigurePage(QWidget):
         self.split_val.setMaximum(round(1.0 - self.split_train.value(), 2))
         test = max(0.0, 1.0 - self.split_train.value() - self.split_val.value())
         self.split_test.setText(f"test {test:.2f}" + (" (no test metrics)" if test < 0.005 else ""))
+
+    def _group_by_field(self) -> QLineEdit:
+        """A group pattern for the split (speakers, subjects...), checked as it is typed."""
+        self.group_by = QLineEdit()
+        self.group_by.setObjectName("groupBy")
+        self.group_by.setPlaceholderText("none: split by class")
+        self.group_by.setToolTip(
+            "Hold out whole groups of files (speakers, subjects, sessions, sites) in validation and test, so that "
+            "they measure what new ones will see and the calibration is fitted on them: a regular expression "
+            "searched in each file's path below its class folder, whose first group in parentheses names the group. "
+            f"Example: {GROUP_EXAMPLE}. Empty: files are split by class only.")
+        self.group_by.textChanged.connect(self._check_group_by)
+        return self.group_by
+
+    def _check_group_by(self) -> None:
+        problem = pattern_problem(self.group_by.text().strip())
+        self.group_by.setProperty("invalid", bool(problem))
+        self.group_by.setStatusTip(problem)
+        self.group_by.style().unpolish(self.group_by)
+        self.group_by.style().polish(self.group_by)
 
     def _check_learning_rate(self) -> None:
         ok = self.learning_rate.hasAcceptableInput()
@@ -366,6 +389,7 @@ class ConfigurePage(QWidget):
             "batch_size": self.batch_size.value(),
             "epochs": self.epochs.value(),
             "split": [train, val, round(max(0.0, 1.0 - train - val), 4)],
+            "group_by": self.group_by.text().strip(),
             "seed": self.seed.value(),
             "device": self.device.currentData(),
             "mixed_precision": self.mixed_precision.isChecked(),
@@ -403,6 +427,7 @@ class ConfigurePage(QWidget):
         self.split_val.setValue(config.split[1])
         self._split_changed()
         self.seed.setValue(config.seed)
+        self.group_by.setText(config.group_by)
         self.device.setCurrentIndex(max(0, self.device.findData(config.device)))
         self.mixed_precision.setChecked(config.mixed_precision)
         for name, choice in (values.get("augmentation") or {}).items():
