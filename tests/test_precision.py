@@ -29,12 +29,13 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
         return real_open(cpuinfo if path == "/proc/cpuinfo" else path, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", fake_open)
+    read_flags = precision.cpu_has_native_bfloat16.__wrapped__  # the answer is cached once read
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
-    assert not precision.cpu_has_native_bfloat16()
+    assert not read_flags()
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n")
-    assert precision.cpu_has_native_bfloat16()
+    assert read_flags()
     cpuinfo.unlink()  # not Linux, or no access: float32
-    assert not precision.cpu_has_native_bfloat16()
+    assert not read_flags()
 
 
 def test_the_run_says_how_its_steps_ran(tiny_demo, tmp_path, monkeypatch):

@@ -335,7 +335,7 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
         specs={n: session.specs[n].to_dict() for n in names},
         backbones=session.backbones,
         device=str(session.device),
-        mixed_precision=str(session.amp_dtype).removeprefix("torch.") if session.use_amp else None,
+        mixed_precision=mixed_precision_name(session),
         world_size=run.dist.world_size,
         epochs_target=session.target_epochs,
         epochs_done=session.start_epoch,
@@ -369,11 +369,15 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
                         session.unlabelled_pairs, active, config.term_ramp))
 
 
+def mixed_precision_name(session: TrainingSession) -> str | None:
+    """'bfloat16' or 'float16' when the steps autocast to it, else None (float32)."""
+    return str(session.amp_dtype).removeprefix("torch.") if session.use_amp else None
+
+
 def device_text(session: TrainingSession) -> str:
     """'cpu', or 'cpu, bfloat16 mixed precision' when the steps run in reduced precision."""
-    if not session.use_amp:
-        return str(session.device)
-    return f"{session.device}, {str(session.amp_dtype).removeprefix('torch.')} mixed precision"
+    name = mixed_precision_name(session)
+    return f"{session.device}, {name} mixed precision" if name else str(session.device)
 
 
 def train_one_epoch(run: ActiveRun, session: TrainingSession, epoch: int, clock: RunClock) -> EpochTraining:

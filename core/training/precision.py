@@ -4,10 +4,13 @@ against the student alone, stay exact)."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 
+@functools.cache  # the CPU does not change; baselines ask at every step
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX on x86, read from Linux's
     /proc/cpuinfo): there oneDNN's bfloat16 convolutions train the compact CNN about 1.5 times faster
