@@ -22,6 +22,8 @@ from discomkd.training.compare import (
     ComparisonResult,
     CompareProgress,
     read_comparison,
+    convergence_warnings,
+    late_gain,
     run_comparison,
     summarise,
 )
@@ -256,13 +258,40 @@ def test_comparison_table_formatting():
     md = result.to_markdown()
     assert "| DisCoM-KD | rgb | no | 0.700 ± 0.141 | 0.800 ± 0.141 |  |  | 2 | 4/10 | 15.0 |" in md
     assert "- Teacher + KD (Hinton): needs paired data" in md
-    assert "- DisCoM-KD, rgb: best epoch 10 of 10 (in the last 20%): train longer" in md
+    assert "- DisCoM-KD, rgb: best epoch 10 of 10 (in the last 20%, which raised" in md  # no curve: flagged
     csv_lines = result.to_csv().splitlines()
     assert csv_lines[0] == ("method,label,modality,unlabelled,wf1_mean,wf1_std,acc_mean,acc_std,time_s,n_runs,"
                             "diff_mean,diff_ci_low,diff_ci_high,diff_wilcoxon_p,diff_seeds,verdict,"
                             "strongest_baseline,vs_strongest_mean,vs_strongest_ci_low,vs_strongest_ci_high,"
                             "vs_strongest_wilcoxon_p,vs_strongest_seeds,vs_strongest_verdict")
     assert csv_lines[1].startswith("discomkd,DisCoM-KD,rgb,no,0.7000,0.1414,0.8000,0.1414,15.0000,2")
+
+
+def test_convergence_check_flags_a_late_climb_not_a_late_plateau():
+    """A late best epoch is flagged when the last 20% of the epochs raised the best validation F1 by
+    more than a point; on a plateau (the cosine schedule's flat tail) it is not."""
+    plateau = [0.5 + 0.01 * e for e in range(8)] + [0.575, 0.579]  # best at 10, +0.9 points late
+    climbing = [0.5 + 0.01 * e for e in range(8)] + [0.59, 0.60]   # best at 10, +3 points late
+    early = [0.5, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]      # best at 2
+    per_run = [{"method": "discomkd", "seed": s, "status": "finished", "time_s": 1.0,
+                "metrics": {"weak": {"weighted_f1": 0.6, "accuracy": 0.6, "best_epoch": 10, "val_curve": c},
+                            "strong": {"weighted_f1": 0.9, "accuracy": 0.9, "best_epoch": 2, "val_curve": early}}}
+               for s, c in ((0, plateau), (1, climbing))]
+    assert late_gain(plateau, 10) == pytest.approx(0.009)
+    assert late_gain(plateau[:9], 10) is None  # a curve that does not cover the run proves nothing
+    warnings = convergence_warnings(per_run, 10)
+    assert len(warnings) == 1 and warnings[0].startswith("DisCoM-KD, weak: best epoch 10 (+3.0) of 10")
+    assert convergence_warnings(per_run[:1], 10) == []
+
+
+def test_runs_record_their_validation_curve(paired_setup):
+    config, dataset = paired_setup
+    for method in ("student", "discomkd"):
+        run = run_method(method, replace(config, epochs=2), dataset)
+        for name in ("a", "b"):
+            curve = run.test_metrics[name]["val_curve"]
+            assert len(curve) == 2 and all(0.0 <= f <= 1.0 for f in curve), (method, curve)
+            assert run.test_metrics[name]["best_epoch"] == 1 + curve.index(max(curve))
 
 
 def test_paired_differences_to_the_student_and_verdicts():

@@ -39,6 +39,7 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ from ..config import LossWeights, TrainingConfig, paper_objective
 from ..data.augment import augment_batch
 from ..data.dataset import MultiModalDataset
 from ..errors import ConfigError, DisComKDError
+from ..storage import runs
 from ..model.baselines import MultimodalTeacher
 from .events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted, StopToken,
                      TeachingChanged, TrainingEvent, send_event)
@@ -275,8 +277,16 @@ def run_discomkd_variant(
     with tempfile.TemporaryDirectory(prefix="discomkd-compare-") as tmp:
         ended: RunEnded = train(variant, run_dir=tmp, on_event=RunProgressHandler(progress, config.epochs), stop=stop,
                                 dataset=dataset)
-    metrics = {n: slim_metrics(m) for n, m in (ended.test_metrics or {}).items()}
+        history = runs.read_history(Path(tmp))
+    metrics = {n: dict(slim_metrics(m), val_curve=validation_curve(history, n))
+               for n, m in (ended.test_metrics or {}).items()}
     return BaselineRun(method, config.seed, ended.status, ended.reason, time.perf_counter() - t0, metrics)
+
+
+def validation_curve(history: list[dict], modality: str) -> list[float]:
+    """A modality's validation weighted F1 at each epoch of a run's history (for the convergence check)."""
+    return [round(float(h["val"][modality]["weighted_f1"]), 4) for h in history
+            if modality in h.get("val", {})]
 
 
 def run_method(

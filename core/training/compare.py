@@ -71,6 +71,9 @@ DEFAULT = "discomkd"  # the method the verdict is about
 # of them given the same data (the unlabelled recordings too, when the default learnt from them).
 BASELINES = ("student", "kd", "dkd", "dml", "distill", "self_training")
 LATE_BEST_EPOCH = 0.8  # a best epoch after this share of the epochs: the run may not have converged
+# ... unless the validation curve says it had: the last epochs raised the best validation weighted F1
+# by at most this much (a plateau tolerance, as early stopping's min_delta; one point of F1).
+LATE_GAIN_TOLERANCE = 0.01
 FORMAT_VERSION = 3  # 2: paired differences to the student alone and convergence warnings; 3: uses_unlabelled per run
 COMPARISON_FILES = ("comparison.md", "comparison.csv", "per_run.json")
 
@@ -332,21 +335,42 @@ def _verdict_detail(row: dict, prefix: str = "diff") -> str:
 
 
 def convergence_warnings(per_run: list[dict], epochs: int) -> list[str]:
-    """One line per method and modality whose best epoch fell in the last 20% of the epochs on some seed:
-    such a model was still improving, so the comparison measures speed, not the method."""
+    """One line per method and modality that was still improving at the end on some seed: its best
+    epoch fell in the last 20% of the epochs and those epochs raised the best validation weighted F1
+    by more than LATE_GAIN_TOLERANCE (a run without a recorded validation curve counts as improving).
+    Such a comparison measures speed, not the method. A late best epoch on a plateau (the cosine
+    schedule's flat tail) is not flagged."""
     if epochs < 5:
         return [f"Only {epochs} epoch(s): every model is still improving; compare at convergence "
                 "(more epochs, best epoch well before the last)."] if per_run else []
-    late: dict[tuple[str, str], list[int]] = {}
+    late: dict[tuple[str, str], list[str]] = {}
     for p in per_run:
         if p["status"] != "finished":
             continue
         for name, m in p["metrics"].items():
-            if m.get("best_epoch", 0) > LATE_BEST_EPOCH * epochs:
-                late.setdefault((p["method"], name), []).append(int(m["best_epoch"]))
-    return [f"{METHODS.get(method, method)}, {name}: best epoch {', '.join(map(str, sorted(e)))} of {epochs} "
-            f"(in the last {100 * (1 - LATE_BEST_EPOCH):.0f}%): train longer before trusting this row."
+            if m.get("best_epoch", 0) <= LATE_BEST_EPOCH * epochs:
+                continue
+            gain = late_gain(m.get("val_curve") or [], epochs)
+            if gain is None or gain > LATE_GAIN_TOLERANCE:
+                late.setdefault((p["method"], name), []).append(
+                    f"{m['best_epoch']}" + (f" (+{100 * gain:.1f})" if gain is not None else ""))
+    return [f"{METHODS.get(method, method)}, {name}: best epoch {', '.join(sorted(e, key=_leading_int))} of {epochs} "
+            f"(in the last {100 * (1 - LATE_BEST_EPOCH):.0f}%, which raised the best validation F1 by more than "
+            f"{100 * LATE_GAIN_TOLERANCE:.0f} point, in brackets): train longer before trusting this row."
             for (method, name), e in late.items()]
+
+
+def late_gain(val_curve: list[float], epochs: int) -> float | None:
+    """How much the last 20% of the epochs raised the best validation score over the epochs before
+    them; None when the curve does not cover the run."""
+    cut = int(LATE_BEST_EPOCH * epochs)
+    if len(val_curve) != epochs or cut < 1:
+        return None
+    return max(val_curve[cut:]) - max(val_curve[:cut])
+
+
+def _leading_int(text: str) -> int:
+    return int(text.split()[0])
 
 
 def past_epoch_seconds(config: TrainingConfig) -> float | None:

@@ -322,6 +322,7 @@ def train_students(
     opt = Optimisation(setup, [p for n in names for p in students[n].parameters()])
     best = {n: -1.0 for n in names}
     best_epoch: dict[str, int] = {}
+    val_curves: dict[str, list[float]] = {n: [] for n in names}  # for the comparison's convergence check
     best_states: dict[str, dict[str, torch.Tensor]] = {}
     for n in names if init_states else ():
         students[n].load_state_dict(init_states[n])
@@ -365,6 +366,8 @@ def train_students(
             p = setup.prepared[n]
             metrics = split_metrics(eval_logits(students[n], p.x["val"], device), p.y["val"], setup.classes)
             score = metrics["weighted_f1"] if metrics else float(epoch)
+            if metrics:
+                val_curves[n].append(round(float(score), 4))
             if score > best[n]:
                 best[n], best_epoch[n] = score, epoch
                 best_states[n] = {k: v.detach().clone() for k, v in students[n].state_dict().items()}
@@ -377,7 +380,7 @@ def train_students(
         p = setup.prepared[n]
         metrics = split_metrics(eval_logits(students[n], p.x["test"], device), p.y["test"], setup.classes)
         if metrics:
-            test[n] = dict(slim_metrics(metrics), best_epoch=best_epoch[n])
+            test[n] = dict(slim_metrics(metrics), best_epoch=best_epoch[n], val_curve=val_curves[n])
     if stopped:
         return StudentsResult("stopped", "Stopped early; the best epoch so far was evaluated.", test, best, best_states)
     return StudentsResult("finished", f"Finished {cfg.epochs} epochs.", test, best, best_states)
@@ -394,7 +397,7 @@ def branch_with(setup: StudentSetup, name: str, state: dict[str, torch.Tensor]) 
 
 def slim_metrics(metrics: dict) -> dict:
     """The metrics kept per run (no per-class table)."""
-    keep = ("n", "accuracy", "weighted_f1", "macro_f1", "confusion", "best_epoch")
+    keep = ("n", "accuracy", "weighted_f1", "macro_f1", "confusion", "best_epoch", "val_curve")
     return {k: metrics[k] for k in keep if k in metrics}
 
 
