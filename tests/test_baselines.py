@@ -282,6 +282,10 @@ def test_convergence_check_flags_a_late_climb_not_a_late_plateau():
     warnings = convergence_warnings(per_run, 10)
     assert len(warnings) == 1 and warnings[0].startswith("DisCoM-KD, weak: best epoch 10 (+3.0) of 10")
     assert convergence_warnings(per_run[:1], 10) == []
+    md = ComparisonResult(rows=summarise(per_run[:1], ["discomkd"], ["weak", "strong"]), per_run=per_run[:1],
+                          settings={"seeds": 1, "config": {"epochs": 10}}).to_markdown()
+    assert ("- DisCoM-KD, weak: best epoch in the last 20% on 1 seed(s), on a plateau: those epochs raised the "
+            "best validation F1 by +0.9 points") in md
 
 
 def test_runs_record_their_validation_curve(paired_setup):

@@ -143,9 +143,10 @@ class ComparisonResult:
             lines += ["", f"Multimodal teacher (sees every modality at test time, so not comparable with the rows "
                           f"above): weighted F1 {_mean(wf1):.3f} ± {_std(wf1):.3f}, accuracy "
                           f"{_mean(acc):.3f} ± {_std(acc):.3f} over {len(wf1)} seed(s)."]
-        if self.warnings:
+        plateaus = plateau_notes(self.per_run, int(self.settings.get("config", {}).get("epochs", 0)))
+        if self.warnings or plateaus:
             lines += ["", "Convergence:"]
-            lines += [f"- {w}" for w in self.warnings]
+            lines += [f"- {w}" for w in self.warnings + plateaus]
         if self.skipped:
             lines += ["", "Skipped:"]
             lines += [f"- {METHODS.get(m, m)}: {reason}" for m, reason in self.skipped.items()]
@@ -358,6 +359,25 @@ def convergence_warnings(per_run: list[dict], epochs: int) -> list[str]:
             f"(in the last {100 * (1 - LATE_BEST_EPOCH):.0f}%, which raised the best validation F1 by more than "
             f"{100 * LATE_GAIN_TOLERANCE:.0f} point, in brackets): train longer before trusting this row."
             for (method, name), e in late.items()]
+
+
+def plateau_notes(per_run: list[dict], epochs: int) -> list[str]:
+    """One line per method and modality whose best epoch fell late on some seed without the check
+    flagging it: the late gains, so that a reader sees how flat the tail was."""
+    if epochs < 5:
+        return []
+    gains: dict[tuple[str, str], list[float]] = {}
+    for p in per_run:
+        if p["status"] != "finished":
+            continue
+        for name, m in p["metrics"].items():
+            gain = late_gain(m.get("val_curve") or [], epochs)
+            if m.get("best_epoch", 0) > LATE_BEST_EPOCH * epochs and gain is not None:
+                gains.setdefault((p["method"], name), []).append(gain)
+    return [f"{METHODS.get(method, method)}, {name}: best epoch in the last {100 * (1 - LATE_BEST_EPOCH):.0f}% on "
+            f"{len(g)} seed(s), on a plateau: those epochs raised the best validation F1 by "
+            f"{', '.join(f'+{100 * x:.1f}' for x in sorted(g))} points"
+            for (method, name), g in gains.items() if max(g) <= LATE_GAIN_TOLERANCE]
 
 
 def late_gain(val_curve: list[float], epochs: int) -> float | None:
