@@ -545,14 +545,20 @@ def bundle_metadata(run: ActiveRun, session: TrainingSession, test_metrics: dict
 
 
 def calibrate_modality(session: TrainingSession, modality: str) -> dict:
-    """Fit the modality's calibration on the validation split with its best weights (which its branch
-    holds when this is called), from the logits kept when they were selected when there are some."""
+    """Fit the modality's calibration on the validation split with its best weights, from the logits
+    kept when they were selected when there are some, else by a validation pass of those weights."""
     prepared = session.prepared[modality]
     if modality in session.best_val_logits:
         session.calibration[modality] = fit_calibration(session.best_val_logits[modality], prepared.y["val"])
     else:
-        session.calibration[modality] = fit_branch_calibration(
-            session.model.branches[modality], prepared.x["val"], prepared.y["val"], session.device)
+        # Continuing a run the branch holds the latest weights, not necessarily the best: lend it the
+        # best ones for the pass, then give the training its own back.
+        branch = session.model.branches[modality]
+        latest = {k: v.detach().clone() for k, v in branch.state_dict().items()}
+        branch.load_state_dict(session.best_states[modality])
+        session.calibration[modality] = fit_branch_calibration(branch, prepared.x["val"], prepared.y["val"],
+                                                               session.device)
+        branch.load_state_dict(latest)
     return session.calibration[modality]
 
 
@@ -578,7 +584,10 @@ def write_epoch(run: ActiveRun, session: TrainingSession, epoch: int, trained: E
                       "teachers": session.teachers, "generator": session.generator.get_state()}
         atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
         if improved:
-            for n in improved:  # a bundle saved mid-run (then stopped or killed) is calibrated too
+            # A bundle saved mid-run (then stopped or killed) is calibrated too, in every modality: after
+            # continuing a run, those that did not improve yet have no calibration in this session.
+            not_yet = [n for n in session.best_states if n not in session.calibration and n not in improved]
+            for n in [*improved, *not_yet]:
                 calibrate_modality(session, n)
             save_bundle(bundle_path, bundle_metadata(run, session), session.best_states)
     run.write_record(epochs_done=epoch, best=session.best)
