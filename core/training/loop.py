@@ -23,7 +23,7 @@ from ..data.dataset import MultiModalDataset
 from ..data.spec import ModalitySpec
 from ..data.split import split_group_lines
 from ..errors import DisComKDError, TrainingError
-from ..model.bundle import make_metadata, save_bundle
+from ..model.bundle import first_non_finite_weight, make_metadata, save_bundle
 from ..model.losses import (
     agreement_loss,
     discomkd_loss_terms,
@@ -235,6 +235,15 @@ def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.O
             f"The saved training state no longer fits the data in the modality folders ({str(exc)[:200]}). "
             "Start a new training on the data as it is now."
         ) from exc
+    # A state saved as a training diverged (by an older version) must not be trained on or saved as a model.
+    saved = {"the latest weights": state["model"], **{f"the best weights of '{n}'": w
+                                                      for n, w in state["best_states"].items()}}
+    broken = [f"{what} ({key})" for what, weights in saved.items() if (key := first_non_finite_weight(weights))]
+    if broken:
+        raise TrainingError(
+            f"The saved training state holds weights that are not finite numbers (NaN or infinite): "
+            f"{', '.join(broken)}. The training that saved it diverged, so it cannot be continued; start a new "
+            f"training with a lower learning rate (the run in '{run.run_dir}' and its model file are kept).")
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     done = int(state["epoch"])
