@@ -115,6 +115,8 @@ class TrainingSession:
     # Per modality, the validation logits of its best weights: the calibration is fitted on them
     # without a second validation pass (empty after continuing a run: then the pass is made).
     best_val_logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    # The processes training together (torchrun), which must all stop at the same step when one diverges.
+    dist: distributed.DistributedContext = field(default_factory=distributed.DistributedContext)
 
     @property
     def unlabelled_pairs(self) -> int:
@@ -191,7 +193,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
         config=config, device=device, names=names, classes=classes, prepared=prepared, specs=specs,
         backbones=backbones, model=model, optimizer=optimizer, generator=generator,
         # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
-        train_model=run.dist.wrap(model, config.batch_size),
+        train_model=run.dist.wrap(model, config.batch_size), dist=run.dist,
         start_epoch=start.epoch, target_epochs=start.target_epochs, history=start.history, best=start.best,
         best_states=start.best_states, teachers=start.teachers,
         **_mixed_precision_fields(config, device), **data_fields,
@@ -484,8 +486,12 @@ def _training_step(session: TrainingSession, inputs, labels, teachers, progress_
     terms["unlabelled"] = (unlabelled_pair_loss(unlabelled_logits, teachers, config.agree_temperature)
                            if unlabelled_logits else terms["cl"].detach() * 0.0)
     total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
-    if not torch.isfinite(total):
-        raise diverged_error(session, f"the loss became {float(total.detach())} at epoch {epoch}, step {step}")
+    finite = bool(torch.isfinite(total))
+    # Under torchrun a NaN on one process (its part of the batch) stops every process at this step; one
+    # failing alone would leave the others waiting in DDP's all-reduce until torchrun ends them.
+    if session.dist.any_rank(not finite):
+        became = float(total.detach()) if not finite else "NaN or infinite on another process"
+        raise diverged_error(session, f"the loss became {became} at epoch {epoch}, step {step}")
     session.optimizer.zero_grad(set_to_none=True)
     session.scaler.scale(total).backward()
     session.scaler.step(session.optimizer)
@@ -499,18 +505,27 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
     this epoch's weights (model selection per modality, as in the paper). Returns the metrics and
     the modalities that improved."""
     # Weights that are no longer finite numbers must never become a "best" model: stop instead.
+    # Under torchrun every process decides together: BatchNorm statistics are each process's own.
     broken = non_finite_weights(session.model)
-    if broken:
-        raise diverged_error(session, f"weights became NaN or infinite at epoch {epoch} ({broken})")
+    if session.dist.any_rank(bool(broken)):
+        raise diverged_error(session, f"weights became NaN or infinite at epoch {epoch} "
+                                      f"({broken or 'on another process'})")
+    evaluated = {}
+    for n in session.names:
+        prepared = session.prepared[n]
+        logits = branch_outputs(session.model.branches[n], prepared.x["val"], session.device).get("logits")
+        metrics = metrics_from_logits(logits, prepared.y["val"], session.classes) if logits is not None else None
+        evaluated[n] = logits, metrics
+    # Checked for every modality before any is selected, so that no weights of this epoch become a "best".
+    diverged = next((f"the validation loss of '{n}' became {m['loss']}" for n, (_, m) in evaluated.items()
+                     if m and not math.isfinite(m["loss"])), "")
+    if session.dist.any_rank(bool(diverged)):
+        raise diverged_error(session, f"{diverged or 'the validation loss became NaN or infinite on another process'} "
+                                      f"at epoch {epoch}")
     val_metrics = {}
     improved = []
-    for n in session.names:
+    for n, (logits, metrics) in evaluated.items():
         branch = session.model.branches[n]
-        prepared = session.prepared[n]
-        logits = branch_outputs(branch, prepared.x["val"], session.device).get("logits")
-        metrics = metrics_from_logits(logits, prepared.y["val"], session.classes) if logits is not None else None
-        if metrics and not math.isfinite(metrics["loss"]):
-            raise diverged_error(session, f"the validation loss of '{n}' became {metrics['loss']} at epoch {epoch}")
         score = metrics["weighted_f1"] if metrics else float(epoch)  # no validation data: keep the latest
         if metrics:
             val_metrics[n] = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1", "loss")}
