@@ -490,3 +490,43 @@ def test_the_verdict_compares_the_default_with_the_strongest_baseline_given_the_
     assert result.unlabelled_line() == ("30 unlabelled recordings: given to DisCoM-KD, Two-stage distillation, "
                                         "Deep mutual learning; not used by Student alone (CE), Teacher + KD (Hinton).")
     assert "| DisCoM-KD | weak | yes |" in result.to_markdown()
+
+
+# --- a diverged baseline fails, as the DisCoM-KD trainer does, instead of reporting a broken model ---------
+
+
+def test_a_student_whose_selected_weights_are_not_finite_fails_instead_of_reporting_chance(tmp_path):
+    config = _tiny_config(tmp_path, paired=False, epochs=1, learning_rate=1e6)
+    # At this rate BatchNorm's running statistics overflow while the training losses stay finite; the
+    # selected model then answers one class, which was reported as a finished run at chance accuracy.
+    run = run_method("student", config, _dataset(config))
+    assert run.status == "failed" and not run.test_metrics
+    assert run.reason.startswith("The student training diverged: the selected weights of a (")
+    assert "NaN or infinite" in run.reason and "Lower the learning rate (it is 1e+06" in run.reason
+
+
+def test_a_teacher_whose_weights_turn_non_finite_fails_the_run_with_why(tmp_path, monkeypatch):
+    from discomkd.training import baselines
+
+    class OverflowingStatistics(baselines.Optimisation):
+        """Each update leaves the teacher's BatchNorm variances infinite (its training loss stays finite)."""
+
+        def __init__(self, setup, params):
+            self.params = list(params)
+            super().__init__(setup, self.params)
+
+        def step(self, loss, where, progress_in_run):
+            super().step(loss, where, progress_in_run)
+            if where == "teacher":
+                for module in teachers:
+                    for layer in module.modules():
+                        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                            layer.running_var.fill_(float("inf"))
+
+    teachers = []
+    monkeypatch.setattr(baselines, "training_layout", lambda model: teachers.append(model) or model)
+    monkeypatch.setattr(baselines, "Optimisation", OverflowingStatistics)
+    config = _tiny_config(tmp_path, paired=True, epochs=1)
+    run = run_method("kd", config, _dataset(config))
+    assert run.status == "failed" and not run.test_metrics
+    assert run.reason.startswith("The teacher training diverged: weights became NaN or infinite at epoch 1 (")

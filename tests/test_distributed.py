@@ -53,3 +53,18 @@ def test_torchrun_two_gloo_processes_train_one_run_folder_and_the_model_predicts
     prediction = predictor.predict_file(wav)
     assert prediction.modality == "audio" and prediction.label in predictor.classes
     assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
+
+
+def test_a_loss_that_turns_nan_on_one_process_stops_every_process_and_keeps_the_best_model(tiny_demo, tmp_path):
+    run_dir = tmp_path / "run"
+    result = _torchrun([str(HERE / "ddp_divergence_check.py"), str(tiny_demo["image"]), str(tiny_demo["audio"]),
+                        str(run_dir)], tmp_path, timeout=240)
+    assert result.returncode != 0
+    # Rank 0 (whose own loss stayed finite) stopped at the same step and says why, not "connection closed".
+    record = runs.read_run_record(run_dir)
+    assert record["status"] == "failed" and record["epochs_done"] == 1, record.get("reason")
+    assert record["reason"].startswith("The training diverged: the loss became NaN or infinite on another process "
+                                       "at epoch 2, step 1.")
+    assert "best model saved before that was kept" in record["reason"]
+    assert "error: The training diverged: the loss became nan at epoch 2, step 1." in result.stderr  # rank 1's own
+    assert Predictor.from_path(run_dir / runs.BUNDLE_FILE).bundle.metadata["modalities"]["image"]["best_epoch"] == 1

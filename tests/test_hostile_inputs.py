@@ -879,3 +879,35 @@ def test_numpy_warnings_never_reach_the_console(tmp_path, monkeypatch, capsys):
         warnings.simplefilter("always")
         np.log(np.zeros(1))
     assert capsys.readouterr().err == "warning: divide by zero encountered in log\n"
+
+
+def test_saving_non_finite_weights_is_refused_and_keeps_the_model_there(small_bundle, tmp_path):
+    from discomkd.model.bundle import save_bundle
+
+    target = tmp_path / "model.discomkd"
+    target.write_bytes(small_bundle.read_bytes())
+    bundle = load_bundle(small_bundle)
+    weights = {m: dict(state) for m, state in bundle.weights.items()}
+    key = next(k for k, t in weights["image"].items() if t.is_floating_point())
+    weights["image"][key] = torch.full_like(weights["image"][key], float("nan"))
+    with pytest.raises(BundleError, match=r"'image' are not finite numbers .NaN or infinite.*diverged.*kept"):
+        save_bundle(target, bundle.metadata, weights)
+    assert target.read_bytes() == small_bundle.read_bytes()
+
+
+def test_continuing_from_a_checkpoint_with_non_finite_weights_is_refused_and_keeps_the_model(small_bundle, tmp_path,
+                                                                                            capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(small_bundle.parent, run_dir)
+    checkpoint = torch.load(run_dir / runs.CHECKPOINT_FILE, weights_only=True)
+    key = next(k for k, t in checkpoint["best_states"]["motion"].items() if t.is_floating_point())
+    checkpoint["best_states"]["motion"][key] = torch.full_like(checkpoint["best_states"]["motion"][key], float("inf"))
+    torch.save(checkpoint, run_dir / runs.CHECKPOINT_FILE)  # as an older version saved a training that diverged
+    model = (run_dir / runs.BUNDLE_FILE).read_bytes()
+    # --epochs 0 would otherwise refit the calibration and save these weights as the run's model.
+    assert main(["continue", str(run_dir), "--epochs", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "not finite numbers (NaN or infinite): the best weights of 'motion'" in err and "diverged" in err
+    assert (run_dir / runs.BUNDLE_FILE).read_bytes() == model

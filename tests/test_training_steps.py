@@ -84,3 +84,32 @@ def test_write_epoch_leaves_history_checkpoint_and_bundle_to_continue_from(tiny_
     assert resumed.start_epoch == 1 and resumed.target_epochs == 2 and resumed.best == session.best
     assert torch.equal(resumed.generator.get_state(), session.generator.get_state())
     assert all(torch.equal(session.model.state_dict()[k], v) for k, v in resumed.model.state_dict().items())
+
+
+def test_a_bundle_saved_while_continuing_keeps_every_modality_calibrated(tiny_demo, tmp_path):
+    from discomkd.model.bundle import load_bundle
+
+    run, session = _start(tiny_demo, tmp_path / "run")
+    clock = RunClock(session.target_epochs * session.steps_per_epoch)
+    trained = train_one_epoch(run, session, 1, clock)
+    write_epoch(run, session, 1, trained, *evaluate_and_select(session, 1), clock)
+    before = load_bundle(run.run_dir / runs.BUNDLE_FILE)
+
+    again = ActiveRun(session.config, run.run_dir, lambda event: None, StopToken())
+    resumed = prepare_session(again, load_dataset(session.config, lambda event: None, StopToken()),
+                              torch.device("cpu"), resume_from=run.run_dir, extra_epochs=1)
+    clock = RunClock(resumed.steps_per_epoch)
+    trained = train_one_epoch(again, resumed, 2, clock)
+    latest = {k: v.clone() for k, v in resumed.model.state_dict().items()}
+    resumed.best["image"]["val_weighted_f1"] = -1.0  # only the image improves in the continued epoch
+    resumed.best["audio"]["val_weighted_f1"] = 2.0
+    val_metrics, improved = evaluate_and_select(resumed, 2)
+    assert improved == ["image"]
+    write_epoch(again, resumed, 2, trained, val_metrics, improved, clock)
+
+    # The audio model did not change, and neither does its calibration (not temperature 1 after a kill now).
+    after = load_bundle(run.run_dir / runs.BUNDLE_FILE)
+    assert after.calibration("audio")["fitted_on"] == "validation"
+    assert abs(after.temperature("audio") - before.temperature("audio")) < 1e-6
+    # Calibrating on the best weights left the training's own weights as they were.
+    assert all(torch.equal(latest[k], v) for k, v in resumed.model.state_dict().items())

@@ -175,9 +175,23 @@ def make_metadata(
     }
 
 
+def first_non_finite_weight(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or infinity; None when all are finite."""
+    return next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+
+
 def save_bundle(path: str | Path, metadata: dict, weights: dict[str, dict[str, torch.Tensor]]) -> Path:
-    """Write atomically: a crash or a full disk never leaves a half-written bundle in place."""
+    """Write atomically: a crash or a full disk never leaves a half-written bundle in place. Weights
+    that are not finite are refused (BundleError), and the file already there is kept."""
     path = Path(path)
+    for modality, state in weights.items():
+        # The last guard of every path that saves a model: a diverged training never ships one.
+        broken = first_non_finite_weight(state)
+        if broken is not None:
+            raise BundleError(
+                f"The weights of '{modality}' are not finite numbers (NaN or infinite) in '{broken}': the training "
+                f"diverged, so they were not saved to '{path.name}' (a model saved there before is kept). Train "
+                "again with a lower learning rate.")
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = {m: {k: v.detach().cpu().clone() for k, v in sd.items()} for m, sd in weights.items()}
     metadata_json = json.dumps(metadata)  # key order kept: modalities stay in the order the user gave
@@ -420,7 +434,7 @@ def _check_weights(modality: str, info: dict, state: dict, embed_dim: int, n_cla
         if tuple(tensor.shape) != tuple(state[key].shape):
             bad(f"the weights of '{modality}' do not fit its recorded network ({key})")
     # A training that diverged leaves NaN or infinite weights, whose predictions are meaningless.
-    broken = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    broken = first_non_finite_weight(state)
     if broken is not None:
         raise BundleError(
             f"'{name}' holds weights that are not finite numbers (NaN or infinite) in '{modality}' ({broken}): "

@@ -170,6 +170,7 @@ class TestPredictions:
 
     classes: list[str]
     by_modality: dict[str, list[TestFilePrediction]]
+    folders: dict[str, str] = field(default_factory=dict)  # modality -> the data folder its test files are in
 
     def in_cell(self, modality: str, true_index: int, predicted_index: int) -> list[TestFilePrediction]:
         """The files of one confusion-matrix cell (row: true class, column: predicted class)."""
@@ -217,16 +218,17 @@ def read_test_predictions(run_dir: Path) -> TestPredictions | None:
         if payload.get("format_version", 0) > TEST_PREDICTIONS_VERSION:
             raise DataError(f"'{path}' was written by a newer version of DisCoM-KD Studio.")
         classes = [str(c) for c in payload["classes"]]
-        by_modality = {}
+        by_modality, folders = {}, {}
         for name, p in payload["modalities"].items():
             folder = Path(p["folder"])
+            folders[name] = str(folder)
             by_modality[name] = [
                 TestFilePrediction(str(folder / f), name, int(t), int(pr), [float(v) for v in probs])
                 for f, t, pr, probs in zip(p["files"], p["true"], p["predicted"], p["probabilities"], strict=True)
             ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"The test predictions of the run in '{run_dir}' are damaged ({exc}).") from exc
-    return TestPredictions(classes, by_modality)
+    return TestPredictions(classes, by_modality, folders)
 
 
 def save_embeddings(run_dir: Path, **arrays: np.ndarray) -> None:

@@ -50,6 +50,7 @@ from ..data.dataset import MultiModalDataset
 from ..errors import ConfigError, DisComKDError
 from ..storage import runs
 from ..model.baselines import MultimodalTeacher
+from ..model.bundle import first_non_finite_weight
 from .events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted, StopToken,
                      TeachingChanged, TrainingEvent, send_event)
 from .precision import training_layout
@@ -158,7 +159,15 @@ def train_teacher(setup: StudentSetup, progress: RunProgress, stop: StopToken) -
             progress(((epoch - 1) * steps + step) / (cfg.epochs * steps), f"teacher epoch {epoch}/{cfg.epochs}")
         if stop.is_set():
             break
+        # Weights (or BatchNorm statistics) that are no longer finite would teach every student nonsense.
+        broken = first_non_finite_weight(teacher.state_dict())
+        if broken is not None:
+            raise DisComKDError(diverged_text("teacher", f"weights became NaN or infinite at epoch {epoch} ({broken})",
+                                              cfg.learning_rate))
         metrics = split_metrics(eval_logits(teacher, val_inputs, device), val_y, setup.classes)
+        if metrics and not math.isfinite(metrics["loss"]):
+            raise DisComKDError(diverged_text("teacher", f"the validation loss became {metrics['loss']} at epoch {epoch}",
+                                              cfg.learning_rate))
         score = metrics["weighted_f1"] if metrics else float(epoch)
         if score > best_score:
             best_score = score
@@ -339,6 +348,14 @@ def run_method(
             result = train_two_stage(method, setup, settings, student_progress, stop)
         else:
             result = train_students(method, setup, settings, student_progress, stop, targets)
+        # A selected model that is no longer finite (e.g. BatchNorm statistics overflowed while the training
+        # losses stayed finite) predicts one class: its test metrics would be reported as a real result.
+        broken = {n: key for n, state in result.best_states.items() if (key := first_non_finite_weight(state))}
+        if broken:
+            what = ", ".join(f"{n} ({key})" for n, key in broken.items())
+            return BaselineRun(method, config.seed, "failed",
+                               diverged_text(method, f"the selected weights of {what} are NaN or infinite",
+                                             config.learning_rate), time.perf_counter() - t0 + extra_time)
         return BaselineRun(method, config.seed, result.status, result.reason, time.perf_counter() - t0 + extra_time,
                            result.test, teacher.test_metrics if teacher else None,
                            uses_unlabelled(method, config, dataset, settings))
@@ -346,6 +363,12 @@ def run_method(
         return BaselineRun(method, config.seed, "failed", str(exc), time.perf_counter() - t0)
     except (RuntimeError, MemoryError) as exc:  # e.g. out of memory: report, keep the comparison going
         return BaselineRun(method, config.seed, "failed", f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
+
+
+def diverged_text(what: str, happened: str, learning_rate: float) -> str:
+    """What a baseline's row says when its training diverged, as the DisCoM-KD trainer says it."""
+    return (f"The {what} training diverged: {happened}. Lower the learning rate (it is {learning_rate:g}; try "
+            f"{learning_rate / 10:g} or less) and start again.")
 
 
 _UNPAIRED_REASON = "needs paired data (the multimodal teacher sees every modality of a sample)"

@@ -23,7 +23,7 @@ from ..data.dataset import MultiModalDataset
 from ..data.spec import ModalitySpec
 from ..data.split import split_group_lines
 from ..errors import DisComKDError, TrainingError
-from ..model.bundle import make_metadata, save_bundle
+from ..model.bundle import first_non_finite_weight, make_metadata, save_bundle
 from ..model.losses import (
     agreement_loss,
     discomkd_loss_terms,
@@ -115,6 +115,8 @@ class TrainingSession:
     # Per modality, the validation logits of its best weights: the calibration is fitted on them
     # without a second validation pass (empty after continuing a run: then the pass is made).
     best_val_logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    # The processes training together (torchrun), which must all stop at the same step when one diverges.
+    dist: distributed.DistributedContext = field(default_factory=distributed.DistributedContext)
 
     @property
     def unlabelled_pairs(self) -> int:
@@ -191,7 +193,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
         config=config, device=device, names=names, classes=classes, prepared=prepared, specs=specs,
         backbones=backbones, model=model, optimizer=optimizer, generator=generator,
         # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
-        train_model=run.dist.wrap(model, config.batch_size),
+        train_model=run.dist.wrap(model, config.batch_size), dist=run.dist,
         start_epoch=start.epoch, target_epochs=start.target_epochs, history=start.history, best=start.best,
         best_states=start.best_states, teachers=start.teachers,
         **_mixed_precision_fields(config, device), **data_fields,
@@ -235,6 +237,15 @@ def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.O
             f"The saved training state no longer fits the data in the modality folders ({str(exc)[:200]}). "
             "Start a new training on the data as it is now."
         ) from exc
+    # A state saved as a training diverged (by an older version) must not be trained on or saved as a model.
+    saved = {"the latest weights": state["model"], **{f"the best weights of '{n}'": w
+                                                      for n, w in state["best_states"].items()}}
+    broken = [f"{what} ({key})" for what, weights in saved.items() if (key := first_non_finite_weight(weights))]
+    if broken:
+        raise TrainingError(
+            f"The saved training state holds weights that are not finite numbers (NaN or infinite): "
+            f"{', '.join(broken)}. The training that saved it diverged, so it cannot be continued; start a new "
+            f"training with a lower learning rate (the run in '{run.run_dir}' and its model file are kept).")
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     done = int(state["epoch"])
@@ -475,8 +486,12 @@ def _training_step(session: TrainingSession, inputs, labels, teachers, progress_
     terms["unlabelled"] = (unlabelled_pair_loss(unlabelled_logits, teachers, config.agree_temperature)
                            if unlabelled_logits else terms["cl"].detach() * 0.0)
     total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
-    if not torch.isfinite(total):
-        raise diverged_error(session, f"the loss became {float(total.detach())} at epoch {epoch}, step {step}")
+    finite = bool(torch.isfinite(total))
+    # Under torchrun a NaN on one process (its part of the batch) stops every process at this step; one
+    # failing alone would leave the others waiting in DDP's all-reduce until torchrun ends them.
+    if session.dist.any_rank(not finite):
+        became = float(total.detach()) if not finite else "NaN or infinite on another process"
+        raise diverged_error(session, f"the loss became {became} at epoch {epoch}, step {step}")
     session.optimizer.zero_grad(set_to_none=True)
     session.scaler.scale(total).backward()
     session.scaler.step(session.optimizer)
@@ -490,18 +505,27 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
     this epoch's weights (model selection per modality, as in the paper). Returns the metrics and
     the modalities that improved."""
     # Weights that are no longer finite numbers must never become a "best" model: stop instead.
+    # Under torchrun every process decides together: BatchNorm statistics are each process's own.
     broken = non_finite_weights(session.model)
-    if broken:
-        raise diverged_error(session, f"weights became NaN or infinite at epoch {epoch} ({broken})")
+    if session.dist.any_rank(bool(broken)):
+        raise diverged_error(session, f"weights became NaN or infinite at epoch {epoch} "
+                                      f"({broken or 'on another process'})")
+    evaluated = {}
+    for n in session.names:
+        prepared = session.prepared[n]
+        logits = branch_outputs(session.model.branches[n], prepared.x["val"], session.device).get("logits")
+        metrics = metrics_from_logits(logits, prepared.y["val"], session.classes) if logits is not None else None
+        evaluated[n] = logits, metrics
+    # Checked for every modality before any is selected, so that no weights of this epoch become a "best".
+    diverged = next((f"the validation loss of '{n}' became {m['loss']}" for n, (_, m) in evaluated.items()
+                     if m and not math.isfinite(m["loss"])), "")
+    if session.dist.any_rank(bool(diverged)):
+        raise diverged_error(session, f"{diverged or 'the validation loss became NaN or infinite on another process'} "
+                                      f"at epoch {epoch}")
     val_metrics = {}
     improved = []
-    for n in session.names:
+    for n, (logits, metrics) in evaluated.items():
         branch = session.model.branches[n]
-        prepared = session.prepared[n]
-        logits = branch_outputs(branch, prepared.x["val"], session.device).get("logits")
-        metrics = metrics_from_logits(logits, prepared.y["val"], session.classes) if logits is not None else None
-        if metrics and not math.isfinite(metrics["loss"]):
-            raise diverged_error(session, f"the validation loss of '{n}' became {metrics['loss']} at epoch {epoch}")
         score = metrics["weighted_f1"] if metrics else float(epoch)  # no validation data: keep the latest
         if metrics:
             val_metrics[n] = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1", "loss")}
@@ -545,14 +569,20 @@ def bundle_metadata(run: ActiveRun, session: TrainingSession, test_metrics: dict
 
 
 def calibrate_modality(session: TrainingSession, modality: str) -> dict:
-    """Fit the modality's calibration on the validation split with its best weights (which its branch
-    holds when this is called), from the logits kept when they were selected when there are some."""
+    """Fit the modality's calibration on the validation split with its best weights, from the logits
+    kept when they were selected when there are some, else by a validation pass of those weights."""
     prepared = session.prepared[modality]
     if modality in session.best_val_logits:
         session.calibration[modality] = fit_calibration(session.best_val_logits[modality], prepared.y["val"])
     else:
-        session.calibration[modality] = fit_branch_calibration(
-            session.model.branches[modality], prepared.x["val"], prepared.y["val"], session.device)
+        # Continuing a run the branch holds the latest weights, not necessarily the best: lend it the
+        # best ones for the pass, then give the training its own back.
+        branch = session.model.branches[modality]
+        latest = {k: v.detach().clone() for k, v in branch.state_dict().items()}
+        branch.load_state_dict(session.best_states[modality])
+        session.calibration[modality] = fit_branch_calibration(branch, prepared.x["val"], prepared.y["val"],
+                                                               session.device)
+        branch.load_state_dict(latest)
     return session.calibration[modality]
 
 
@@ -578,7 +608,10 @@ def write_epoch(run: ActiveRun, session: TrainingSession, epoch: int, trained: E
                       "teachers": session.teachers, "generator": session.generator.get_state()}
         atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
         if improved:
-            for n in improved:  # a bundle saved mid-run (then stopped or killed) is calibrated too
+            # A bundle saved mid-run (then stopped or killed) is calibrated too, in every modality: after
+            # continuing a run, those that did not improve yet have no calibration in this session.
+            not_yet = [n for n in session.best_states if n not in session.calibration and n not in improved]
+            for n in [*improved, *not_yet]:
                 calibrate_modality(session, n)
             save_bundle(bundle_path, bundle_metadata(run, session), session.best_states)
     run.write_record(epochs_done=epoch, best=session.best)

@@ -211,7 +211,8 @@ class ResultsPage(QWidget):
         else:
             spec = ModalitySpec.from_dict(self.specs[modality]) if modality in self.specs else None
             files = self.test_predictions.in_cell(modality, true_index, predicted_index)
-            browser.show_cell(modality, true_index, predicted_index, files, self.test_predictions.classes, spec)
+            browser.show_cell(modality, true_index, predicted_index, files, self.test_predictions.classes, spec,
+                              self.test_predictions.folders.get(modality))
         self.error_dialog.show()
         self.error_dialog.raise_()
 

@@ -43,6 +43,7 @@ class ErrorBrowser(QWidget):
         self.files: list = []  # TestFilePrediction of the cell shown
         self.classes: list[str] = []
         self.spec = None  # the modality's ModalitySpec, to draw thumbnails as the model saw the files
+        self.data_folder: str | None = None  # the modality's data folder: an export never writes inside it
         self.last_folder = str(Path.home())
         layout = QVBoxLayout(self)
         self.heading = QLabel("Click a cell of the confusion matrix to see its test files.")
@@ -101,9 +102,9 @@ class ErrorBrowser(QWidget):
 
     # ----- filling ----------------------------------------------------------------------------
     def show_cell(self, modality: str, true_index: int, predicted_index: int, files: list, classes: list[str],
-                  spec=None) -> None:
-        """Show ``files`` (TestFilePrediction of one cell) of ``modality``."""
-        self.files, self.classes, self.spec = list(files), list(classes), spec
+                  spec=None, data_folder: str | None = None) -> None:
+        """Show ``files`` (TestFilePrediction of one cell) of ``modality``, whose data is in ``data_folder``."""
+        self.files, self.classes, self.spec, self.data_folder = list(files), list(classes), spec, data_folder
         true_name, predicted_name = classes[true_index], classes[predicted_index]
         what = "correctly classified" if true_index == predicted_index else f"predicted as {predicted_name}"
         self.heading.setText(f"{modality}: {len(files)} test file(s) of class {true_name} {what}.")
@@ -192,9 +193,10 @@ class ErrorBrowser(QWidget):
 
     def export_csv(self, destination: str | None = None) -> str | None:
         """Write the list as CSV. A chosen file that exists is replaced only after the user agrees
-        (the save dialog asks; a path given directly is asked here)."""
+        (the save dialog asks; a path given directly is asked here); never a listed test file, nor a
+        file inside the data folder (storage/outputs.py)."""
         from discomkd.errors import DisComKDError
-        from discomkd.storage.runs import atomic_write_text
+        from discomkd.storage.outputs import write_output_file
 
         if not self.files:
             return None
@@ -210,9 +212,11 @@ class ErrorBrowser(QWidget):
                                           QMessageBox.StandardButton.No)
             if answer != QMessageBox.StandardButton.Yes:
                 return None
-        try:
-            atomic_write_text(Path(destination), self.list_text(","))
-        except DisComKDError as exc:  # full disk, read-only folder: the message says which
+        text = self.list_text(",")
+        try:  # replacing was agreed above; the test files and their folder are inputs, never replaced
+            write_output_file(destination, lambda fh: fh.write(text), [*(f.path for f in self.files), self.data_folder],
+                              replace=True, text=True, what="the CSV file")
+        except DisComKDError as exc:  # an input, a folder, a full disk, a read-only folder: the message says which
             self.error.emit(str(exc), "")
             return None
         self.last_folder = str(Path(destination).parent)

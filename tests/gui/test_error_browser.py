@@ -94,3 +94,39 @@ def test_a_run_without_test_files_says_why(qtbot, trained_bundle, tmp_path):
     browser = page.error_dialog.browser
     assert browser.table.rowCount() == 0
     assert "without its test files" in browser.heading.text()
+
+
+def test_the_export_never_replaces_a_test_file_nor_writes_into_the_data_folder(qtbot, trained_bundle, tmp_path,
+                                                                                monkeypatch):
+    import json
+    import shutil
+
+    from discomkd.storage import runs
+
+    # A copy of the run whose test files are a copy of the data, so that a failure harms no other test.
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_bundle.parent, run_dir)
+    predictions = json.loads((run_dir / runs.TEST_PREDICTIONS_FILE).read_text(encoding="utf-8"))
+    image = predictions["modalities"]["image"]
+    shutil.copytree(image["folder"], tmp_path / "image-data")
+    image["folder"] = str(tmp_path / "image-data")
+    (run_dir / runs.TEST_PREDICTIONS_FILE).write_text(json.dumps(predictions), encoding="utf-8")
+
+    page = results_page_of(qtbot, run_dir, "image")
+    click_cell(qtbot, page, 0, 0)
+    browser = page.error_dialog.browser
+    errors = []
+    browser.error.connect(lambda message, details: errors.append(message))
+    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kw: QMessageBox.StandardButton.Yes)
+    test_file = Path(browser.files[0].path)
+    before = test_file.read_bytes()
+
+    # Even when the user agrees to replace it, a listed test file (the run's data) is never replaced...
+    assert browser.export_csv(str(test_file)) is None
+    assert test_file.read_bytes() == before and "one of this command's inputs" in errors[-1]
+    # ... nor is the list written inside the data folder (the next training would read it as data).
+    inside = test_file.parent / "cell.csv"
+    assert browser.export_csv(str(inside)) is None
+    assert not inside.exists() and "inside" in errors[-1] and str(tmp_path / "image-data") in errors[-1]
+    # A folder is not a file name.
+    assert browser.export_csv(str(tmp_path)) is None and "is a folder" in errors[-1]
