@@ -495,14 +495,34 @@ def test_the_verdict_compares_the_default_with_the_strongest_baseline_given_the_
 # --- a diverged baseline fails, as the DisCoM-KD trainer does, instead of reporting a broken model ---------
 
 
-def test_a_student_whose_selected_weights_are_not_finite_fails_instead_of_reporting_chance(tmp_path):
+def test_a_student_whose_weights_are_not_finite_fails_instead_of_reporting_chance(tmp_path):
     config = _tiny_config(tmp_path, paired=False, epochs=1, learning_rate=1e6)
     # At this rate BatchNorm's running statistics overflow while the training losses stay finite; the
     # selected model then answers one class, which was reported as a finished run at chance accuracy.
     run = run_method("student", config, _dataset(config))
     assert run.status == "failed" and not run.test_metrics
-    assert run.reason.startswith("The student training diverged: the selected weights of a (")
-    assert "NaN or infinite" in run.reason and "Lower the learning rate (it is 1e+06" in run.reason
+    assert run.reason.startswith("The student training diverged: the weights of a became NaN or infinite at epoch 1 (")
+    assert "Lower the learning rate (it is 1e+06" in run.reason
+
+
+def test_a_student_that_diverges_after_a_finite_best_fails_instead_of_finishing(tmp_path, monkeypatch):
+    """A later epoch's non-finite validation loss ends the run as the trainer's does; the run is not
+    reported as finished with the earlier best."""
+    import discomkd.training.students as students
+
+    config = _tiny_config(tmp_path, paired=False, epochs=3)
+    calls = {"n": 0}
+    real_eval = students.eval_logits
+
+    def eval_turning_nan(model, x, device):
+        calls["n"] += 1
+        logits = real_eval(model, x, device)
+        return torch.full_like(logits, float("nan")) if calls["n"] > 2 else logits  # epoch 2 of 2 modalities on
+
+    monkeypatch.setattr(students, "eval_logits", eval_turning_nan)
+    run = run_method("dml", config, _dataset(config))
+    assert run.status == "failed" and not run.test_metrics
+    assert run.reason.startswith("The dml training diverged: the validation loss of a became nan at epoch 2")
 
 
 def test_a_teacher_whose_weights_turn_non_finite_fails_the_run_with_why(tmp_path, monkeypatch):

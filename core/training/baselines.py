@@ -66,6 +66,7 @@ from .students import (  # noqa: F401 (BaselineSettings, StudentTargets: part of
     autocast_for,
     branch_with,
     device_rows,
+    diverged_text,
     distill_targets,
     eval_logits,
     make_setup,
@@ -363,12 +364,6 @@ def run_method(
         return BaselineRun(method, config.seed, "failed", str(exc), time.perf_counter() - t0)
     except (RuntimeError, MemoryError) as exc:  # e.g. out of memory: report, keep the comparison going
         return BaselineRun(method, config.seed, "failed", f"{type(exc).__name__}: {exc}", time.perf_counter() - t0)
-
-
-def diverged_text(what: str, happened: str, learning_rate: float) -> str:
-    """What a baseline's row says when its training diverged, as the DisCoM-KD trainer says it."""
-    return (f"The {what} training diverged: {happened}. Lower the learning rate (it is {learning_rate:g}; try "
-            f"{learning_rate / 10:g} or less) and start again.")
 
 
 _UNPAIRED_REASON = "needs paired data (the multimodal teacher sees every modality of a sample)"

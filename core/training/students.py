@@ -24,6 +24,7 @@ from ..config import TrainingConfig
 from ..data.augment import augment_batch
 from ..data.dataset import MultiModalDataset
 from ..errors import ConfigError, DisComKDError
+from ..model.bundle import first_non_finite_weight
 from ..model.baselines import dkd_loss, dkd_terms, kd_divergence, kd_loss
 from ..model.losses import class_conditional_targets, mimicry, teaching_direction
 from ..model.networks import ModalityBranch, ModalityModuleDict, resolve_backbone
@@ -134,6 +135,12 @@ def split_metrics(logits: torch.Tensor, y: torch.Tensor, classes: list[str]) -> 
     return metrics
 
 
+def diverged_text(what: str, happened: str, learning_rate: float) -> str:
+    """What a baseline's row says when its training diverged, as the DisCoM-KD trainer says it."""
+    return (f"The {what} training diverged: {happened}. Lower the learning rate (it is {learning_rate:g}; try "
+            f"{learning_rate / 10:g} or less) and start again.")
+
+
 def device_rows(setup: StudentSetup, part: str = "train") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     x = {n: setup.prepared[n].x[part].to(setup.device) for n in setup.names}
     y = {n: setup.prepared[n].y[part].to(setup.device) for n in setup.names}
@@ -158,7 +165,7 @@ class Optimisation:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(self.config, progress_in_run)
         if not torch.isfinite(loss):
-            raise DisComKDError(f"The {where} loss became {float(loss)}. Lower the learning rate and start again.")
+            raise DisComKDError(f"The {where} loss became {float(loss.detach())}. Lower the learning rate and start again.")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -362,9 +369,11 @@ def train_students(
             progress(((epoch - 1) * steps + step) / (cfg.epochs * steps), f"epoch {epoch}/{cfg.epochs}")
         if stopped:
             break
+        epoch_metrics = {n: split_metrics(eval_logits(students[n], setup.prepared[n].x["val"], device),
+                                          setup.prepared[n].y["val"], setup.classes) for n in names}
+        check_finite(method, students, epoch_metrics, epoch, cfg.learning_rate)  # before any is selected
         for n in names:  # per-modality model selection on validation weighted F1
-            p = setup.prepared[n]
-            metrics = split_metrics(eval_logits(students[n], p.x["val"], device), p.y["val"], setup.classes)
+            metrics = epoch_metrics[n]
             score = metrics["weighted_f1"] if metrics else float(epoch)
             if metrics:
                 val_curves[n].append(round(float(score), 4))
@@ -384,6 +393,21 @@ def train_students(
     if stopped:
         return StudentsResult("stopped", "Stopped early; the best epoch so far was evaluated.", test, best, best_states)
     return StudentsResult("finished", f"Finished {cfg.epochs} epochs.", test, best, best_states)
+
+
+def check_finite(method: str, students: ModalityModuleDict, val_metrics: dict[str, dict | None], epoch: int,
+                 learning_rate: float) -> None:
+    """Raise the diverged message when a student's weights (BatchNorm statistics included) or its
+    validation loss stopped being finite numbers, so that such an epoch is never selected and the
+    run fails as the DisCoM-KD trainer's does instead of finishing with an earlier best."""
+    for n, metrics in val_metrics.items():
+        broken = first_non_finite_weight(students[n].state_dict())
+        if broken:
+            raise DisComKDError(diverged_text(method, f"the weights of {n} became NaN or infinite at epoch {epoch} "
+                                                      f"({broken})", learning_rate))
+        if metrics and not math.isfinite(metrics["loss"]):
+            raise DisComKDError(diverged_text(method, f"the validation loss of {n} became {metrics['loss']} at "
+                                                      f"epoch {epoch}", learning_rate))
 
 
 def branch_with(setup: StudentSetup, name: str, state: dict[str, torch.Tensor]) -> ModalityBranch:
