@@ -43,6 +43,7 @@ from ..storage import runs
 from ..storage.atomic import atomic_write
 from ..storage.outputs import check_output_folder
 from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, RunProgressHandler, run_method, skip_reason
+from .convergence import LATE_BEST_EPOCH, LATE_GAIN_TOLERANCE, late_gain
 from .events import StopToken
 from .preparation import load_dataset
 from .significance import paired_difference
@@ -70,10 +71,6 @@ DEFAULT = "discomkd"  # the method the verdict is about
 # The baselines (not DisCoM-KD variants or controls): the default is also compared with the strongest
 # of them given the same data (the unlabelled recordings too, when the default learnt from them).
 BASELINES = ("student", "kd", "dkd", "dml", "distill", "self_training")
-LATE_BEST_EPOCH = 0.8  # a best epoch after this share of the epochs: the run may not have converged
-# ... unless the validation curve says it had: the last epochs raised the best validation weighted F1
-# by at most this much (a plateau tolerance, as early stopping's min_delta; one point of F1).
-LATE_GAIN_TOLERANCE = 0.01
 FORMAT_VERSION = 3  # 2: paired differences to the student alone and convergence warnings; 3: uses_unlabelled per run
 COMPARISON_FILES = ("comparison.md", "comparison.csv", "per_run.json")
 
@@ -352,7 +349,7 @@ def convergence_warnings(per_run: list[dict], epochs: int) -> list[str]:
             if m.get("best_epoch", 0) <= LATE_BEST_EPOCH * epochs:
                 continue
             gain = late_gain(m.get("val_curve") or [], epochs)
-            if gain is None or gain > LATE_GAIN_TOLERANCE:
+            if gain is None or gain > LATE_GAIN_TOLERANCE:  # no curve: nothing shows it had levelled off
                 late.setdefault((p["method"], name), []).append(
                     f"{m['best_epoch']}" + (f" (+{100 * gain:.1f})" if gain is not None else ""))
     return [f"{METHODS.get(method, method)}, {name}: best epoch {', '.join(sorted(e, key=_leading_int))} of {epochs} "
@@ -378,15 +375,6 @@ def plateau_notes(per_run: list[dict], epochs: int) -> list[str]:
             f"{len(g)} seed(s), on a plateau: those epochs raised the best validation F1 by "
             f"{', '.join(f'+{100 * x:.1f}' for x in sorted(g))} points"
             for (method, name), g in gains.items() if max(g) <= LATE_GAIN_TOLERANCE]
-
-
-def late_gain(val_curve: list[float], epochs: int) -> float | None:
-    """How much the last 20% of the epochs raised the best validation score over the epochs before
-    them; None when the curve does not cover the run."""
-    cut = int(LATE_BEST_EPOCH * epochs)
-    if len(val_curve) != epochs or cut < 1:
-        return None
-    return max(val_curve[cut:]) - max(val_curve[:cut])
 
 
 def _leading_int(text: str) -> int:

@@ -39,6 +39,7 @@ from ..storage import runs
 from ..storage.atomic import atomic_write
 from ..model.calibration import calibrated_probabilities, calibration_report, fit_calibration
 from .calibrate import fit_branch_calibration
+from .convergence import train_longer_advice
 from .evaluation import branch_outputs, metrics_from_logits
 from .events import (BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunEnded, RunStarted, StopToken,
                      TeachingChanged)
@@ -688,7 +689,11 @@ def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bo
     reason = (
         f"Stopped after epoch {epoch}; the best model so far was kept." if stopped else f"Finished {epoch} epochs."
     )
-    reason = " ".join([reason, *session.config.split_warnings()])
+    advice = "" if stopped else train_longer_advice(
+        session.history, {n: b["best_epoch"] for n, b in session.best.items()}, str(run.run_dir))
+    if advice:
+        run.log(advice)
+    reason = " ".join([reason, *session.config.split_warnings(), *([advice] if advice else [])])
     run.write_record(status=status, reason=reason, epochs_done=epoch, test_metrics=test_metrics,
                      calibration=session.calibration)
     summary = "; ".join(f"{n} test acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f} ECE {m['ece_uncalibrated']:.3f} -> "

@@ -488,7 +488,9 @@ class TrainPage(QWidget):
             self.progress.setValue(1000)
         self.progress.setFormat({"finished": "Finished", "stopped": "Stopped", "failed": "Failed"}.get(result.status, result.status)
                                 + f" after {result.epochs_done} epoch(s)")
-        self.status.setText(result.reason)
+        # A failure's whole message (what to try) stays in view; a finish or stop gets one short line.
+        self.status.setText(result.reason if result.status == "failed" else status_line(result.reason))
+        self.status.setToolTip(result.reason)
         if result.status == "failed":
             self.error.emit(result.reason, "")
         self.run_finished.emit(result)
@@ -506,3 +508,12 @@ class TrainPage(QWidget):
 
     def append_log(self, line: str) -> None:
         self.log.appendPlainText(line)
+
+
+def status_line(reason: str, limit: int = 80) -> str:
+    """The run's end in one short line beside the progress bar: its first sentence, and a pointer to
+    the log (which holds the whole reason, e.g. advice to train longer) when there is more."""
+    if len(reason) <= limit:
+        return reason
+    first = reason.split(". ", 1)[0].rstrip(".")
+    return f"{first[:limit]}. More in the log below."

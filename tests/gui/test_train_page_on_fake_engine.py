@@ -159,3 +159,12 @@ def test_the_page_redraws_one_plot_per_tick_and_none_while_hidden(page):
     page.on_event(batch_ended(2, 2, epochs=4))
     page.timer.timeout.emit()  # the next tick is the validation plot's turn, although a batch came
     assert points(page.val_curves[accuracy]) == 2 and points(page.loss_curves["total"]) == 2
+
+
+def test_a_long_end_of_run_reason_is_one_short_status_line_and_whole_in_the_log():
+    from discomkd_gui.pages.train_page import status_line
+
+    advice = ("Finished 5 epochs. Still improving at the end (audio: best epoch 5 of 5, +8.1 validation F1 points in "
+              "the last 20% of the epochs): more epochs may give a better model.")
+    assert status_line(advice) == "Finished 5 epochs. More in the log below."
+    assert status_line("Finished 12 epochs.") == "Finished 12 epochs."

@@ -1,0 +1,50 @@
+"""Was a training still improving when it ended? One rule for the comparison's convergence check
+and the trainer's advice at the end of a run.
+
+A model was still improving when its best validation epoch fell in the last 20% of the epochs
+*and* those epochs raised its best validation weighted F1 by more than one point. A late best epoch
+on a flat tail (the cosine schedule's last epochs, where the learning rate is near zero) is a
+plateau, not a climb: the tolerance plays the part of early stopping's min_delta.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+LATE_BEST_EPOCH = 0.8  # a best epoch after this share of the epochs: the run may not have converged
+LATE_GAIN_TOLERANCE = 0.01  # ... unless the last epochs raised the best validation F1 by at most this
+
+
+def late_gain(val_curve: list[float], epochs: int) -> float | None:
+    """How much the last 20% of the epochs raised the best validation score over the epochs before
+    them; None when the curve does not cover the run."""
+    cut = int(LATE_BEST_EPOCH * epochs)
+    if len(val_curve) != epochs or cut < 1:
+        return None
+    return max(val_curve[cut:]) - max(val_curve[:cut])
+
+
+def still_improving(val_curve: list[float], best_epoch: int, epochs: int) -> float | None:
+    """The late gain of a run that was still improving at its end, else None."""
+    if epochs < 5 or best_epoch <= LATE_BEST_EPOCH * epochs:
+        return None
+    gain = late_gain(val_curve, epochs)
+    return gain if gain is not None and gain > LATE_GAIN_TOLERANCE else None
+
+
+def train_longer_advice(history: list[dict], best_epochs: dict[str, int], run_folder: str = "RUN_FOLDER") -> str:
+    """The sentence a finished run adds when some modality was still improving ('' otherwise).
+    ``history`` is the run's per-epoch lines (each with 'val': modality -> metrics)."""
+    epochs = len(history)
+    improving = {}
+    for name, best_epoch in best_epochs.items():
+        curve = [float(h["val"][name]["weighted_f1"]) for h in history if name in h.get("val", {})]
+        gain = still_improving(curve, best_epoch, epochs)
+        if gain is not None:
+            improving[name] = (best_epoch, gain)
+    if not improving:
+        return ""
+    which = "; ".join(f"{n}: best epoch {e} of {epochs}, +{100 * g:.1f} validation F1 points in the last "
+                      f"{100 * (1 - LATE_BEST_EPOCH):.0f}% of the epochs" for n, (e, g) in improving.items())
+    return (f"Still improving at the end ({which}): more epochs may give a better model. Continue this run "
+            f"(Runs page, \"Continue training…\", or `discomkd continue {shlex.quote(str(run_folder))} --epochs N`).")
