@@ -384,8 +384,9 @@ class ComparePage(QWidget):
         lines += [f"{METHODS.get(m, m)} skipped: {why}" for m, why in result.skipped.items()]
         warnings = result.warnings
         if len(warnings) > 1:  # one line here, the list in the tooltip, so the table keeps its room
-            lines.append(f"Convergence: {len(warnings)} rows had a best epoch in the last 20% of the epochs on "
-                         "some seed (hover for the list); train longer before trusting them.")
+            lines.append(f"Convergence: {len(warnings)} rows were still improving at the end on some seed (best "
+                         "epoch in the last 20% of the epochs, which gained more than a point; hover for the list); "
+                         "train longer before trusting them.")
         else:
             lines += warnings
         self.skipped.setToolTip("\n".join(warnings))
