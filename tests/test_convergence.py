@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from discomkd.storage import runs
-from discomkd.training.convergence import late_gain, still_improving, train_longer_advice
+from discomkd.training.convergence import gain_tolerance, late_gain, still_improving, train_longer_advice
 
 
 def _history(curves: dict[str, list[float]]) -> list[dict]:
@@ -33,22 +33,25 @@ def test_the_advice_names_each_improving_modality_and_how_to_continue():
     assert "depth" not in advice and "discomkd continue RUN_FOLDER --epochs N" in advice
     assert "`discomkd continue '/my runs/a' --epochs N`" in train_longer_advice(history, {"rgb": 10}, "/my runs/a")
     assert train_longer_advice(history, {"rgb": 8, "depth": 2}) == ""
+    # On 40 validation samples 4 points are two samples' worth: not more than the split can tell.
+    assert gain_tolerance(40) == 0.05 and gain_tolerance(250) == 0.01 and gain_tolerance(0) == 0.01
+    assert train_longer_advice(history, {"rgb": 10}, validation_samples={"rgb": 40}) == ""
+    assert train_longer_advice(history, {"rgb": 10}, validation_samples={"rgb": 400}).startswith("Still improving")
     assert train_longer_advice([{"epoch": e, "val": {}} for e in range(1, 11)], {"rgb": 10}) == ""  # no validation
 
 
 def test_a_finished_run_gives_the_advice_its_own_curves_call_for(trained_run):
-    """The trainer's end of run applies the rule to the run's own history, and says so in the run's
-    reason, run.json and the log only when the rule fires."""
+    """The trainer applies the rule to the run's own validation curves and validation sizes (both in
+    the run folder), and its reason and run.json carry the result."""
     history = runs.read_history(trained_run.run_dir)
     record = runs.read_run_record(trained_run.run_dir)
+    sizes = record["data"]["validation_sizes"]
+    assert set(sizes) == {"image", "audio"} and min(sizes.values()) > 0
     best = {n: m["best_epoch"] for n, m in trained_run.test_metrics.items()}
-    advice = train_longer_advice(history, best, str(trained_run.run_dir))
-    log = (Path(trained_run.run_dir) / runs.LOG_FILE).read_text(encoding="utf-8")
-    if advice:
-        assert trained_run.reason.endswith(advice) and record["reason"].endswith(advice)
-        assert advice in log
-    else:
-        assert "Still improving" not in trained_run.reason and "Still improving" not in record["reason"]
+    advice = train_longer_advice(history, best, str(trained_run.run_dir), sizes)
+    assert record["reason"] == trained_run.reason == " ".join(["Finished 10 epochs.", *([advice] if advice else [])])
+    # On the tiny run's 15 validation samples one sample is 6.7 points: the bar is two samples' worth.
+    assert gain_tolerance(sizes["audio"]) == 2 / sizes["audio"]
 
 
 def test_the_advice_reaches_the_run_reason_record_and_log(tiny_demo, tmp_path, monkeypatch):
@@ -58,8 +61,9 @@ def test_the_advice_reaches_the_run_reason_record_and_log(tiny_demo, tmp_path, m
 
     seen = {}
 
-    def advice(history, best_epochs, run_folder):
+    def advice(history, best_epochs, run_folder, validation_samples):
         seen.update(epochs=len(history), best=best_epochs, folder=run_folder)
+        assert set(validation_samples) == set(best_epochs) and min(validation_samples.values()) > 0
         return "Still improving at the end (test)."
 
     monkeypatch.setattr(loop, "train_longer_advice", advice)

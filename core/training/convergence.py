@@ -24,22 +24,31 @@ def late_gain(val_curve: list[float], epochs: int) -> float | None:
     return max(val_curve[cut:]) - max(val_curve[:cut])
 
 
-def still_improving(val_curve: list[float], best_epoch: int, epochs: int) -> float | None:
+def still_improving(val_curve: list[float], best_epoch: int, epochs: int,
+                    tolerance: float = LATE_GAIN_TOLERANCE) -> float | None:
     """The late gain of a run that was still improving at its end, else None."""
     if epochs < 5 or best_epoch <= LATE_BEST_EPOCH * epochs:
         return None
     gain = late_gain(val_curve, epochs)
-    return gain if gain is not None and gain > LATE_GAIN_TOLERANCE else None
+    return gain if gain is not None and gain > tolerance else None
 
 
-def train_longer_advice(history: list[dict], best_epochs: dict[str, int], run_folder: str = "RUN_FOLDER") -> str:
+def gain_tolerance(validation_samples: int) -> float:
+    """The late gain that counts as improving on a validation split of this size: a point of F1, or
+    two samples' worth where fewer than 200 samples make one point finer than the split can tell."""
+    return max(LATE_GAIN_TOLERANCE, 2 / validation_samples) if validation_samples > 0 else LATE_GAIN_TOLERANCE
+
+
+def train_longer_advice(history: list[dict], best_epochs: dict[str, int], run_folder: str = "RUN_FOLDER",
+                        validation_samples: dict[str, int] | None = None) -> str:
     """The sentence a finished run adds when some modality was still improving ('' otherwise).
     ``history`` is the run's per-epoch lines (each with 'val': modality -> metrics)."""
     epochs = len(history)
     improving = {}
     for name, best_epoch in best_epochs.items():
         curve = [float(h["val"][name]["weighted_f1"]) for h in history if name in h.get("val", {})]
-        gain = still_improving(curve, best_epoch, epochs)
+        tolerance = gain_tolerance((validation_samples or {}).get(name, 0))
+        gain = still_improving(curve, best_epoch, epochs, tolerance)
         if gain is not None:
             improving[name] = (best_epoch, gain)
     if not improving:

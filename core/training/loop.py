@@ -364,6 +364,7 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             "skipped_count": {n: len(skipped[n]) for n in names},
             "skipped_list": runs.SKIPPED_FILE if any(skipped.values()) else None,
             "train_sizes": session.train_sizes,
+            "validation_sizes": validation_sizes(session),
             "split_groups": session.split_groups,
         },
     )
@@ -379,6 +380,11 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
                         session.target_epochs, session.steps_per_epoch, device_text(session), session.backbones,
                         dataset.report.pairing.status,
                         session.unlabelled_pairs, active, config.term_ramp))
+
+
+def validation_sizes(session: TrainingSession) -> dict[str, int]:
+    """Validation samples per modality (what a gain in validation F1 can resolve)."""
+    return {n: int(session.prepared[n].y["val"].shape[0]) for n in session.names}
 
 
 def mixed_precision_name(session: TrainingSession) -> str | None:
@@ -690,7 +696,8 @@ def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bo
         f"Stopped after epoch {epoch}; the best model so far was kept." if stopped else f"Finished {epoch} epochs."
     )
     advice = "" if stopped else train_longer_advice(
-        session.history, {n: b["best_epoch"] for n, b in session.best.items()}, str(run.run_dir))
+        session.history, {n: b["best_epoch"] for n, b in session.best.items()}, str(run.run_dir),
+        validation_sizes(session))
     if advice:
         run.log(advice)
     reason = " ".join([reason, *session.config.split_warnings(), *([advice] if advice else [])])
