@@ -51,6 +51,7 @@ from ..errors import ConfigError, DisComKDError
 from ..storage import runs
 from ..model.baselines import MultimodalTeacher
 from ..model.bundle import first_non_finite_weight
+from .convergence import validation_curve
 from .events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted, StopToken,
                      TeachingChanged, TrainingEvent, send_event)
 from .precision import training_layout
@@ -288,15 +289,9 @@ def run_discomkd_variant(
         ended: RunEnded = train(variant, run_dir=tmp, on_event=RunProgressHandler(progress, config.epochs), stop=stop,
                                 dataset=dataset)
         history = runs.read_history(Path(tmp))
-    metrics = {n: dict(slim_metrics(m), val_curve=validation_curve(history, n))
+    metrics = {n: dict(slim_metrics(m), val_curve=[round(f, 4) for f in validation_curve(history, n)])
                for n, m in (ended.test_metrics or {}).items()}
     return BaselineRun(method, config.seed, ended.status, ended.reason, time.perf_counter() - t0, metrics)
-
-
-def validation_curve(history: list[dict], modality: str) -> list[float]:
-    """A modality's validation weighted F1 at each epoch of a run's history (for the convergence check)."""
-    return [round(float(h["val"][modality]["weighted_f1"]), 4) for h in history
-            if modality in h.get("val", {})]
 
 
 def run_method(
@@ -349,14 +344,6 @@ def run_method(
             result = train_two_stage(method, setup, settings, student_progress, stop)
         else:
             result = train_students(method, setup, settings, student_progress, stop, targets)
-        # A selected model that is no longer finite (e.g. BatchNorm statistics overflowed while the training
-        # losses stayed finite) predicts one class: its test metrics would be reported as a real result.
-        broken = {n: key for n, state in result.best_states.items() if (key := first_non_finite_weight(state))}
-        if broken:
-            what = ", ".join(f"{n} ({key})" for n, key in broken.items())
-            return BaselineRun(method, config.seed, "failed",
-                               diverged_text(method, f"the selected weights of {what} are NaN or infinite",
-                                             config.learning_rate), time.perf_counter() - t0 + extra_time)
         return BaselineRun(method, config.seed, result.status, result.reason, time.perf_counter() - t0 + extra_time,
                            result.test, teacher.test_metrics if teacher else None,
                            uses_unlabelled(method, config, dataset, settings))

@@ -332,6 +332,25 @@ def _verdict_detail(row: dict, prefix: str = "diff") -> str:
             f"{100 * row[f'{prefix}_ci_high']:+.1f}{p}, {row[f'{prefix}_seeds']} seeds)")
 
 
+def _late_best_epochs(per_run: list[dict], epochs: int) -> dict[tuple[str, str], list[tuple[int, int, float | None]]]:
+    """Per method and modality, the finished runs whose best epoch fell in the last 20% of the epochs,
+    as (position in per_run, best epoch, late gain); the gain is None for a run without a recorded
+    validation curve."""
+    late: dict[tuple[str, str], list[tuple[int, int, float | None]]] = {}
+    for i, p in enumerate(per_run):
+        if p["status"] != "finished":
+            continue
+        for name, m in p["metrics"].items():
+            if m.get("best_epoch", 0) > LATE_BEST_EPOCH * epochs:
+                late.setdefault((p["method"], name), []).append(
+                    (i, int(m["best_epoch"]), late_gain(m.get("val_curve") or [], epochs)))
+    return late
+
+
+def _still_climbing(gain: float | None) -> bool:
+    return gain is None or gain > LATE_GAIN_TOLERANCE  # no curve: nothing shows it had levelled off
+
+
 def convergence_warnings(per_run: list[dict], epochs: int) -> list[str]:
     """One line per method and modality that was still improving at the end on some seed: its best
     epoch fell in the last 20% of the epochs and those epochs raised the best validation weighted F1
@@ -341,21 +360,16 @@ def convergence_warnings(per_run: list[dict], epochs: int) -> list[str]:
     if epochs < 5:
         return [f"Only {epochs} epoch(s): every model is still improving; compare at convergence "
                 "(more epochs, best epoch well before the last)."] if per_run else []
-    late: dict[tuple[str, str], list[str]] = {}
-    for p in per_run:
-        if p["status"] != "finished":
-            continue
-        for name, m in p["metrics"].items():
-            if m.get("best_epoch", 0) <= LATE_BEST_EPOCH * epochs:
-                continue
-            gain = late_gain(m.get("val_curve") or [], epochs)
-            if gain is None or gain > LATE_GAIN_TOLERANCE:  # no curve: nothing shows it had levelled off
-                late.setdefault((p["method"], name), []).append(
-                    f"{m['best_epoch']}" + (f" (+{100 * gain:.1f})" if gain is not None else ""))
-    return [f"{METHODS.get(method, method)}, {name}: best epoch {', '.join(sorted(e, key=_leading_int))} of {epochs} "
-            f"(in the last {100 * (1 - LATE_BEST_EPOCH):.0f}%, which raised the best validation F1 by more than "
-            f"{100 * LATE_GAIN_TOLERANCE:.0f} point, in brackets): train longer before trusting this row."
-            for (method, name), e in late.items()]
+    climbing = {key: [(i, e, g) for i, e, g in runs_ if _still_climbing(g)]
+                for key, runs_ in _late_best_epochs(per_run, epochs).items()}
+    lines = []
+    for (method, name), runs_ in sorted(((k, r) for k, r in climbing.items() if r), key=lambda kr: kr[1][0][0]):
+        listed = ", ".join(f"{e}" + (f" (+{100 * g:.1f})" if g is not None else "") for _, e, g in sorted(
+            runs_, key=lambda run: run[1]))
+        lines.append(f"{METHODS.get(method, method)}, {name}: best epoch {listed} of {epochs} (in the last "
+                     f"{100 * (1 - LATE_BEST_EPOCH):.0f}%, which raised the best validation F1 by more than "
+                     f"{100 * LATE_GAIN_TOLERANCE:.0f} point, in brackets): train longer before trusting this row.")
+    return lines
 
 
 def plateau_notes(per_run: list[dict], epochs: int) -> list[str]:
@@ -363,22 +377,14 @@ def plateau_notes(per_run: list[dict], epochs: int) -> list[str]:
     flagging it: the late gains, so that a reader sees how flat the tail was."""
     if epochs < 5:
         return []
-    gains: dict[tuple[str, str], list[float]] = {}
-    for p in per_run:
-        if p["status"] != "finished":
-            continue
-        for name, m in p["metrics"].items():
-            gain = late_gain(m.get("val_curve") or [], epochs)
-            if m.get("best_epoch", 0) > LATE_BEST_EPOCH * epochs and gain is not None:
-                gains.setdefault((p["method"], name), []).append(gain)
-    return [f"{METHODS.get(method, method)}, {name}: best epoch in the last {100 * (1 - LATE_BEST_EPOCH):.0f}% on "
-            f"{len(g)} seed(s), on a plateau: those epochs raised the best validation F1 by "
-            f"{', '.join(f'+{100 * x:.1f}' for x in sorted(g))} points"
-            for (method, name), g in gains.items() if max(g) <= LATE_GAIN_TOLERANCE]
-
-
-def _leading_int(text: str) -> int:
-    return int(text.split()[0])
+    lines = []
+    for (method, name), runs_ in _late_best_epochs(per_run, epochs).items():
+        gains = sorted(g for _, _, g in runs_ if g is not None)
+        if gains and not any(_still_climbing(g) for g in gains):
+            lines.append(f"{METHODS.get(method, method)}, {name}: best epoch in the last "
+                         f"{100 * (1 - LATE_BEST_EPOCH):.0f}% on {len(gains)} seed(s), on a plateau: those epochs "
+                         f"raised the best validation F1 by {', '.join(f'+{100 * g:.1f}' for g in gains)} points")
+    return lines
 
 
 def past_epoch_seconds(config: TrainingConfig) -> float | None:

@@ -15,6 +15,11 @@ LATE_BEST_EPOCH = 0.8  # a best epoch after this share of the epochs: the run ma
 LATE_GAIN_TOLERANCE = 0.01  # ... unless the last epochs raised the best validation F1 by at most this
 
 
+def validation_curve(history: list[dict], modality: str) -> list[float]:
+    """A modality's validation weighted F1 at each epoch of a run's history (``history.jsonl`` lines)."""
+    return [float(h["val"][modality]["weighted_f1"]) for h in history if modality in h.get("val", {})]
+
+
 def late_gain(val_curve: list[float], epochs: int) -> float | None:
     """How much the last 20% of the epochs raised the best validation score over the epochs before
     them; None when the curve does not cover the run."""
@@ -46,9 +51,8 @@ def train_longer_advice(history: list[dict], best_epochs: dict[str, int], run_fo
     epochs = len(history)
     improving = {}
     for name, best_epoch in best_epochs.items():
-        curve = [float(h["val"][name]["weighted_f1"]) for h in history if name in h.get("val", {})]
         tolerance = gain_tolerance((validation_samples or {}).get(name, 0))
-        gain = still_improving(curve, best_epoch, epochs, tolerance)
+        gain = still_improving(validation_curve(history, name), best_epoch, epochs, tolerance)
         if gain is not None:
             improving[name] = (best_epoch, gain)
     if not improving:

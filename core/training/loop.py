@@ -513,7 +513,7 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
     the modalities that improved."""
     # Weights that are no longer finite numbers must never become a "best" model: stop instead.
     # Under torchrun every process decides together: BatchNorm statistics are each process's own.
-    broken = non_finite_weights(session.model)
+    broken = first_non_finite_weight(session.model.state_dict())
     if session.dist.any_rank(bool(broken)):
         raise diverged_error(session, f"weights became NaN or infinite at epoch {epoch} "
                                       f"({broken or 'on another process'})")
@@ -544,14 +544,6 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
             improved.append(n)
     session.model.train()
     return val_metrics, improved
-
-
-def non_finite_weights(model: nn.Module) -> str:
-    """The first parameter or buffer holding NaN or infinity, by name; empty when all are finite."""
-    for key, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return key
-    return ""
 
 
 def diverged_error(session: TrainingSession, what: str) -> TrainingError:
