@@ -895,6 +895,31 @@ def test_saving_non_finite_weights_is_refused_and_keeps_the_model_there(small_bu
     assert target.read_bytes() == small_bundle.read_bytes()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not torch", "foreign objects", "another dict"])
+def test_continuing_from_a_damaged_checkpoint_says_so_and_keeps_the_run(damage, small_bundle, tmp_path, capsys):
+    import pickle
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(small_bundle.parent, run_dir)
+    checkpoint = run_dir / runs.CHECKPOINT_FILE
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    elif damage == "not torch":
+        checkpoint.write_text("garbage")
+    elif damage == "foreign objects":
+        checkpoint.write_bytes(pickle.dumps({"model": object}))
+    else:
+        torch.save({"weights": 1}, checkpoint)
+    before = {name: (run_dir / name).read_bytes() for name in (runs.BUNDLE_FILE, runs.RUN_FILE)}
+    assert main(["continue", str(run_dir), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "training state" in err and "is damaged" in err and "can still be used for prediction" in err
+    assert "Start a new training" in err
+    assert "unexpectedly" not in err and "weights_only" not in err and "Traceback" not in err
+    assert {name: (run_dir / name).read_bytes() for name in (runs.BUNDLE_FILE, runs.RUN_FILE)} == before
+
+
 def test_continuing_from_a_checkpoint_with_non_finite_weights_is_refused_and_keeps_the_model(small_bundle, tmp_path,
                                                                                             capsys):
     import shutil
