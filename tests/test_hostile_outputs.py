@@ -159,6 +159,33 @@ def test_a_file_that_appears_during_the_write_is_kept(tmp_path):
     assert (tmp_path / "new.csv").read_bytes() == b"ours"
 
 
+
+@pytest.mark.parametrize("force", [False, True])
+def test_an_export_the_disk_cannot_hold_leaves_no_half_of_the_pair(force, bundle, tmp_path, capsys, monkeypatch):
+    """The network and its sidecar are written together: a disk that fills up on the sidecar keeps the
+    earlier pair as it was (or leaves none), never a new network beside an old sidecar or without one."""
+    import errno
+
+    import discomkd.storage.atomic as atomic
+
+    out = tmp_path / "device.pt"
+    if force:  # an earlier export of the other modality at the same name
+        assert main(["export", str(bundle), "--modality", "motion", "--format", "torchscript", "--out", str(out)]) == 0
+    before = _snapshot(tmp_path)
+    write_temporary = atomic._write_temporary
+
+    def disk_full_on_the_sidecar(path, write, text):
+        if path.name.endswith(".json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_temporary(path, write, text)
+
+    monkeypatch.setattr(atomic, "_write_temporary", disk_full_on_the_sidecar)
+    args = ["export", str(bundle), "--modality", "image", "--format", "torchscript", "--out", str(out)]
+    assert main([*args, *(["--force"] if force else [])]) == 1
+    err = capsys.readouterr().err
+    assert "is full" in err and "Traceback" not in err
+    assert _snapshot(tmp_path) == before and not list(tmp_path.glob(".*.tmp"))
+
 # ----- class 3: outputs are checked before any work ------------------------------------------------
 
 @pytest.mark.parametrize("where", ["a file", "under a file", "unwritable"])

@@ -29,7 +29,7 @@ from ..data.spec import ModalitySpec
 from ..errors import DataError, DisComKDError
 from ..model.bundle import ModelBundle, load_bundle
 from ..model.calibration import calibrated_probabilities
-from ..storage.atomic import atomic_write
+from ..storage.atomic import atomic_write_together
 from ..storage.outputs import check_output_file
 
 FORMATS = ("onnx", "torchscript")
@@ -308,6 +308,7 @@ def export_modality(
                          "checked_on": checked_on, "runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load"},
         "versions": {"torch": torch.__version__, **({"onnx_opset": ONNX_OPSET} if fmt == "onnx" else {})},
     }
-    atomic_write(model_path, lambda fh: fh.write(model_bytes), replace=replace)
-    atomic_write(sidecar, lambda fh: fh.write(json.dumps(description, indent=2)), text=True, replace=replace)
+    # Both files or neither: a full disk never leaves the new network beside an old sidecar (or none).
+    atomic_write_together([(model_path, lambda fh: fh.write(model_bytes), False),
+                           (sidecar, lambda fh: fh.write(json.dumps(description, indent=2)), True)], replace=replace)
     return ExportResult(model_path, sidecar, fmt, modality, max_abs_diff, checked_on)
