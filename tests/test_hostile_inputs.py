@@ -201,9 +201,14 @@ def test_out_that_is_a_file_gives_a_message(small_data, tmp_path, capsys):
     assert target.read_text() == "mine"
 
 
-def test_unwritable_out_gives_a_message(small_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("free_bytes", [None, 0.0])  # 0: a read-only medium or share reports no free space
+def test_unwritable_out_gives_a_message(free_bytes, small_data, tmp_path, monkeypatch):
     import errno
 
+    import discomkd.storage.atomic as atomic
+
+    if free_bytes is not None:
+        monkeypatch.setattr(atomic, "_free_bytes", lambda path: free_bytes)
     real_open = os.open
 
     def read_only(path, flags, *args):
@@ -216,6 +221,7 @@ def test_unwritable_out_gives_a_message(small_data, tmp_path, monkeypatch):
     result = train(_config(small_data), run_dir=tmp_path / "ro")
     assert result.status == "failed"
     assert "cannot be written" in result.reason and "Choose a folder you can write to" in result.reason
+    assert "full" not in result.reason
 
 
 def test_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):

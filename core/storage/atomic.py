@@ -109,7 +109,10 @@ def _looks_like_write_failure(exc: RuntimeError) -> bool:
 def storage_error(path: Path, exc: BaseException) -> StorageError:
     """A user message for a failed write: full disk, read-only folder or missing permission."""
     code = getattr(exc, "errno", None)
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or _free_bytes(path) < NEARLY_FULL_BYTES:
+    # A read-only or forbidden folder says so even when its disk has little space left (a read-only
+    # medium or share often reports none at all).
+    if code not in (errno.EACCES, errno.EPERM, errno.EROFS) and (
+            code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or _free_bytes(path) < NEARLY_FULL_BYTES):
         free = _free_bytes(path)
         left = f" ({free / 2**20:.1f} MB left)" if free != float("inf") else ""
         return StorageError(
