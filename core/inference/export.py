@@ -68,6 +68,7 @@ class ExportResult:
     modality: str
     max_abs_diff: float  # probabilities, exported network vs PyTorch branch
     checked_on: str  # what the parity check ran on, in words
+    calibrated: bool | None = None  # whether the probabilities output is calibrated (the bundle had a temperature)
 
 
 def default_output_path(bundle_path: str | Path, modality: str, fmt: str) -> Path:
@@ -80,6 +81,15 @@ def default_output_path(bundle_path: str | Path, modality: str, fmt: str) -> Pat
 def sidecar_path_for(model_path: str | Path) -> Path:
     model_path = Path(model_path)
     return model_path.with_name(model_path.name + ".json")
+
+
+def calibration_note(calibration: dict) -> str:
+    """What the exported ``probabilities`` are: calibrated with the bundle's temperature, or, for a model
+    without calibration, plain softmax (said plainly, with how to calibrate it)."""
+    if calibration.get("fitted_on") == "validation":
+        return f"calibrated: softmax(logits / temperature), temperature {calibration['temperature']:.6g}"
+    return ("NOT calibrated: softmax(logits), temperature 1 (a model from before calibration, or no validation "
+            "split); `discomkd continue RUN_DIR --epochs 0` on its run fits the calibration, then export again")
 
 
 def missing_onnx_packages() -> list[str]:
@@ -287,7 +297,7 @@ def export_modality(
         "outputs": {
             "logits": {"shape": ["batch", len(bundle.classes)]},
             "probabilities": {"shape": ["batch", len(bundle.classes)],
-                              "note": f"calibrated: softmax(logits / temperature), temperature {calibration['temperature']:.6g}"},
+                              "note": calibration_note(calibration)},
         },
         "calibration": {
             "temperature": calibration["temperature"],
@@ -311,4 +321,5 @@ def export_modality(
     # Both files or neither: a full disk never leaves the new network beside an old sidecar (or none).
     atomic_write_together([(model_path, lambda fh: fh.write(model_bytes), False),
                            (sidecar, lambda fh: fh.write(json.dumps(description, indent=2)), True)], replace=replace)
-    return ExportResult(model_path, sidecar, fmt, modality, max_abs_diff, checked_on)
+    return ExportResult(model_path, sidecar, fmt, modality, max_abs_diff, checked_on,
+                        calibration.get("fitted_on") == "validation")
