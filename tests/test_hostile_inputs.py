@@ -867,6 +867,37 @@ def test_extensible_pcm_wav_is_read_like_a_plain_one(tmp_path):
         read_wav(write_extensible_wav(tmp_path / "float.wav", subformat_tag=3))
 
 
+def test_a_file_whose_values_overflow_the_model_gets_no_answer(small_bundle, small_data, tmp_path, capsys):
+    """Finite float32 values far beyond the training data's overflow once standardised; NaN probabilities
+    must never become an answer (an arbitrary class, 'nan' confidence, not even flagged uncertain)."""
+    import warnings
+
+    extreme = np.full((6, 48), 3e38, dtype=np.float32)
+    extreme[1] = -3e38
+    np.save(tmp_path / "extreme.npy", extreme)
+    normal = sorted((small_data["motion"] / "a").iterdir())[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning on the way either
+        results = Predictor.from_path(small_bundle).predict_files([tmp_path / "extreme.npy", normal])
+    assert isinstance(results[0], PredictionFailure) and "no usable answer" in results[0].message
+    assert "same kind of data" in results[0].message
+    assert isinstance(results[1], Prediction) and np.isfinite(results[1].confidence)
+    assert main(["predict", str(small_bundle), str(tmp_path / "extreme.npy")]) == 1
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out.lower() and "no usable answer" in captured.err and "warning" not in captured.err
+    # evaluate leaves it out with why, and its metrics (and JSON) hold no NaN
+    import shutil
+
+    folder = shutil.copytree(small_data["motion"], tmp_path / "motion")
+    np.save(folder / "a" / "extreme.npy", extreme)
+    assert main(["evaluate", str(small_bundle), "--modality", f"motion={folder}", "--json", str(tmp_path / "m.json")]) == 0
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out.lower() and "warning" not in captured.err
+    metrics = json.loads((tmp_path / "m.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert metrics["n"] == 24 and [s["path"] for s in metrics["skipped"]] == [str(Path("a") / "extreme.npy")]
+    assert "far outside" in metrics["skipped"][0]["reason"]
+
+
 def test_numpy_warnings_never_reach_the_console(tmp_path, monkeypatch, capsys):
     import warnings
 
