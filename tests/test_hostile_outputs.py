@@ -135,6 +135,11 @@ def test_a_command_never_writes_over_its_own_inputs_even_with_force(command, tar
 def test_exporting_a_run_model_never_replaces_the_model_itself(bundle, tmp_path):
     with pytest.raises(OutputPathError, match="one of this command's inputs"):
         runs.export_bundle(bundle.parent, bundle, replace=True)
+    for own in (runs.RUN_FILE, runs.CHECKPOINT_FILE, runs.HISTORY_FILE, runs.TEST_PREDICTIONS_FILE):  # nor the run's files
+        before = (bundle.parent / own).read_bytes()
+        with pytest.raises(OutputPathError, match="one of this command's inputs"):
+            runs.export_bundle(bundle.parent, bundle.parent / own, replace=True)
+        assert (bundle.parent / own).read_bytes() == before
     copy = tmp_path / "copy.discomkd"
     copy.write_text("older copy")
     with pytest.raises(OutputExistsError):
