@@ -114,6 +114,7 @@ def test_the_default_export_path_is_not_replaced_by_a_second_export(bundle, caps
 @pytest.mark.parametrize("command, target", [
     ("export", "bundle"), ("predict", "bundle"), ("predict", "classified file"), ("predict", "in classified folder"),
     ("evaluate", "bundle"), ("evaluate", "in data folder"), ("predict", "link to classified file"),
+    ("export checked elsewhere", "in data folder"),
 ])
 def test_a_command_never_writes_over_its_own_inputs_even_with_force(command, target, bundle, data, tmp_path, capsys):
     png = sorted((data["image"] / "a").iterdir())[0]
@@ -121,9 +122,13 @@ def test_a_command_never_writes_over_its_own_inputs_even_with_force(command, tar
            "in data folder": data["image"] / "metrics.json", "link to classified file": tmp_path / "link.csv"}[target]
     if target == "link to classified file":
         out.symlink_to(png)
-    args = _cli_writers(bundle, data, out)[command]
+    args = _cli_writers(bundle, data, out).get(command)
     if target == "in classified folder":
         args = ["predict", str(bundle), str(data["image"]), "--csv", str(out)]
+    if command == "export checked elsewhere":  # the training folder is data even when --check reads other files
+        other = tmp_path / "check.png"
+        other.write_bytes(png.read_bytes())
+        args = [*_cli_writers(bundle, data, out)["export"], "--check", str(other)]
     before = {"bundle": bundle.read_bytes(), **_snapshot(data["image"])}
     assert main([*args, "--force"]) == 1
     err = capsys.readouterr().err

@@ -260,11 +260,11 @@ def export_modality(
     spec = bundle.specs[modality]
     model_path = Path(out) if out else default_output_path(bundle_path, modality, fmt)
     sidecar = sidecar_path_for(model_path)
-    # Both files are checked before the export's work (storage/outputs.py); the training folder is
-    # an input when the check reads it.
+    # Both files are checked before the export's work (storage/outputs.py); the modality's training
+    # folder is data (a later training would read what is written there), checked on or not.
     folder = next((m.get("folder") for m in bundle.metadata.get("training", {}).get("modalities", [])
                    if m.get("name") == modality), None)
-    inputs = [bundle_path, *(check_files or ([folder] if folder else []))]
+    inputs = [bundle_path, *(check_files or []), *([folder] if folder else [])]
     model_path = check_output_file(model_path, inputs, replace, "the exported network")
     sidecar = check_output_file(sidecar, inputs, replace, "the exported network's sidecar")
 
