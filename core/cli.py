@@ -235,9 +235,14 @@ def cmd_predict(args) -> int:
     if answers:
         used = sorted({r.modality for r in answers})
         thresholds = ", ".join(f"{m} {predictor.uncertain_below(m):.3f}" for m in used)
+        uncalibrated = [m for m in used if predictor.bundle.calibration(m)["fitted_on"] != "validation"]
+        source = ("--uncertain-below" if args.uncertain_below is not None else
+                  "the model default, from its validation split" if not uncalibrated else "the model default")
+        calibration = ("probabilities are calibrated" if not uncalibrated else
+                       f"probabilities of {', '.join(uncalibrated)} are NOT calibrated (a model from before calibration, "
+                       "or no validation split): `discomkd continue RUN_DIR --epochs 0` on its run fits the calibration")
         print(f"{sum(r.uncertain for r in answers)} of {len(answers)} answer(s) UNCERTAIN: confidence below "
-              f"{thresholds} ({'--uncertain-below' if args.uncertain_below is not None else 'the model default, from its validation split'}); "
-              "probabilities are calibrated")
+              f"{thresholds} ({source}); {calibration}")
     if args.csv:
         write_predictions_csv(results, args.csv, predictor.classes, replace=args.force, inputs=[args.bundle, *args.files])
         print(f"wrote {args.csv}")
@@ -312,6 +317,10 @@ def cmd_export(args) -> int:
     print(f"wrote {result.model_path} ({result.format}; input 'input', outputs 'logits' and 'probabilities')")
     print(f"wrote {result.sidecar_path} (how to preprocess a raw file, classes)")
     print(f"check: probabilities match the model within {result.max_abs_diff:.1e} on {result.checked_on}")
+    if result.calibrated is False:
+        from .inference.export import calibration_note
+
+        print(f"warning: the exported probabilities are {calibration_note({})}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -136,6 +136,27 @@ def test_a_bundle_from_before_calibration_loads_with_temperature_one(trained_run
     np.testing.assert_allclose(got, torch.softmax(logits, 1)[0].numpy(), atol=1e-6)
 
 
+def test_predict_and_export_say_when_a_bundle_from_before_calibration_is_not_calibrated(trained_run, tiny_demo,
+                                                                                        tmp_path, capsys):
+    bundle = load_bundle(trained_run.bundle_path)
+    metadata = json.loads(json.dumps(bundle.metadata))
+    for info in metadata["modalities"].values():
+        del info["calibration"]
+    old = save_bundle(tmp_path / "old.discomkd", metadata, bundle.weights)
+    png = str(expand_paths([tiny_demo["image"] / "1"])[0])
+    for path, calibrated in ((trained_run.bundle_path, True), (old, False)):
+        assert main(["predict", str(path), png]) == 0
+        out = capsys.readouterr().out
+        assert ("probabilities are calibrated" in out) == calibrated
+        assert ("NOT calibrated" in out and "--epochs 0" in out) == (not calibrated)
+        assert ("from its validation split" in out) == calibrated
+        network = tmp_path / f"{'new' if calibrated else 'old'}.pt"
+        assert main(["export", str(path), "--modality", "image", "--format", "torchscript", "--out", str(network)]) == 0
+        note = json.loads((tmp_path / f"{network.name}.json").read_text())["outputs"]["probabilities"]["note"]
+        assert note.startswith("calibrated: softmax(logits / temperature)" if calibrated else "NOT calibrated")
+        assert ("NOT calibrated" in capsys.readouterr().err) == (not calibrated)
+
+
 @pytest.mark.parametrize("bad", [{"temperature": 0}, {"temperature": -1.0}, {"uncertain_below": 1.5}, "warm"])
 def test_a_bundle_with_an_impossible_calibration_is_refused(trained_run, tmp_path, bad):
     bundle = load_bundle(trained_run.bundle_path)

@@ -201,9 +201,14 @@ def test_out_that_is_a_file_gives_a_message(small_data, tmp_path, capsys):
     assert target.read_text() == "mine"
 
 
-def test_unwritable_out_gives_a_message(small_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("free_bytes", [None, 0.0])  # 0: a read-only medium or share reports no free space
+def test_unwritable_out_gives_a_message(free_bytes, small_data, tmp_path, monkeypatch):
     import errno
 
+    import discomkd.storage.atomic as atomic
+
+    if free_bytes is not None:
+        monkeypatch.setattr(atomic, "_free_bytes", lambda path: free_bytes)
     real_open = os.open
 
     def read_only(path, flags, *args):
@@ -216,6 +221,7 @@ def test_unwritable_out_gives_a_message(small_data, tmp_path, monkeypatch):
     result = train(_config(small_data), run_dir=tmp_path / "ro")
     assert result.status == "failed"
     assert "cannot be written" in result.reason and "Choose a folder you can write to" in result.reason
+    assert "full" not in result.reason
 
 
 def test_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
@@ -861,6 +867,37 @@ def test_extensible_pcm_wav_is_read_like_a_plain_one(tmp_path):
         read_wav(write_extensible_wav(tmp_path / "float.wav", subformat_tag=3))
 
 
+def test_a_file_whose_values_overflow_the_model_gets_no_answer(small_bundle, small_data, tmp_path, capsys):
+    """Finite float32 values far beyond the training data's overflow once standardised; NaN probabilities
+    must never become an answer (an arbitrary class, 'nan' confidence, not even flagged uncertain)."""
+    import warnings
+
+    extreme = np.full((6, 48), 3e38, dtype=np.float32)
+    extreme[1] = -3e38
+    np.save(tmp_path / "extreme.npy", extreme)
+    normal = sorted((small_data["motion"] / "a").iterdir())[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning on the way either
+        results = Predictor.from_path(small_bundle).predict_files([tmp_path / "extreme.npy", normal])
+    assert isinstance(results[0], PredictionFailure) and "no usable answer" in results[0].message
+    assert "same kind of data" in results[0].message
+    assert isinstance(results[1], Prediction) and np.isfinite(results[1].confidence)
+    assert main(["predict", str(small_bundle), str(tmp_path / "extreme.npy")]) == 1
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out.lower() and "no usable answer" in captured.err and "warning" not in captured.err
+    # evaluate leaves it out with why, and its metrics (and JSON) hold no NaN
+    import shutil
+
+    folder = shutil.copytree(small_data["motion"], tmp_path / "motion")
+    np.save(folder / "a" / "extreme.npy", extreme)
+    assert main(["evaluate", str(small_bundle), "--modality", f"motion={folder}", "--json", str(tmp_path / "m.json")]) == 0
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out.lower() and "warning" not in captured.err
+    metrics = json.loads((tmp_path / "m.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert metrics["n"] == 24 and [s["path"] for s in metrics["skipped"]] == [str(Path("a") / "extreme.npy")]
+    assert "far outside" in metrics["skipped"][0]["reason"]
+
+
 def test_numpy_warnings_never_reach_the_console(tmp_path, monkeypatch, capsys):
     import warnings
 
@@ -893,6 +930,31 @@ def test_saving_non_finite_weights_is_refused_and_keeps_the_model_there(small_bu
     with pytest.raises(BundleError, match=r"'image' are not finite numbers .NaN or infinite.*diverged.*kept"):
         save_bundle(target, bundle.metadata, weights)
     assert target.read_bytes() == small_bundle.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not torch", "foreign objects", "another dict"])
+def test_continuing_from_a_damaged_checkpoint_says_so_and_keeps_the_run(damage, small_bundle, tmp_path, capsys):
+    import pickle
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(small_bundle.parent, run_dir)
+    checkpoint = run_dir / runs.CHECKPOINT_FILE
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    elif damage == "not torch":
+        checkpoint.write_text("garbage")
+    elif damage == "foreign objects":
+        checkpoint.write_bytes(pickle.dumps({"model": object}))
+    else:
+        torch.save({"weights": 1}, checkpoint)
+    before = {name: (run_dir / name).read_bytes() for name in (runs.BUNDLE_FILE, runs.RUN_FILE)}
+    assert main(["continue", str(run_dir), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "training state" in err and "is damaged" in err and "can still be used for prediction" in err
+    assert "Start a new training" in err
+    assert "unexpectedly" not in err and "weights_only" not in err and "Traceback" not in err
+    assert {name: (run_dir / name).read_bytes() for name in (runs.BUNDLE_FILE, runs.RUN_FILE)} == before
 
 
 def test_continuing_from_a_checkpoint_with_non_finite_weights_is_refused_and_keeps_the_model(small_bundle, tmp_path,

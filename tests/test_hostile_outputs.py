@@ -114,6 +114,7 @@ def test_the_default_export_path_is_not_replaced_by_a_second_export(bundle, caps
 @pytest.mark.parametrize("command, target", [
     ("export", "bundle"), ("predict", "bundle"), ("predict", "classified file"), ("predict", "in classified folder"),
     ("evaluate", "bundle"), ("evaluate", "in data folder"), ("predict", "link to classified file"),
+    ("export checked elsewhere", "in data folder"),
 ])
 def test_a_command_never_writes_over_its_own_inputs_even_with_force(command, target, bundle, data, tmp_path, capsys):
     png = sorted((data["image"] / "a").iterdir())[0]
@@ -121,9 +122,13 @@ def test_a_command_never_writes_over_its_own_inputs_even_with_force(command, tar
            "in data folder": data["image"] / "metrics.json", "link to classified file": tmp_path / "link.csv"}[target]
     if target == "link to classified file":
         out.symlink_to(png)
-    args = _cli_writers(bundle, data, out)[command]
+    args = _cli_writers(bundle, data, out).get(command)
     if target == "in classified folder":
         args = ["predict", str(bundle), str(data["image"]), "--csv", str(out)]
+    if command == "export checked elsewhere":  # the training folder is data even when --check reads other files
+        other = tmp_path / "check.png"
+        other.write_bytes(png.read_bytes())
+        args = [*_cli_writers(bundle, data, out)["export"], "--check", str(other)]
     before = {"bundle": bundle.read_bytes(), **_snapshot(data["image"])}
     assert main([*args, "--force"]) == 1
     err = capsys.readouterr().err
@@ -135,6 +140,11 @@ def test_a_command_never_writes_over_its_own_inputs_even_with_force(command, tar
 def test_exporting_a_run_model_never_replaces_the_model_itself(bundle, tmp_path):
     with pytest.raises(OutputPathError, match="one of this command's inputs"):
         runs.export_bundle(bundle.parent, bundle, replace=True)
+    for own in (runs.RUN_FILE, runs.CHECKPOINT_FILE, runs.HISTORY_FILE, runs.TEST_PREDICTIONS_FILE):  # nor the run's files
+        before = (bundle.parent / own).read_bytes()
+        with pytest.raises(OutputPathError, match="one of this command's inputs"):
+            runs.export_bundle(bundle.parent, bundle.parent / own, replace=True)
+        assert (bundle.parent / own).read_bytes() == before
     copy = tmp_path / "copy.discomkd"
     copy.write_text("older copy")
     with pytest.raises(OutputExistsError):
@@ -158,6 +168,33 @@ def test_a_file_that_appears_during_the_write_is_kept(tmp_path):
     atomic_write(tmp_path / "new.csv", lambda fh: fh.write(b"ours"), replace=False)
     assert (tmp_path / "new.csv").read_bytes() == b"ours"
 
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_an_export_the_disk_cannot_hold_leaves_no_half_of_the_pair(force, bundle, tmp_path, capsys, monkeypatch):
+    """The network and its sidecar are written together: a disk that fills up on the sidecar keeps the
+    earlier pair as it was (or leaves none), never a new network beside an old sidecar or without one."""
+    import errno
+
+    import discomkd.storage.atomic as atomic
+
+    out = tmp_path / "device.pt"
+    if force:  # an earlier export of the other modality at the same name
+        assert main(["export", str(bundle), "--modality", "motion", "--format", "torchscript", "--out", str(out)]) == 0
+    before = _snapshot(tmp_path)
+    write_temporary = atomic._write_temporary
+
+    def disk_full_on_the_sidecar(path, write, text):
+        if path.name.endswith(".json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_temporary(path, write, text)
+
+    monkeypatch.setattr(atomic, "_write_temporary", disk_full_on_the_sidecar)
+    args = ["export", str(bundle), "--modality", "image", "--format", "torchscript", "--out", str(out)]
+    assert main([*args, *(["--force"] if force else [])]) == 1
+    err = capsys.readouterr().err
+    assert "is full" in err and "Traceback" not in err
+    assert _snapshot(tmp_path) == before and not list(tmp_path.glob(".*.tmp"))
 
 # ----- class 3: outputs are checked before any work ------------------------------------------------
 

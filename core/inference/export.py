@@ -29,7 +29,7 @@ from ..data.spec import ModalitySpec
 from ..errors import DataError, DisComKDError
 from ..model.bundle import ModelBundle, load_bundle
 from ..model.calibration import calibrated_probabilities
-from ..storage.atomic import atomic_write
+from ..storage.atomic import atomic_write_together
 from ..storage.outputs import check_output_file
 
 FORMATS = ("onnx", "torchscript")
@@ -68,6 +68,7 @@ class ExportResult:
     modality: str
     max_abs_diff: float  # probabilities, exported network vs PyTorch branch
     checked_on: str  # what the parity check ran on, in words
+    calibrated: bool | None = None  # whether the probabilities output is calibrated (the bundle had a temperature)
 
 
 def default_output_path(bundle_path: str | Path, modality: str, fmt: str) -> Path:
@@ -80,6 +81,15 @@ def default_output_path(bundle_path: str | Path, modality: str, fmt: str) -> Pat
 def sidecar_path_for(model_path: str | Path) -> Path:
     model_path = Path(model_path)
     return model_path.with_name(model_path.name + ".json")
+
+
+def calibration_note(calibration: dict) -> str:
+    """What the exported ``probabilities`` are: calibrated with the bundle's temperature, or, for a model
+    without calibration, plain softmax (said plainly, with how to calibrate it)."""
+    if calibration.get("fitted_on") == "validation":
+        return f"calibrated: softmax(logits / temperature), temperature {calibration['temperature']:.6g}"
+    return ("NOT calibrated: softmax(logits), temperature 1 (a model from before calibration, or no validation "
+            "split); `discomkd continue RUN_DIR --epochs 0` on its run fits the calibration, then export again")
 
 
 def missing_onnx_packages() -> list[str]:
@@ -250,11 +260,11 @@ def export_modality(
     spec = bundle.specs[modality]
     model_path = Path(out) if out else default_output_path(bundle_path, modality, fmt)
     sidecar = sidecar_path_for(model_path)
-    # Both files are checked before the export's work (storage/outputs.py); the training folder is
-    # an input when the check reads it.
+    # Both files are checked before the export's work (storage/outputs.py); the modality's training
+    # folder is data (a later training would read what is written there), checked on or not.
     folder = next((m.get("folder") for m in bundle.metadata.get("training", {}).get("modalities", [])
                    if m.get("name") == modality), None)
-    inputs = [bundle_path, *(check_files or ([folder] if folder else []))]
+    inputs = [bundle_path, *(check_files or []), *([folder] if folder else [])]
     model_path = check_output_file(model_path, inputs, replace, "the exported network")
     sidecar = check_output_file(sidecar, inputs, replace, "the exported network's sidecar")
 
@@ -287,7 +297,7 @@ def export_modality(
         "outputs": {
             "logits": {"shape": ["batch", len(bundle.classes)]},
             "probabilities": {"shape": ["batch", len(bundle.classes)],
-                              "note": f"calibrated: softmax(logits / temperature), temperature {calibration['temperature']:.6g}"},
+                              "note": calibration_note(calibration)},
         },
         "calibration": {
             "temperature": calibration["temperature"],
@@ -308,6 +318,8 @@ def export_modality(
                          "checked_on": checked_on, "runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load"},
         "versions": {"torch": torch.__version__, **({"onnx_opset": ONNX_OPSET} if fmt == "onnx" else {})},
     }
-    atomic_write(model_path, lambda fh: fh.write(model_bytes), replace=replace)
-    atomic_write(sidecar, lambda fh: fh.write(json.dumps(description, indent=2)), text=True, replace=replace)
-    return ExportResult(model_path, sidecar, fmt, modality, max_abs_diff, checked_on)
+    # Both files or neither: a full disk never leaves the new network beside an old sidecar (or none).
+    atomic_write_together([(model_path, lambda fh: fh.write(model_bytes), False),
+                           (sidecar, lambda fh: fh.write(json.dumps(description, indent=2)), True)], replace=replace)
+    return ExportResult(model_path, sidecar, fmt, modality, max_abs_diff, checked_on,
+                        calibration.get("fitted_on") == "validation")

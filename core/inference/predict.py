@@ -171,7 +171,8 @@ class Predictor:
         """The model input (1, C, ...) for one file, exactly as in training."""
         raw = path if isinstance(path, _RawFile) else _RawFile(path)
         spec = self.specs[modality]
-        return spec.normalize(spec.preprocess(*raw.decoded(spec))[None])
+        with np.errstate(over="ignore", invalid="ignore"):  # values that overflow are refused by predict_file
+            return spec.normalize(spec.preprocess(*raw.decoded(spec))[None])
 
     @torch.no_grad()
     def predict_file(self, path: str | Path, modality: str | None = None) -> Prediction:
@@ -201,6 +202,13 @@ class Predictor:
         x = torch.from_numpy(self.preprocess(raw, modality)).to(self.device)
         logits = self.branch(modality)(x)["logits"]
         probs = calibrated_probabilities(logits, self.bundle.temperature(modality))[0].cpu().numpy()
+        if not np.isfinite(probs).all():
+            # Finite values far beyond the training data's (3e38 in a float32 array) overflow once
+            # standardised: an answer from NaN probabilities would be an arbitrary class shown as "ok".
+            raise DataError(f"the model gives no usable answer for this file: its values (up to "
+                            f"{float(np.abs(raw.decoded(self.specs[modality])[1]).max()):.3g}) are far outside those "
+                            f"of the training data of '{modality}', so its probabilities are not numbers. Check that it "
+                            f"holds the same kind of data, in the same units, as the training files.")
         probabilities = {c: float(p) for c, p in zip(self.classes, probs)}
         return Prediction(str(path), modality, self.classes[int(probs.argmax())], probabilities,
                           self.uncertain_below(modality))

@@ -26,29 +26,55 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], text: bool = Fal
     exists at ``path`` when the new one is put in place (even one created meanwhile by another
     program) is kept and OutputExistsError is raised.
     """
-    path = Path(path)
+    return atomic_write_together([(path, write, text)], replace)[0]
+
+
+def atomic_write_together(files: list[tuple[str | Path, Callable[[IO], None], bool]], replace: bool = True) -> list[Path]:
+    """Write files that belong together (a network and the sidecar that describes it) as atomic_write
+    does each: ``files`` is (path, write, text) per file. Every file is written to its temporary file
+    first, and only then are they put in place, so a full disk or a failed write leaves all the earlier
+    files as they were, never a new one beside an old one it does not match."""
+    temps: list[tuple[Path, Path]] = []
+    published: list[Path] = []
+    current = Path(files[0][0])
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=TEMP_SUFFIX)
-    except OSError as exc:
-        raise storage_error(path, exc) from exc
+        for path, write, text in files:
+            current = Path(path)
+            temps.append((_write_temporary(current, write, text), current))
+        for tmp, path in temps:
+            current = path
+            if replace:
+                os.replace(tmp, path)
+            else:
+                _publish_without_replacing(tmp, path)
+            published.append(path)
+    except BaseException as exc:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        if not replace:  # these were new files: take them back rather than leave part of the set
+            for path in published:
+                path.unlink(missing_ok=True)
+        if isinstance(exc, (StorageError, OutputExistsError)):
+            raise
+        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and _looks_like_write_failure(exc)):
+            raise storage_error(current, exc) from exc
+        raise
+    return [path for _, path in temps]
+
+
+def _write_temporary(path: Path, write: Callable[[IO], None], text: bool) -> Path:
+    """A temporary file beside ``path`` holding what ``write`` wrote (removed again if writing fails)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=TEMP_SUFFIX)
     try:
         # Text: file names with undecodable bytes are written escaped rather than failing the write.
         opened = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") if text else os.fdopen(fd, "wb")
         with opened as fh:
             write(fh)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            _publish_without_replacing(Path(tmp), path)
-    except BaseException as exc:
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, (StorageError, OutputExistsError)):
-            raise
-        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and _looks_like_write_failure(exc)):
-            raise storage_error(path, exc) from exc
         raise
-    return path
+    return Path(tmp)
 
 
 def _publish_without_replacing(tmp: Path, path: Path) -> None:
@@ -83,7 +109,10 @@ def _looks_like_write_failure(exc: RuntimeError) -> bool:
 def storage_error(path: Path, exc: BaseException) -> StorageError:
     """A user message for a failed write: full disk, read-only folder or missing permission."""
     code = getattr(exc, "errno", None)
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or _free_bytes(path) < NEARLY_FULL_BYTES:
+    # A read-only or forbidden folder says so even when its disk has little space left (a read-only
+    # medium or share often reports none at all).
+    if code not in (errno.EACCES, errno.EPERM, errno.EROFS) and (
+            code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or _free_bytes(path) < NEARLY_FULL_BYTES):
         free = _free_bytes(path)
         left = f" ({free / 2**20:.1f} MB left)" if free != float("inf") else ""
         return StorageError(

@@ -345,11 +345,13 @@ def delete_run(run_dir: Path) -> list[Path]:
 
 
 def export_bundle(run_dir: Path, destination: Path, replace: bool = False) -> Path:
-    """Copy the run's model to ``destination`` (an existing file only when ``replace``; never the model itself)."""
+    """Copy the run's model to ``destination`` (an existing file only when ``replace``; never the model
+    itself, nor another of the run's own files: its record, checkpoint, history...)."""
     source = Path(run_dir) / BUNDLE_FILE
     if not source.exists():
         raise DataError("This run has no saved model yet (it stopped before its first epoch ended).")
-    destination = check_output_file(destination, inputs=[source], replace=replace, what="the exported model")
+    own_files = [source, *(Path(run_dir) / name for name in RUN_WRITTEN_FILES if name != BUNDLE_FILE)]
+    destination = check_output_file(destination, inputs=own_files, replace=replace, what="the exported model")
     with open(source, "rb") as src:
         return atomic_write(destination, lambda fh: shutil.copyfileobj(src, fh), replace=replace)
 

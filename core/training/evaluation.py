@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.load import load_modality
-from ..data.scan import infer_kind, list_modality_folder, listing_sample
+from ..data.scan import SkippedFile, infer_kind, list_modality_folder, listing_sample
 from ..errors import ConfigError
 from ..model.bundle import load_bundle
 from ..model.calibration import calibrated_probabilities, calibration_report, top1
@@ -62,10 +62,22 @@ def evaluate_bundle_on_folder(bundle_path: str | Path, modality: str, folder: st
         raise ConfigError(f"None of the class folders ({', '.join(data.classes)}) is a class of this model "
                           f"(its classes: {', '.join(bundle.classes[:12])}{', …' if len(bundle.classes) > 12 else ''}). "
                           "Name the class sub-folders as the model's classes.")
-    x = torch.from_numpy(spec.normalize(data.x[keep]))
+    with np.errstate(over="ignore", invalid="ignore"):  # values that overflow are left out just below
+        x = torch.from_numpy(spec.normalize(data.x[keep]))
     y = np.asarray([bundle.classes.index(data.classes[l]) for l in data.labels[keep]])
     branch = bundle.build_branch(modality)
     out = branch_outputs(branch, x, torch.device("cpu"))
+    # Files whose values, finite but far beyond the training data's, overflow the model give NaN
+    # outputs: left out with why (as predict refuses them), never counted as an arbitrary class.
+    usable = torch.isfinite(out["logits"]).all(dim=1).numpy()
+    overflowing = [SkippedFile(f, f"its values are far outside those of the training data of '{modality}', so the "
+                                  "model's outputs are not numbers")
+                   for f, ok in zip(np.asarray(data.files, dtype=object)[keep], usable) if not ok]
+    if not usable.any():
+        raise ConfigError(f"The model gives no usable answer for any file in '{folder}': their values are far outside "
+                          f"those of the training data of '{modality}'. Check that they hold the same kind of data, in "
+                          "the same units, as the training files.")
+    out, y = {k: v[torch.from_numpy(usable)] for k, v in out.items()}, y[usable]
     metrics = classification_metrics(y, out["logits"].argmax(1).numpy(), bundle.classes)
     calibration = bundle.calibration(modality)
     labels = torch.from_numpy(y)
@@ -79,7 +91,7 @@ def evaluate_bundle_on_folder(bundle_path: str | Path, modality: str, folder: st
         "accuracy_flagged": float(correct[flagged].mean()) if flagged.any() else None,
         "accuracy_not_flagged": float(correct[~flagged].mean()) if (~flagged).any() else None,
     }
-    metrics["skipped"] = [{"path": s.path, "reason": s.reason} for s in data.skipped]
+    metrics["skipped"] = [{"path": s.path, "reason": s.reason} for s in [*data.skipped, *overflowing]]
     metrics["unknown_classes"] = unknown
     return metrics
 

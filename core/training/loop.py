@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -230,7 +231,7 @@ def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.O
         raise TrainingError("This run has no checkpoint to continue from (it was stopped or interrupted before "
                             f"the end of its first epoch was saved).{saved} Start a new training instead.")
     check_data_unchanged(runs.read_run_record(run.run_dir), classes, specs, run.run_dir)
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    state = _read_checkpoint(checkpoint_path, specs)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:  # a change check_data_unchanged cannot see (an edited record)
@@ -256,6 +257,29 @@ def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.O
     run.config = replace(run.config, epochs=start.target_epochs)
     run.record = runs.read_run_record(run.run_dir)
     return start
+
+
+def _read_checkpoint(path: Path, specs: dict[str, ModalitySpec]) -> dict:
+    """The checkpoint's state, shaped as write_epoch saves it; a damaged, truncated or foreign file is a
+    TrainingError that says the run's model is still there (never torch's own advice to load it unsafely)."""
+    try:
+        # torch.save always writes a zip archive; anything else would only reach torch's legacy reader.
+        state = torch.load(path, map_location="cpu", weights_only=True) if zipfile.is_zipfile(path) else None
+        ok = (isinstance(state, dict) and isinstance(state.get("model"), dict) and isinstance(state.get("optimizer"), dict)
+              and isinstance(state.get("best"), dict) and isinstance(state.get("best_states"), dict)
+              and all(isinstance(state["best"].get(n), dict) for n in specs)
+              and all(isinstance(w, dict) for w in state["best_states"].values())
+              and isinstance(state.get("epoch"), int) and isinstance(state.get("generator"), torch.Tensor))
+    except Exception:  # noqa: BLE001 - a truncated zip, foreign pickled objects, a file that is not torch's
+        ok = False
+    if not ok:
+        model = path.parent / runs.BUNDLE_FILE
+        kept = (f" Its model file '{model}' is not affected and can still be used for prediction, evaluation and export."
+                if model.exists() else "")
+        raise TrainingError(
+            f"The run's training state '{path}' is damaged (truncated, edited, or not written by DisCoM-KD Studio), so the "
+            f"run cannot be continued.{kept} Start a new training to train further.")
+    return state
 
 
 def _mixed_precision_fields(config: TrainingConfig, device: torch.device) -> dict:

@@ -48,3 +48,22 @@ def test_predict_page_flags_uncertain_answers_at_the_threshold_the_user_sets(win
     page.uncertain_below.setValue(1)  # (almost) nothing is uncertain
     assert not any(card.uncertain for card in page.cards)
     assert [page.table.item(r, 4).text() for r in range(page.table.rowCount())] == ["", ""]
+
+
+def test_exporting_a_model_from_before_calibration_says_its_probabilities_are_not_calibrated(
+        window, trained_bundle, qtbot, tmp_path):
+    import json
+
+    from discomkd.model.bundle import load_bundle, save_bundle
+
+    bundle = load_bundle(trained_bundle)
+    metadata = json.loads(json.dumps(bundle.metadata))
+    for info in metadata["modalities"].values():
+        del info["calibration"]
+    old = save_bundle(tmp_path / "old.discomkd", metadata, bundle.weights)
+    for path, calibrated in ((trained_bundle, True), (old, False)):
+        window.export_boxes.clear()
+        window.run_export(str(path), "image", "torchscript", str(tmp_path / f"{path.stem}.pt"))
+        qtbot.waitUntil(lambda: bool(window.export_boxes or window.error_boxes), timeout=60000)
+        assert not window.error_boxes, window.error_boxes[0].text()
+        assert ("NOT calibrated" in window.export_boxes[-1].text()) == (not calibrated)
