@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from discomkd.config import ModalitySource, TrainingConfig
-from discomkd.errors import ConfigError
+from discomkd.errors import ConfigError, StorageError
 from discomkd.model.losses import class_conditional_targets, mimicry
 from discomkd.model.baselines import dkd_loss, dkd_terms, kd_divergence, kd_loss
 from discomkd.training.baselines import BaselineSettings, run_method
@@ -550,3 +550,32 @@ def test_a_teacher_whose_weights_turn_non_finite_fails_the_run_with_why(tmp_path
     run = run_method("kd", config, _dataset(config))
     assert run.status == "failed" and not run.test_metrics
     assert run.reason.startswith("The teacher training diverged: weights became NaN or infinite at epoch 1 (")
+
+
+def test_a_comparison_the_disk_cannot_hold_keeps_the_earlier_files(tmp_path, monkeypatch):
+    """The table, the CSV and the runs are written together: a disk that fills up on one of them
+    keeps the earlier comparison whole, never a new table beside the old runs."""
+    import errno
+
+    import discomkd.storage.atomic as atomic
+
+    per_run = [{"method": "discomkd", "seed": 0, "status": "finished", "time_s": 1.0,
+                "metrics": {"rgb": {"weighted_f1": 0.5, "accuracy": 0.5, "best_epoch": 1}}}]
+    earlier = ComparisonResult(rows=summarise(per_run, ["discomkd"], ["rgb"]), skipped={}, per_run=per_run,
+                               settings={"seeds": 1, "config": {"epochs": 1}})
+    earlier.write(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    newer_runs = [dict(per_run[0], metrics={"rgb": {"weighted_f1": 0.9, "accuracy": 0.9, "best_epoch": 1}})]
+    newer = ComparisonResult(rows=summarise(newer_runs, ["discomkd"], ["rgb"]), skipped={}, per_run=newer_runs,
+                             settings={"seeds": 1, "config": {"epochs": 1}})
+    write_temporary = atomic._write_temporary
+
+    def disk_full_on_the_runs(path, write, text):
+        if path.name == "per_run.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_temporary(path, write, text)
+
+    monkeypatch.setattr(atomic, "_write_temporary", disk_full_on_the_runs)
+    with pytest.raises(StorageError, match="is full"):
+        newer.write(tmp_path, replace=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -40,7 +40,7 @@ from ..config import TrainingConfig
 from ..data.dataset import MultiModalDataset
 from ..errors import Cancelled, ConfigError, DataError
 from ..storage import runs
-from ..storage.atomic import atomic_write
+from ..storage.atomic import atomic_write_together
 from ..storage.outputs import check_output_folder
 from .baselines import PAIRED_ONLY, BaselineRun, BaselineSettings, RunProgressHandler, run_method, skip_reason
 from .convergence import LATE_BEST_EPOCH, LATE_GAIN_TOLERANCE, late_gain
@@ -204,8 +204,9 @@ class ComparisonResult:
                    "stopped": self.stopped, "wall_time_s": self.wall_time_s, "runs": self.per_run}
         texts = {"comparison.md": self.to_markdown(), "comparison.csv": self.to_csv(),
                  "per_run.json": json.dumps(payload, indent=1)}
-        for name, text in texts.items():
-            atomic_write(out / name, lambda fh, text=text: fh.write(text), text=True, replace=replace)
+        # Written together: a full disk keeps the earlier set, never a new table beside old runs.
+        atomic_write_together([(out / name, lambda fh, text=text: fh.write(text), True) for name, text in texts.items()],
+                              replace=replace)
 
 
 def check_comparison_folder(out_dir: str | Path, config: TrainingConfig, replace: bool = False) -> Path:
