@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -214,6 +215,12 @@ class TrainingConfig:
             bad(f"The split {_split_text(self.split)} keeps no validation data, so no best epoch can be chosen "
                 "for each modality. Give validation a share, for example 0.7,0.1,0.2.")
         return self
+
+    def with_absolute_folders(self) -> "TrainingConfig":
+        """The same settings with each modality folder made absolute: the run, its bundle and a later
+        ``continue`` then find the data from any working folder, not only from the one trained in."""
+        return replace(self, modalities=[replace(m, folder=os.path.abspath(m.folder)) if m.folder else m
+                                         for m in self.modalities])
 
     def split_warnings(self) -> list[str]:
         """What a valid but unusual split means for the user (said before and after training)."""

@@ -48,3 +48,20 @@ def test_user_errors_print_a_message_not_a_traceback(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--modality", "no-equals-sign"])
+
+
+def test_a_run_trained_from_relative_folders_continues_from_anywhere(tiny_demo, tmp_path, capsys, monkeypatch):
+    """Data folders given relative to the working folder are recorded absolute, so the run, its model
+    and `continue` find the data from any other working folder."""
+    import json
+
+    monkeypatch.chdir(tiny_demo["image"].parent)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--modality", f"image={tiny_demo['image'].name}", "--modality",
+                 f"audio={tiny_demo['audio'].name}", "--out", str(run_dir), "--epochs", "1", "--embed-dim", "8",
+                 "--batch-size", "32", "--device", "cpu"]) == 0
+    folders = [m["folder"] for m in json.loads((run_dir / "run.json").read_text())["config"]["modalities"]]
+    assert folders == [str(tiny_demo["image"]), str(tiny_demo["audio"])]
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["continue", str(run_dir), "--epochs", "1"]) == 0, capsys.readouterr().err

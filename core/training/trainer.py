@@ -125,6 +125,8 @@ def _train(config: TrainingConfig, *, run_dir: str | Path | None = None, on_even
            resume_from: Path | None = None, extra_epochs: int = 0) -> RunEnded:
     """Claim the run folder, read the data, train; whatever fails becomes the run's end (end_after_failure)."""
     start = RunStart(on_event or _no_event, stop or StopToken(), resume_from)
+    if resume_from is None:
+        config = config.with_absolute_folders()
     try:
         _check_and_join(start, config, dataset)
         _open_run(start, config, run_dir, run_name)
