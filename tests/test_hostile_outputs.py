@@ -351,6 +351,21 @@ def test_claim_refuses_data_folders_directly(data):
     assert not (data["motion"] / "a" / "run").exists()
 
 
+
+def test_a_data_folder_named_in_another_case_is_still_the_data_folder(data, monkeypatch):
+    """On a case-insensitive file system (macOS, Windows) 'MOTION/a' is inside the data folder
+    'motion'. Emulated here: this test's file system tells two names apart by case."""
+    real_samefile = os.path.samefile
+
+    def case_insensitive(a, b):
+        return str(a).lower() == str(b).lower() or real_samefile(a, b)
+
+    monkeypatch.setattr(os.path, "samefile", case_insensitive)
+    upper = data["motion"].parent / data["motion"].name.upper() / "a" / "run"
+    with pytest.raises(RunFolderError, match="is inside the data folder"):
+        runs.claim_run_dir(upper, data_folders=[data["motion"]])
+    assert not upper.exists()
+
 # ----- class 4: the console is a courtesy ---------------------------------------------------------
 
 def _train_command(data: dict[str, Path], out: Path) -> list[str]:

@@ -41,7 +41,19 @@ def _resolved(path: Path) -> Path:
 def _is_within(path: Path, folder: Path) -> bool:
     """Whether ``path`` is ``folder`` or lies under it, symlinks followed."""
     path, folder = _resolved(path), _resolved(folder)
-    return path == folder or folder in path.parents
+    if path == folder or folder in path.parents:
+        return True
+    # On a case-insensitive file system (macOS, Windows) 'Data/Image' is 'data/image' under another
+    # name, which comparing names misses: ask the file system about each existing folder above.
+    if not folder.is_dir():
+        return False
+    for candidate in (path, *path.parents):
+        try:
+            if os.path.samefile(candidate, folder):
+                return True
+        except OSError:  # not there (yet)
+            continue
+    return False
 
 
 def _same_file(a: Path, b: Path) -> bool:
