@@ -5,6 +5,7 @@ and uses what it fitted (bundle, run.json, predict, evaluate, the uncertain-answ
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,6 +237,34 @@ def test_continue_refits_the_calibration_for_the_new_best_weights(tiny_demo, tmp
         assert after.temperature(n) != before.temperature(n)
         assert record["calibration"][n] == after.calibration(n)
         assert record["test_metrics"][n]["temperature"] == after.temperature(n)
+
+
+def test_a_continue_that_fails_after_a_new_best_leaves_no_test_results_of_the_earlier_model(tiny_demo, tmp_path,
+                                                                                          monkeypatch):
+    """The earlier test results describe weights a new best replaced: a continue that then fails must
+    not leave them beside the new model (the Results page and `info` would show another model's)."""
+    import discomkd.training.loop as loop
+    from discomkd.training.trainer import continue_run
+
+    first = train(tiny_config(tiny_demo, epochs=1, batch_size=16), run_dir=tmp_path / "run")
+    assert runs.read_run_record(first.run_dir)["test_metrics"]
+    real_epoch = loop.train_one_epoch
+
+    def diverging_in_the_last_epoch(run, session, epoch, clock):
+        if epoch == 4:
+            raise loop.diverged_error(session, f"the loss became nan at epoch {epoch}, step 1")
+        return real_epoch(run, session, epoch, clock)
+
+    monkeypatch.setattr(loop, "train_one_epoch", diverging_in_the_last_epoch)
+    second = continue_run(first.run_dir, extra_epochs=3)
+    assert second.status == "failed" and "diverged" in second.reason
+    bundle = load_bundle(second.bundle_path)
+    assert max(bundle.metadata["modalities"][n]["best_epoch"] for n in bundle.modality_names) > 1  # a new best
+    record = runs.read_run_record(first.run_dir)
+    assert not record.get("test_metrics") and not bundle.test_metrics
+    run_dir = Path(first.run_dir)
+    assert not (run_dir / runs.TEST_PREDICTIONS_FILE).exists() and not (run_dir / runs.EMBEDDINGS_FILE).exists()
+    assert "measured again when this training ends" in (run_dir / runs.LOG_FILE).read_text()
 
 
 def test_continue_with_no_epochs_calibrates_a_run_from_before_calibration(trained_run, tmp_path):

@@ -637,6 +637,13 @@ def write_epoch(run: ActiveRun, session: TrainingSession, epoch: int, trained: E
             for n in [*improved, *not_yet]:
                 calibrate_modality(session, n)
             save_bundle(bundle_path, bundle_metadata(run, session), session.best_states)
+            if run.record.get("test_metrics"):
+                # Continuing: the earlier test results describe weights the model no longer holds. They
+                # are measured again when this training ends; one that fails leaves none, not another model's.
+                runs.discard_test_results(run.run_dir)
+                run.write_record(test_metrics={})
+                run.log(f"epoch {epoch}: a new best model replaced the one the earlier test results describe; "
+                        "they are measured again when this training ends")
     run.write_record(epochs_done=epoch, best=session.best)
     val_text = ", ".join(f"{n} acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f}" for n, m in val_metrics.items())
     run.log(f"epoch {epoch}/{target_epochs}: total loss {train_losses['total']:.4f}; val {val_text or 'n/a'}")
