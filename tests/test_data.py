@@ -171,3 +171,36 @@ def test_data_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypa
     monkeypatch.setattr(data_module, "_available_memory", lambda: 10_000)
     with pytest.raises(DataError, match="GiB of memory is free"):
         load_modality(folder, "image", {"size": (512, 512)})
+
+
+def test_npy_arrays_read_as_numpy_reads_them_and_damaged_ones_are_refused(tmp_path):
+    """The .npy reader parses each header once; it must still read what numpy writes (Fortran order,
+    big-endian, integers, 2-D signals) exactly as numpy.load does, and refuse pickled, structured or
+    cut-short files with a reason."""
+    from discomkd.data.decoding import read_npy
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "fortran": np.asfortranarray(rng.normal(size=(3, 8, 9)).astype(np.float32)),
+        "big_endian": rng.normal(size=(1, 6, 7)).astype(">f8"),
+        "uint8": rng.integers(0, 255, size=(4, 5), dtype=np.uint8),
+        "signal": rng.normal(size=(3, 64)).astype(np.float32),
+    }
+    for name, array in arrays.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        kind, ours = read_npy(tmp_path / f"{name}.npy")
+        expected = np.load(tmp_path / f"{name}.npy")
+        expected = expected / np.float32(255) if expected.dtype == np.uint8 else expected.astype(np.float32)
+        assert kind == ("signal" if name == "signal" else "image")
+        assert ours.dtype == np.float32 and np.allclose(ours.reshape(expected.shape), expected, rtol=0, atol=1e-7), name
+
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "structured.npy", np.zeros(3, dtype=[("x", "f4"), ("y", "i4")]))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "fortran.npy").read_bytes()[:-40])
+    reasons = {}
+    for name in ("objects", "structured", "cut"):
+        with pytest.raises(DataError) as info:
+            read_npy(tmp_path / f"{name}.npy")
+        reasons[name] = str(info.value)
+    assert "not numeric" in reasons["objects"] and "not numeric" in reasons["structured"]
+    assert "cut short" in reasons["cut"]

@@ -143,16 +143,40 @@ def _check_element_count(shape: tuple[int, ...], what: str) -> None:
         )
 
 
+def _read_npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and type from the header of the .npy file open at its start."""
+    version = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(fh)
+    return tuple(int(n) for n in shape), bool(fortran_order), dtype
+
+
 def npy_shape(path: str | Path) -> tuple[int, ...]:
     """The shape stored in a .npy header, read without loading the array."""
     try:
         with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, _ = read_header(fh)
+            return _read_npy_header(fh)[0]
     except (ValueError, OSError, EOFError, SyntaxError) as exc:
         raise DataError(f"unreadable .npy file ({exc})") from exc
-    return tuple(int(n) for n in shape)
+
+
+def _load_npy(path: str | Path) -> np.ndarray:
+    """The array of a .npy file, its header read once (the size checked before any data is read) and no
+    pickles: what numpy's own reader does for plain arrays (numpy.lib.format.read_array), without
+    its second pass over the header, which was a fifth of the time to read a folder of small arrays."""
+    try:
+        with open(path, "rb") as fh:
+            shape, fortran_order, dtype = _read_npy_header(fh)
+            _check_element_count(shape, ".npy")
+            if dtype.hasobject:
+                raise DataError(f".npy array of type {dtype} (Python objects) is not numeric")
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            array = np.fromfile(fh, dtype=dtype, count=count) if count else np.empty(0, dtype)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise DataError(f"unreadable .npy file ({exc})") from exc
+    if array.size != count:
+        raise DataError(f"the .npy file is cut short ({array.size} of its {count} values are there)")
+    return array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
 
 
 def guess_npy_kind(shape: tuple[int, ...]) -> str:
@@ -174,11 +198,7 @@ def read_npy(path: str | Path, kind: str | None = None) -> tuple[str, np.ndarray
     ``kind`` ("image" or "signal", the modality's) decides how a 2-D array is read; without it the
     array's own shape does (:func:`guess_npy_kind`).
     """
-    _check_element_count(npy_shape(path), ".npy")
-    try:
-        array = np.load(str(path), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"unreadable .npy file ({exc})") from exc
+    array = _load_npy(path)
     if array.dtype.kind not in "biuf":
         raise DataError(f".npy array of type {array.dtype} is not numeric")
     array = _scale_integer(array) if array.dtype.kind in "bu" else _to_float32(array)
