@@ -59,6 +59,23 @@ def saved_comparisons(parent: Path | None = None) -> list[Path]:
     return sorted((p for p in parent.iterdir() if (p / "per_run.json").is_file()), key=lambda p: p.name, reverse=True)
 
 
+BEST_EPOCHS_LISTED = 10  # seeds whose best epochs the table lists one by one; beyond, a summary
+BEST_EPOCHS_COLUMN = 8
+
+
+def best_epochs_cell(text: str) -> tuple[str, str]:
+    """The table's "Best epochs" cell and its tooltip: each seed's best epoch ('12/9/11'), or, for many
+    seeds, their median and range (the list in the tooltip), so one column does not widen the table
+    past the window."""
+    epochs = [int(e) for e in text.split("/") if e.strip().isdigit()]
+    if len(epochs) <= BEST_EPOCHS_LISTED:
+        return text, ""
+    ordered = sorted(epochs)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return f"median {median:g} ({ordered[0]}-{ordered[-1]})", f"Best epoch per seed: {text}"
+
+
 def duration_text(seconds: float) -> str:
     """'3 h 10 min', '12 min', 'under a minute'."""
     minutes = int(round(seconds / 60))
@@ -375,9 +392,12 @@ class ComparePage(QWidget):
             cells = [row.get("label") or METHODS.get(row["method"], row["method"]), row["modality"],
                      "yes" if row.get("unlabelled") else "no", f"{row['wf1_mean']:.3f} ± {row['wf1_std']:.3f}", f"{row['acc_mean']:.3f} ± {row['acc_std']:.3f}",
                      difference_text(row), row.get("verdict", ""), row.get("n_runs", ""),
-                     row.get("best_epoch_text", ""), round(float(row["time_s"]), 1)]
+                     best_epochs_cell(row.get("best_epoch_text", ""))[0], round(float(row["time_s"]), 1)]
             for c, v in enumerate(cells):
                 self.table.setItem(r, c, table_item(v))
+            listed = best_epochs_cell(row.get("best_epoch_text", ""))[1]
+            if listed:
+                self.table.item(r, BEST_EPOCHS_COLUMN).setToolTip(listed)
         self.table.setSortingEnabled(True)
         self.verdict.setText(verdict_text(result))
         lines = [result.unlabelled_line()] if result.unlabelled_line() else []

@@ -80,3 +80,20 @@ def test_the_progress_bar_says_how_long_is_left(compare_page):
     compare_page._started_at = time.monotonic() - 600  # ten minutes in, a quarter done
     compare_page._on_progress(0.25, "DisCoM-KD, seed 1/4: epoch 3/12")
     assert compare_page.progress.format() == "DisCoM-KD, seed 1/4: epoch 3/12 · about 30 min left"
+
+
+def test_many_seeds_best_epochs_are_summarised_so_the_table_fits(compare_page):
+    """Thirty seeds' best epochs would make one column wider than the window: the cell gives their
+    median and range, the tooltip the list; ten or fewer are listed as before."""
+    from discomkd.training.compare import ComparisonResult, summarise
+    from discomkd_gui.pages.compare_page import BEST_EPOCHS_COLUMN, best_epochs_cell
+
+    per_run = [{"method": "discomkd", "seed_index": k, "seed": k, "status": "finished", "reason": "", "time_s": 1.0,
+                "metrics": {"image": {"accuracy": 0.8, "weighted_f1": 0.8, "best_epoch": 10 + k % 7}}}
+               for k in range(30)]
+    settings = {"methods": ["discomkd"], "seeds": 30, "config": {"modalities": [{"name": "image"}], "epochs": 20}}
+    compare_page.show_result(ComparisonResult(summarise(per_run, ["discomkd"], ["image"]), {}, per_run, settings))
+    cell = compare_page.table.item(0, BEST_EPOCHS_COLUMN)
+    assert cell.text() == "median 13 (10-16)"
+    assert cell.toolTip().startswith("Best epoch per seed: 10/11/12/13/14/15/16/10/")
+    assert best_epochs_cell("12/9/11") == ("12/9/11", "")
