@@ -211,6 +211,7 @@ def cmd_demo(args) -> int:
 
 def cmd_predict(args) -> int:
     from .inference.predict import Prediction, Predictor, write_predictions_csv
+    from .model.calibration import CALIBRATE_COMMAND, NOT_CALIBRATED_WHY, is_calibrated
     from .storage.outputs import check_output_file
 
     if args.uncertain_below is not None and not 0 <= args.uncertain_below <= 1:
@@ -235,12 +236,12 @@ def cmd_predict(args) -> int:
     if answers:
         used = sorted({r.modality for r in answers})
         thresholds = ", ".join(f"{m} {predictor.uncertain_below(m):.3f}" for m in used)
-        uncalibrated = [m for m in used if predictor.bundle.calibration(m)["fitted_on"] != "validation"]
+        uncalibrated = [m for m in used if not is_calibrated(predictor.bundle.calibration(m))]
         source = ("--uncertain-below" if args.uncertain_below is not None else
                   "the model default, from its validation split" if not uncalibrated else "the model default")
         calibration = ("probabilities are calibrated" if not uncalibrated else
-                       f"probabilities of {', '.join(uncalibrated)} are NOT calibrated (a model from before calibration, "
-                       "or no validation split): `discomkd continue RUN_DIR --epochs 0` on its run fits the calibration")
+                       f"probabilities of {', '.join(uncalibrated)} are NOT calibrated ({NOT_CALIBRATED_WHY}): "
+                       f"{CALIBRATE_COMMAND}")
         print(f"{sum(r.uncertain for r in answers)} of {len(answers)} answer(s) UNCERTAIN: confidence below "
               f"{thresholds} ({source}); {calibration}")
     if args.csv:

@@ -409,14 +409,14 @@ class MainWindow(QMainWindow):
 
     def run_export(self, bundle_path: str, modality: str, fmt: str, out: str, replace: bool = False) -> Job:
         from discomkd.inference.export import export_modality
+        from discomkd.model.calibration import NOT_CALIBRATED_WHY
 
         def done(result) -> None:
             message = (f"Exported the {result.modality} classifier to {result.model_path} and its preprocessing to "
                        f"{result.sidecar_path.name}. Checked: probabilities match the model within "
                        f"{result.max_abs_diff:.1e} on {result.checked_on}.")
             if result.calibrated is False:
-                message += ("\n\nIts probabilities are NOT calibrated (a model from before calibration, or no validation "
-                            "split). Continue its run for an epoch on the Runs page to fit the calibration, then export again.")
+                message += (f"\n\nIts probabilities are NOT calibrated ({NOT_CALIBRATED_WHY}). Continue its run for an epoch on the Runs page to fit the calibration, then export again.")
             self.statusBar().showMessage(message, STATUS_TIMEOUT_MS)
             box = QMessageBox(QMessageBox.Icon.Information, "Export done", message, QMessageBox.StandardButton.Ok, self)
             box.setObjectName("exportDone")

@@ -28,7 +28,7 @@ from ..data.decoding import file_kind
 from ..data.spec import ModalitySpec
 from ..errors import DataError, DisComKDError
 from ..model.bundle import ModelBundle, load_bundle
-from ..model.calibration import calibrated_probabilities
+from ..model.calibration import CALIBRATE_COMMAND, NOT_CALIBRATED_WHY, calibrated_probabilities, is_calibrated
 from ..storage.atomic import atomic_write_together
 from ..storage.outputs import check_output_file
 
@@ -86,10 +86,9 @@ def sidecar_path_for(model_path: str | Path) -> Path:
 def calibration_note(calibration: dict) -> str:
     """What the exported ``probabilities`` are: calibrated with the bundle's temperature, or, for a model
     without calibration, plain softmax (said plainly, with how to calibrate it)."""
-    if calibration.get("fitted_on") == "validation":
+    if is_calibrated(calibration):
         return f"calibrated: softmax(logits / temperature), temperature {calibration['temperature']:.6g}"
-    return ("NOT calibrated: softmax(logits), temperature 1 (a model from before calibration, or no validation "
-            "split); `discomkd continue RUN_DIR --epochs 0` on its run fits the calibration, then export again")
+    return f"NOT calibrated: softmax(logits), temperature 1 ({NOT_CALIBRATED_WHY}); {CALIBRATE_COMMAND}, then export again"
 
 
 def missing_onnx_packages() -> list[str]:
@@ -322,4 +321,4 @@ def export_modality(
     atomic_write_together([(model_path, lambda fh: fh.write(model_bytes), False),
                            (sidecar, lambda fh: fh.write(json.dumps(description, indent=2)), True)], replace=replace)
     return ExportResult(model_path, sidecar, fmt, modality, max_abs_diff, checked_on,
-                        calibration.get("fitted_on") == "validation")
+                        is_calibrated(calibration))

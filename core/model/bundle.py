@@ -25,7 +25,7 @@ from ..data.spec import AUGMENTATIONS, ModalitySpec
 from ..data.spectrogram import SpectrogramSettings
 from ..errors import BundleError
 from ..storage.atomic import atomic_write
-from .calibration import uncalibrated
+from .calibration import is_calibrated, uncalibrated
 from .networks import ModalityBranch
 
 BUNDLE_FORMAT = "discomkd-bundle"
@@ -408,7 +408,7 @@ def _check_calibration(modality: str, calibration, bad) -> None:
 
 def calibration_summary(calibration: dict, test_metrics: dict | None = None) -> str:
     """One line on how a modality's probabilities are calibrated, for `info` and the app."""
-    if calibration.get("fitted_on") != "validation":
+    if not is_calibrated(calibration):
         text = "probabilities not calibrated (no validation split, or a model from before calibration)"
     else:
         text = (f"probabilities calibrated on {calibration.get('samples', '?')} validation files "

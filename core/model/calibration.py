@@ -186,6 +186,16 @@ def fit_calibration(val_logits: torch.Tensor, val_labels: torch.Tensor) -> dict:
     }
 
 
+# Why a model's probabilities may be plain softmax, and how its run gets a calibration after all.
+NOT_CALIBRATED_WHY = "a model from before calibration, or no validation split"
+CALIBRATE_COMMAND = "`discomkd continue RUN_DIR --epochs 0` on its run fits the calibration"
+
+
+def is_calibrated(calibration: dict) -> bool:
+    """Whether a modality's calibration was fitted (on its validation split), not the temperature-1 default."""
+    return calibration.get("fitted_on") == "validation"
+
+
 def uncalibrated() -> dict:
     """What a classifier without a validation split (or from an older bundle) uses: temperature 1."""
     return {"temperature": 1.0, "uncertain_below": UNCERTAIN_ACCURACY_LEVEL, "fitted_on": None, "samples": 0}

@@ -472,16 +472,16 @@ def never_trained(run_dir: Path) -> bool:
 def discard_test_results(run_dir: str | Path) -> None:
     """Remove the test predictions and embeddings of a model the run no longer holds (continuing, a new
     best replaced it); the end of the training writes them again for the new one."""
-    for name in (TEST_PREDICTIONS_FILE, EMBEDDINGS_FILE):
-        try:
-            (Path(run_dir) / name).unlink(missing_ok=True)
-        except OSError as exc:
-            raise storage_error(Path(run_dir) / name, exc) from exc
+    _remove_run_files(Path(run_dir), (TEST_PREDICTIONS_FILE, EMBEDDINGS_FILE))
 
 
 def _clear_never_trained_run(run_dir: Path) -> None:
     """Remove what an earlier attempt that ended no epoch wrote (its log is kept: it says what happened)."""
-    for name in (RUN_FILE, HISTORY_FILE, EMBEDDINGS_FILE, TEST_PREDICTIONS_FILE):
+    _remove_run_files(run_dir, (RUN_FILE, HISTORY_FILE, EMBEDDINGS_FILE, TEST_PREDICTIONS_FILE))
+
+
+def _remove_run_files(run_dir: Path, names: tuple[str, ...]) -> None:
+    for name in names:
         try:
             (run_dir / name).unlink(missing_ok=True)
         except OSError as exc:

@@ -389,13 +389,13 @@ class ComparePage(QWidget):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(result.rows))
         for r, row in enumerate(result.rows):
+            best_epochs, listed = best_epochs_cell(row.get("best_epoch_text", ""))
             cells = [row.get("label") or METHODS.get(row["method"], row["method"]), row["modality"],
                      "yes" if row.get("unlabelled") else "no", f"{row['wf1_mean']:.3f} ± {row['wf1_std']:.3f}", f"{row['acc_mean']:.3f} ± {row['acc_std']:.3f}",
                      difference_text(row), row.get("verdict", ""), row.get("n_runs", ""),
-                     best_epochs_cell(row.get("best_epoch_text", ""))[0], round(float(row["time_s"]), 1)]
+                     best_epochs, round(float(row["time_s"]), 1)]
             for c, v in enumerate(cells):
                 self.table.setItem(r, c, table_item(v))
-            listed = best_epochs_cell(row.get("best_epoch_text", ""))[1]
             if listed:
                 self.table.item(r, BEST_EPOCHS_COLUMN).setToolTip(listed)
         self.table.setSortingEnabled(True)

@@ -278,7 +278,9 @@ class PredictPage(QWidget):
 
     @staticmethod
     def _calibration_text(bundle) -> str:
-        calibrated = [n for n in bundle.modality_names if bundle.calibration(n)["fitted_on"] == "validation"]
+        from discomkd.model.calibration import is_calibrated  # torch is loaded with the model by now
+
+        calibrated = [n for n in bundle.modality_names if is_calibrated(bundle.calibration(n))]
         defaults = ", ".join(f"{n} {100 * bundle.uncertain_below(n):.0f}%" for n in bundle.modality_names)
         if len(calibrated) == len(bundle.modality_names):
             text = "Probabilities calibrated on the validation split"
