@@ -70,6 +70,8 @@ LOSS_EXPLANATIONS = {
     "unlabelled": "Unlabelled pairs: on recordings of the _unlabelled folders, each modality learns the prediction "
                   "of the modality that validates better (not in the paper; no effect without such folders).",
 }
+SELF_LABEL_EXPLANATION = ("On recordings of the _unlabelled folders, the modality that teaches the others also "
+                          "learns its own predictions where it is at least this confident (0: never; not in the paper).")
 
 RECOMMENDED = "Recommended"
 PAPER = "Paper's objective"
@@ -146,6 +148,9 @@ class TrainingConfig:
     grl_schedule: str = "constant"  # or "dann": lambda * (2 / (1 + exp(-10 p)) - 1)
     orthogonality: str = "abs"  # |cos|; the authors' code uses the signed cosine
     agree_temperature: float = 1.0  # softens both sides of L_agree (Hinton's KD temperature)
+    # On unlabelled recordings the modality that teaches the others also learns its own predictions
+    # from this confidence up (losses.self_label_loss); 0 turns it off.
+    self_label_threshold: float = 0.9
     term_ramp: float = DEFAULT_TERM_RAMP  # share of training over which L_aux, L_adv, L_mod, L_perp ramp in (paper: 0)
     backbone: str = "auto"  # compact CNN on CPU, ResNet-18 on a GPU; signals always use the 1-D CNN
     embed_dim: int = 64  # size of z_inv, z_inf and z_irr; encoders output 2 * embed_dim (paper: 256)
@@ -181,6 +186,9 @@ class TrainingConfig:
             bad(f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
         if not 0 < self.agree_temperature < math.inf:
             bad(f"The agreement temperature must be a positive number (got {self.agree_temperature}).")
+        if not 0.0 <= self.self_label_threshold <= 1.0:
+            bad(f"The confidence from which the teaching modality learns its own predictions is a probability "
+                f"between 0 and 1, 0 for never (got {self.self_label_threshold}).")
         if not 0.0 <= self.term_ramp <= 1.0:
             bad(f"The ramp of the extra terms is a fraction of training between 0 and 1 (got {self.term_ramp}).")
         if not 0 <= self.grl_lambda < math.inf:
@@ -243,6 +251,7 @@ class TrainingConfig:
         d["weights"] = LossWeights(**{"agree": 0.0, "unlabelled": 0.0, **d.get("weights", {})})
         d.setdefault("term_ramp", 0.0)
         d.setdefault("agree_temperature", 1.0)
+        d.setdefault("self_label_threshold", 0.0)
         if "split" in d:
             d["split"] = tuple(float(v) for v in d["split"])
         return cls(**d)

@@ -20,6 +20,7 @@ from .config import (
     NO_GROUPS,
     OPTIMIZERS,
     ORTHOGONALITY,
+    SELF_LABEL_EXPLANATION,
     LossWeights,
     ModalitySource,
     TrainingConfig,
@@ -190,6 +191,8 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
                    help="abs |cos| (default), square cos^2, signed cos (authors' code)")
     w.add_argument("--agree-temperature", type=real_number(positive=True), default=d.agree_temperature,
                    help="temperature of the agreement term: softens both predictions (Hinton's KD; 1 = none)")
+    w.add_argument("--self-label-threshold", type=real_number(maximum=1.0), default=d.self_label_threshold,
+                   help=SELF_LABEL_EXPLANATION)
     w.add_argument("--term-ramp", type=real_number(maximum=1.0), default=d.term_ramp,
                    help="fraction of training over which L_aux, L_adv, L_mod and L_perp ramp in from 0 "
                         "(paper: 0, full weight from the first step)")
@@ -209,6 +212,7 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
         orthogonality=args.orthogonality,
         term_ramp=args.term_ramp,
         agree_temperature=args.agree_temperature,
+        self_label_threshold=args.self_label_threshold,
         backbone=args.backbone,
         embed_dim=args.embed_dim,
         optimizer=args.optimizer,

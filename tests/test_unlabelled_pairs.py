@@ -11,7 +11,15 @@ import torch
 
 from discomkd.config import LossWeights, ModalitySource, TrainingConfig
 from discomkd.data.load import load_modality
-from discomkd.model.losses import mimicry, teaching_direction, unlabelled_pair_loss
+from discomkd.errors import ConfigError
+from discomkd.model.losses import (
+    mimicry,
+    self_label_loss,
+    self_labelling,
+    teaching_direction,
+    teaching_text,
+    unlabelled_pair_loss,
+)
 from discomkd.storage.runs import read_history
 from discomkd.training.events import StopToken, TeachingChanged
 from discomkd.training.preparation import load_dataset, prepare_modalities
@@ -92,6 +100,34 @@ def test_the_better_validated_modality_teaches_on_unlabelled_pairs():
     loss.backward()
     assert strong.grad is None and weak.grad.abs().sum() > 0  # the teacher is not pulled
     assert float(unlabelled_pair_loss({"strong": strong, "weak": weak}, {"strong": [], "weak": []}).detach()) == 0.0
+
+
+def test_the_teaching_modality_learns_its_own_confident_predictions_only():
+    strong = torch.tensor([[4.0, 0.0], [0.1, 0.3], [0.0, 5.0]], requires_grad=True)  # rows 0, 2 confident
+    weak = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]], requires_grad=True)
+    teachers = {"strong": [], "weak": ["strong"]}
+    plain = unlabelled_pair_loss({"strong": strong, "weak": weak}, teachers)
+    with_self = unlabelled_pair_loss({"strong": strong, "weak": weak}, teachers, self_label_threshold=0.9)
+    own = torch.nn.functional.cross_entropy(strong[[0, 2]], torch.tensor([0, 1]), reduction="sum") / 3
+    assert float((with_self - plain).detach()) == pytest.approx(float(own.detach()))  # row 1 (57%) gives no label
+    with_self.backward()
+    assert strong.grad[1].abs().sum() == 0 and strong.grad[0].abs().sum() > 0  # pulled only where confident
+    assert self_label_loss(strong, 1.0).item() == 0.0  # nothing that confident
+    # A modality taught by another does not label itself; nobody teaching: nothing at all.
+    three = {"rgb": [], "depth": ["rgb"], "thermal": ["rgb", "depth"]}
+    assert self_labelling(three) == {"rgb"}
+    assert float(unlabelled_pair_loss({"a": strong, "b": weak}, {"a": [], "b": []}, self_label_threshold=0.9).detach()) == 0.0
+    text = teaching_text(teachers, {"strong": 0.95, "weak": 0.5}, self_label_threshold=0.9)
+    assert text.endswith("strong also learns from its own predictions of 90% confidence or more")
+    assert "own predictions" not in teaching_text(teachers, {"strong": 0.95, "weak": 0.5})
+
+
+def test_self_labels_are_on_by_default_and_off_for_runs_recorded_before_them():
+    assert TrainingConfig().self_label_threshold == 0.9
+    assert TrainingConfig.from_dict({"epochs": 3}).self_label_threshold == 0.0  # an older run.json
+    assert TrainingConfig.from_dict(TrainingConfig().to_dict()).self_label_threshold == 0.9
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        TrainingConfig(self_label_threshold=1.5).validate()
 
 
 def test_training_uses_unlabelled_pairs_once_a_modality_validates_better(tmp_path):

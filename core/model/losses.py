@@ -165,28 +165,62 @@ def teaching_direction(val_scores: dict[str, float], previous: dict[str, list[st
     return teachers
 
 
-def teaching_text(teachers: dict[str, list[str]], val_scores: dict[str, float]) -> str:
-    """'strong teaches weak (validation weighted F1 0.951 vs 0.532)', or that nobody teaches."""
+def teaching_text(teachers: dict[str, list[str]], val_scores: dict[str, float],
+                  self_label_threshold: float = 0.0) -> str:
+    """'strong teaches weak (validation weighted F1 0.951 vs 0.532)', or that nobody teaches; with
+    self-labels, which modality also learns its own confident predictions."""
     pairs = [f"{p} teaches {n} (validation weighted F1 {val_scores[p]:.3f} vs {val_scores[n]:.3f})"
              for n, peers in teachers.items() for p in peers]
     if not pairs:
         return (f"no modality validates {100 * TEACHING_MARGIN:.0f} points above another yet, so none teaches "
                 "on the unlabelled recordings")
-    return "on the unlabelled recordings " + "; ".join(pairs)
+    text = "on the unlabelled recordings " + "; ".join(pairs)
+    leaders = sorted(self_labelling(teachers)) if self_label_threshold > 0 else []
+    if leaders:
+        learns, its = ("learns", "its") if len(leaders) == 1 else ("learn", "their")
+        text += (f"; {', '.join(leaders)} also {learns} from {its} own predictions of "
+                 f"{100 * self_label_threshold:.0f}% confidence or more")
+    return text
+
+
+def self_labelling(teachers: dict[str, list[str]]) -> set[str]:
+    """The modalities that teach and have no teacher of their own: they learn their own confident
+    predictions on the unlabelled recordings (:func:`unlabelled_pair_loss`)."""
+    return {p for peers in teachers.values() for p in peers if not teachers.get(p)}
 
 
 def unlabelled_pair_loss(logits: dict[str, torch.Tensor], teachers: dict[str, list[str]],
-                         temperature: float = 1.0) -> torch.Tensor:
+                         temperature: float = 1.0, self_label_threshold: float = 0.0) -> torch.Tensor:
     """On unlabelled paired recordings, each modality's classifier mimics its teachers' (detached)
     predictions on the same recording (Hinton's distillation; cross-modal "supervision transfer",
     Gupta et al. 2016). Without labels nothing says which prediction is right, so only a modality
-    that validates better teaches: a weak sensor never pulls a strong one. Zero without teachers."""
+    that validates better teaches: a weak sensor never pulls a strong one. Zero without teachers.
+
+    With ``self_label_threshold`` above 0, a modality that teaches and has no teacher of its own
+    learns from its own confident predictions instead (pseudo-labels, Lee 2013; the confidence
+    cut of FixMatch, Sohn et al. 2020): without it the best sensor is the only one the recordings
+    give nothing, and the self-training baseline showed they can give it something."""
     t = float(temperature)
     parts = [mimicry(logits[n].float() / t, F.softmax(logits[p].float().detach() / t, dim=1))
              for n, peers in teachers.items() for p in peers]
     if not parts:
         return next(iter(logits.values())).float().sum() * 0.0
-    return torch.stack(parts).mean() * t * t
+    total = torch.stack(parts).mean() * t * t
+    if self_label_threshold > 0:
+        own = [self_label_loss(logits[p], self_label_threshold) for p in sorted(self_labelling(teachers))]
+        if own:
+            total = total + torch.stack(own).mean()
+    return total
+
+
+def self_label_loss(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Cross-entropy towards the arg-max of the (detached) prediction on the rows predicted with at
+    least ``threshold`` probability, summed over those rows and divided by all rows (FixMatch's
+    normalisation: the term grows as more of the recordings are predicted confidently)."""
+    logits = logits.float()
+    confidence, pseudo = F.softmax(logits.detach(), dim=1).max(dim=1)
+    keep = (confidence >= threshold).float()
+    return (F.cross_entropy(logits, pseudo, reduction="none") * keep).sum() / max(logits.shape[0], 1)
 
 
 def ramp_factor(progress: float, ramp_fraction: float) -> float:

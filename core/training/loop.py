@@ -465,7 +465,7 @@ def _update_teaching(run: ActiveRun, session: TrainingSession, epoch: int) -> di
     teachers = teaching_direction(scores, session.teachers, earlier_scores=session.earlier_scores or scores)
     session.earlier_scores = scores
     if teachers != session.teachers and (any(teachers.values()) or any(session.teachers.values())):
-        text = teaching_text(teachers, scores)
+        text = teaching_text(teachers, scores, session.config.self_label_threshold)
         run.log(f"epoch {epoch}: {text}")
         run.emit(TeachingChanged(epoch, teachers, text))
     session.teachers = teachers
@@ -514,7 +514,8 @@ def _training_step(session: TrainingSession, inputs, labels, teachers, progress_
     terms = discomkd_loss_terms(outputs, labels, names, config.orthogonality)
     terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, session.paired,
                                     len(session.classes), config.agree_temperature)
-    terms["unlabelled"] = (unlabelled_pair_loss(unlabelled_logits, teachers, config.agree_temperature)
+    terms["unlabelled"] = (unlabelled_pair_loss(unlabelled_logits, teachers, config.agree_temperature,
+                                                config.self_label_threshold)
                            if unlabelled_logits else terms["cl"].detach() * 0.0)
     total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
     finite = bool(torch.isfinite(total))

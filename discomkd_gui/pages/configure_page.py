@@ -30,6 +30,7 @@ from discomkd.config import (
     OPTIMIZERS,
     ORTHOGONALITY,
     PRESET_SCHEDULES,
+    SELF_LABEL_EXPLANATION,
     LossWeights,
     TrainingConfig,
 )
@@ -172,6 +173,11 @@ class ConfigurePage(QWidget):
         grid.addWidget(QLabel("Agreement T"), row + 3, 0)
         grid.addWidget(self.agree_temperature, row + 3, 1)
         grid.addWidget(hint_label("temperature of L_agree (1: none)"), row + 3, 2)
+        self.self_label_threshold = _spin(0.0, 1.0, 0.05, 2, SELF_LABEL_EXPLANATION)
+        grid.addWidget(QLabel("Self-labels from"), row + 4, 0)
+        grid.addWidget(self.self_label_threshold, row + 4, 1)
+        grid.addWidget(hint_label("confidence from which the teaching modality learns its own predictions on "
+                                  "unlabelled recordings (0: never)", wrap=True), row + 4, 2)
         self.orthogonality = QComboBox()
         for o in ORTHOGONALITY:
             self.orthogonality.addItem({"abs": "|cos| (default)", "square": "cos²", "signed": "signed cos (authors' code)"}[o], o)
@@ -380,6 +386,7 @@ class ConfigurePage(QWidget):
             "orthogonality": self.orthogonality.currentData(),
             "term_ramp": self.term_ramp.value(),
             "agree_temperature": self.agree_temperature.value(),
+            "self_label_threshold": self.self_label_threshold.value(),
             "backbone": self.backbone.currentData(),
             "embed_dim": self.embed_dim.value(),
             "optimizer": self.optimizer.currentText(),
@@ -411,6 +418,8 @@ class ConfigurePage(QWidget):
         self.term_ramp.setValue(config.term_ramp)
         self.term_ramp.blockSignals(False)
         self.agree_temperature.setValue(config.agree_temperature)
+        # Saved form settings from before the option keep the default (a run record without it did not use it).
+        self.self_label_threshold.setValue(values.get("self_label_threshold", TrainingConfig.self_label_threshold))
         self._weights_edited()
         self.grl_lambda.setValue(config.grl_lambda)
         self.grl_schedule.setCurrentIndex(max(0, self.grl_schedule.findData(config.grl_schedule)))
