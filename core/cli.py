@@ -217,9 +217,13 @@ def cmd_predict(args) -> int:
     if args.uncertain_below is not None and not 0 <= args.uncertain_below <= 1:
         print("error: --uncertain-below is a confidence from 0 to 1 (e.g. 0.8).", file=sys.stderr)
         return EXIT_ERROR
+    inputs = [args.bundle, *args.files]
     if args.csv:  # before any prediction: a CSV that cannot be written must not cost the work
-        check_output_file(args.csv, [args.bundle, *args.files], args.force, "the CSV file")
+        check_output_file(args.csv, inputs, args.force, "the CSV file")
     predictor = Predictor.from_path(args.bundle, uncertain_below=args.uncertain_below)
+    inputs += predictor.bundle.training_folders().values()  # the model's data folders are never written in
+    if args.csv:
+        check_output_file(args.csv, inputs, args.force, "the CSV file")
     results = predictor.predict_files(args.files, args.modality)
     if not results:
         print("error: no file to predict in the given paths.", file=sys.stderr)
@@ -245,7 +249,7 @@ def cmd_predict(args) -> int:
         print(f"{sum(r.uncertain for r in answers)} of {len(answers)} answer(s) UNCERTAIN: confidence below "
               f"{thresholds} ({source}); {calibration}")
     if args.csv:
-        write_predictions_csv(results, args.csv, predictor.classes, replace=args.force, inputs=[args.bundle, *args.files])
+        write_predictions_csv(results, args.csv, predictor.classes, replace=args.force, inputs=inputs)
         print(f"wrote {args.csv}")
     return EXIT_OK if failures < len(results) else EXIT_ERROR
 
@@ -254,10 +258,17 @@ def cmd_evaluate(args) -> int:
     from .storage.outputs import check_output_file, write_output_file
     from .training.evaluation import evaluate_bundle_on_folder
 
+    from .model.bundle import load_bundle
+
     source = args.modality
+    inputs = [args.bundle, source.folder]
     if args.json:
-        check_output_file(args.json, [args.bundle, source.folder], args.force, "the JSON file")
-    metrics = evaluate_bundle_on_folder(args.bundle, source.name, source.folder)
+        check_output_file(args.json, inputs, args.force, "the JSON file")
+    bundle = load_bundle(args.bundle)
+    inputs += bundle.training_folders().values()  # the model's data folders are never written in
+    if args.json:
+        check_output_file(args.json, inputs, args.force, "the JSON file")
+    metrics = evaluate_bundle_on_folder(bundle, source.name, source.folder)
     print(f"{source.name}: {metrics['n']} files, accuracy {metrics['accuracy']:.4f}, "
           f"weighted F1 {metrics['weighted_f1']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
     for row in metrics["per_class"]:
@@ -279,7 +290,7 @@ def cmd_evaluate(args) -> int:
     if metrics["unknown_classes"]:
         print(f"classes not known to the model (left out): {', '.join(metrics['unknown_classes'])}")
     if args.json:
-        write_output_file(args.json, lambda fh: fh.write(json.dumps(metrics, indent=2)), [args.bundle, source.folder],
+        write_output_file(args.json, lambda fh: fh.write(json.dumps(metrics, indent=2)), inputs,
                           args.force, text=True, what="the JSON file")
         print(f"wrote {args.json}")
     return EXIT_OK

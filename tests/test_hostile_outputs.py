@@ -154,6 +154,51 @@ def test_exporting_a_run_model_never_replaces_the_model_itself(bundle, tmp_path)
     assert copy.read_bytes() == bundle.read_bytes()
 
 
+@pytest.mark.parametrize("command", ["export", "predict", "evaluate"])
+@pytest.mark.parametrize("own", [runs.RUN_FILE, runs.CHECKPOINT_FILE, runs.HISTORY_FILE, "RUN.JSON"])
+def test_no_command_writes_over_a_run_folders_own_files_even_with_force(command, own, bundle, data, capsys):
+    """export --out run/checkpoint.pt --force replaced the run's checkpoint with a TorchScript network,
+    predict --csv run/run.json --force its record with a CSV: the run could no longer be continued,
+    listed or opened. A run's own files are its, like an input."""
+    run_dir = bundle.parent
+    before = _snapshot(run_dir)
+    assert main([*_cli_writers(bundle, data, run_dir / own)[command], "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "of the training run in" in err and "even when replacing is allowed" in err and "Traceback" not in err
+    assert _snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("command", ["export", "predict", "evaluate"])
+def test_no_output_is_written_in_any_of_the_models_training_folders(command, bundle, data, capsys):
+    """Exporting the image classifier into the motion data folder, or a predictions CSV into the
+    model's data, was allowed: only the exported modality's own folder (or the command's inputs)
+    counted as data."""
+    out = data["motion"] / "a" / "written.out"
+    before = _snapshot(data["motion"])
+    assert main([*_cli_writers(bundle, data, out)[command], "--force"]) == 1
+    err = capsys.readouterr().err
+    assert f"would be inside '{data['motion']}'" in err and "Traceback" not in err
+    assert _snapshot(data["motion"]) == before
+
+
+@pytest.mark.parametrize("command", ["export", "predict", "evaluate"])
+def test_an_output_file_named_with_a_trailing_slash_is_refused(command, bundle, data, tmp_path, capsys):
+    """'--csv results/' (a folder meant, not there yet) was written as a file named 'results'."""
+    out = str(tmp_path / "results") + "/"
+    assert main(_cli_writers(bundle, data, out)[command]) == 1
+    err = capsys.readouterr().err
+    assert "ends with a slash, so it names a folder" in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "results.json").exists()
+
+
+def test_continuing_the_model_file_instead_of_its_run_folder_says_which_folder(bundle, capsys):
+    """'discomkd continue run/model.discomkd' said 'The run record ... is damaged ([Errno 20] Not a directory ...)'."""
+    assert main(["continue", str(bundle), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "is a file, not a training run folder" in err and f"Give its folder: '{bundle.parent}'" in err
+    assert "Errno" not in err and "damaged" not in err
+
+
 def test_a_file_that_appears_during_the_write_is_kept(tmp_path):
     target = tmp_path / "out.csv"
 

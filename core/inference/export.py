@@ -257,15 +257,13 @@ def export_modality(
     if modality not in bundle.specs:
         raise ExportError(f"The model has no modality '{modality}'; it has {', '.join(bundle.modality_names)}.")
     spec = bundle.specs[modality]
-    model_path = Path(out) if out else default_output_path(bundle_path, modality, fmt)
-    sidecar = sidecar_path_for(model_path)
-    # Both files are checked before the export's work (storage/outputs.py); the modality's training
+    # Both files are checked before the export's work (storage/outputs.py); every modality's training
     # folder is data (a later training would read what is written there), checked on or not.
-    folder = next((m.get("folder") for m in bundle.metadata.get("training", {}).get("modalities", [])
-                   if m.get("name") == modality), None)
-    inputs = [bundle_path, *(check_files or []), *([folder] if folder else [])]
-    model_path = check_output_file(model_path, inputs, replace, "the exported network")
-    sidecar = check_output_file(sidecar, inputs, replace, "the exported network's sidecar")
+    inputs = [bundle_path, *(check_files or []), *bundle.training_folders().values()]
+    # ``out`` as typed: 'exports/' names a folder, never a file 'exports'.
+    model_path = check_output_file(out if out else default_output_path(bundle_path, modality, fmt), inputs, replace,
+                                   "the exported network")
+    sidecar = check_output_file(sidecar_path_for(model_path), inputs, replace, "the exported network's sidecar")
 
     calibration = bundle.calibration(modality)
     module = ExportableClassifier(bundle.build_branch(modality), calibration["temperature"]).eval()

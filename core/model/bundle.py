@@ -99,6 +99,15 @@ class ModelBundle:
         """The default confidence below which the modality's answers are flagged as uncertain."""
         return float(self.calibration(modality)["uncertain_below"])
 
+    def training_folders(self) -> dict[str, str]:
+        """Each modality's training data folder as recorded (missing or odd entries left out): data,
+        so no command's output is ever written there."""
+        training = self.metadata.get("training")
+        entries = training.get("modalities") if isinstance(training, dict) else None
+        return {m["name"]: m["folder"] for m in (entries if isinstance(entries, list) else [])
+                if isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("folder"), str)
+                and m["folder"].strip()}
+
     def build_branch(self, modality: str, device: str | torch.device = "cpu") -> ModalityBranch:
         """The modality's encoders and classifier with the bundle's weights, in eval mode."""
         info = self.metadata["modalities"][modality]

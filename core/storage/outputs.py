@@ -100,12 +100,29 @@ def _check_not_an_input(target: Path, inputs: list[Path], what: str) -> None:
                 f"input (what is written there would later be read as data). Choose a path outside '{source}'.")
 
 
+def _check_not_a_run_file(target: Path, what: str) -> None:
+    """A file a training run wrote (or will write) in its folder is the run's, never an output's:
+    writing a CSV over run.json or a network over checkpoint.pt would break that run for good."""
+    from .runs import LOCK_FILE, RUN_FILE, RUN_WRITTEN_FILES  # runs imports this module
+
+    folder = _resolved(target.parent)
+    name = target.name.casefold()  # 'RUN.JSON' is run.json on a case-insensitive file system
+    if not (folder / RUN_FILE).is_file():
+        return
+    if name in {n.casefold() for n in RUN_WRITTEN_FILES} or name.startswith(f".{LOCK_FILE}".casefold()):
+        raise OutputPathError(
+            f"{what[0].upper()}{what[1:]} '{target}' would be the file '{target.name}' of the training run in "
+            f"'{folder}' (its record, history, checkpoint or model), so it is never written there, even when "
+            "replacing is allowed. Choose another file name, or a folder outside the run.")
+
+
 def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), replace: bool = False,
                       what: str = "the output file") -> Path:
     """Check a file the user named for output before any work; return it as an absolute path.
 
-    Raises OutputPathError (a folder, under a file, not writable, one of ``inputs`` or inside an
-    input folder) or OutputExistsError (it exists and ``replace`` is False).
+    Raises OutputPathError (a folder, a name ending in a slash, under a file, not writable, one of
+    ``inputs`` or inside an input folder, one of a run folder's own files) or OutputExistsError (it
+    exists and ``replace`` is False).
     """
     if path is None or not str(path).strip():
         raise OutputPathError(f"No name was given for {what}. Give a file name.")
@@ -113,8 +130,12 @@ def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), repla
     if target.is_dir():
         raise OutputPathError(f"'{target}' is a folder; {what} must be a file. Give a file name, for example "
                               f"'{target / 'output'}'.")
+    if str(path).endswith(("/", os.sep)):  # 'results/' names a folder: never written as a file 'results'
+        raise OutputPathError(f"'{path}' ends with a slash, so it names a folder; {what} must be a file. Give a "
+                              f"file name, for example '{target / 'output'}'.")
     _check_can_create_in(target.parent, what, target)
     _check_not_an_input(target, _input_paths(inputs), what)
+    _check_not_a_run_file(target, what)
     if os.path.lexists(target) and not replace:
         raise OutputExistsError(f"'{target}' already exists and was not replaced. {REPLACE_HINT}")
     return target

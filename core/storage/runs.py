@@ -84,6 +84,10 @@ def write_run_record(run_dir: Path, record: dict) -> None:
 
 def read_run_record(run_dir: Path) -> dict:
     path = Path(run_dir) / RUN_FILE
+    if Path(run_dir).is_file():  # the model file (or another) given instead of its run folder
+        hint = (f" Give its folder: '{Path(run_dir).parent}'." if (Path(run_dir).parent / RUN_FILE).is_file() else
+                " Give the run's folder (the one holding run.json and model.discomkd).")
+        raise DataError(f"'{run_dir}' is a file, not a training run folder.{hint}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

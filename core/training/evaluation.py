@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..data.load import load_modality
 from ..data.scan import SkippedFile, infer_kind, list_modality_folder, listing_sample
 from ..errors import ConfigError
-from ..model.bundle import load_bundle
+from ..model.bundle import ModelBundle, load_bundle
 from ..model.calibration import calibrated_probabilities, calibration_report, top1
 from .metrics import classification_metrics
 
@@ -40,12 +40,13 @@ def metrics_from_logits(logits: torch.Tensor, y: torch.Tensor, classes: list[str
     return metrics
 
 
-def evaluate_bundle_on_folder(bundle_path: str | Path, modality: str, folder: str | Path,
+def evaluate_bundle_on_folder(bundle_path: str | Path | ModelBundle, modality: str, folder: str | Path,
                               progress: Callable[[int, int], None] | None = None) -> dict:
     """Metrics of one modality's classifier on every usable file of a class-per-folder directory,
     with its calibration there: ``ece`` with the bundle's temperature, ``ece_uncalibrated`` with
-    none, and the share of answers the bundle's threshold flags as uncertain."""
-    bundle = load_bundle(bundle_path)
+    none, and the share of answers the bundle's threshold flags as uncertain. ``bundle_path`` may be
+    a bundle already loaded."""
+    bundle = bundle_path if isinstance(bundle_path, ModelBundle) else load_bundle(bundle_path)
     if modality not in bundle.specs:
         raise ConfigError(f"The model has no modality '{modality}'; it has {', '.join(bundle.modality_names)}.")
     spec = bundle.specs[modality]

@@ -80,6 +80,14 @@ def test_predictions_csv_never_replaces_a_classified_file_or_goes_into_a_dropped
     assert page.export_csv(str(drop / "predictions.csv"), replace=True) is None
     assert not (drop / "predictions.csv").exists() and "reads as input" in window.error_boxes[-1].text()
     assert page.export_csv(str(trained_bundle), replace=True) is None
+    # Nor into the model's training data (audio's, though only images were classified), nor over its run's files.
+    assert page.export_csv(str(tiny_demo["audio"] / "predictions.csv"), replace=True) is None
+    assert not (tiny_demo["audio"] / "predictions.csv").exists()
+    assert f"inside '{tiny_demo['audio']}'" in window.error_boxes[-1].text()
+    record = (trained_bundle.parent / "run.json").read_bytes()
+    assert page.export_csv(str(trained_bundle.parent / "run.json"), replace=True) is None
+    assert (trained_bundle.parent / "run.json").read_bytes() == record
+    assert "of the training run in" in window.error_boxes[-1].text()
     saved = page.export_csv(str(tmp_path / "predictions.csv"))
     assert saved and Path(saved).read_text().count("\n") == 3
 
