@@ -390,6 +390,21 @@ def test_a_run_with_a_model_is_still_never_overwritten(data, tmp_path):
     assert result.status == "failed" and "already holds a run" in result.reason
 
 
+@pytest.mark.parametrize("record", ['{"config": "x"}', '{"config": {"modalities": 3}}',
+                                    '{"status": "running", "epochs_done": "a"}', '{"classes": 7}',
+                                    '{"test_metrics": [1]}', '{"config": {"modalities": [{"nom": "image"}]}}'])
+def test_a_run_record_of_the_wrong_shape_is_refused_with_why(record, tmp_path, capsys):
+    """A run.json edited by hand (valid JSON of another shape) made 'discomkd info RUN' print a Python
+    traceback (AttributeError, TypeError, ValueError from run_info), and the Runs page's listing fail."""
+    run_dir = tmp_path / "odd"
+    run_dir.mkdir()
+    (run_dir / runs.RUN_FILE).write_text(record)
+    assert main(["info", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "Traceback" not in err
+    assert [i.run_dir for i in runs.list_runs(tmp_path)] == []  # left out of the list, the others shown
+
+
 def test_claim_refuses_data_folders_directly(data):
     with pytest.raises(RunFolderError, match="is inside the data folder"):
         runs.claim_run_dir(data["motion"] / "a" / "run", data_folders=[data["motion"]])

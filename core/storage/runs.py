@@ -268,16 +268,23 @@ class RunInfo:
 def run_info(run_dir: Path) -> RunInfo:
     """What the Runs page and ``discomkd info`` show; a killed run is recovered as "interrupted" first."""
     record = recover_interrupted_run(run_dir)
-    return RunInfo(
-        run_dir=Path(run_dir),
-        name=record.get("name", Path(run_dir).name),
-        created=record.get("created", ""),
-        status=record.get("status", "unknown"),
-        modalities=[m["name"] for m in record.get("config", {}).get("modalities", [])],
-        classes=record.get("classes", []),
-        epochs_done=int(record.get("epochs_done", 0)),
-        test_metrics=record.get("test_metrics", {}),
-    )
+    try:  # a record edited by hand or by another program: refused with why, never a traceback
+        info = RunInfo(
+            run_dir=Path(run_dir),
+            name=str(record.get("name", Path(run_dir).name)),
+            created=str(record.get("created", "")),
+            status=str(record.get("status", "unknown")),
+            modalities=[str(m["name"]) for m in record.get("config", {}).get("modalities", [])],
+            classes=[str(c) for c in record.get("classes", [])],
+            epochs_done=int(record.get("epochs_done", 0)),
+            test_metrics=record.get("test_metrics", {}),
+        )
+        if not isinstance(info.test_metrics, dict) or not all(isinstance(m, dict) for m in info.test_metrics.values()):
+            raise TypeError("test_metrics is not an object of objects")
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise DataError(f"The run record in '{run_dir}' is damaged ({type(exc).__name__}: {exc}), so the run cannot "
+                        "be shown. Its model file, if any, still opens on its own.") from exc
+    return info
 
 
 def list_runs(parent: Path | None = None) -> list[RunInfo]:
@@ -519,7 +526,10 @@ def recover_interrupted_run(run_dir: str | Path, locked_by_us: bool = False) -> 
         return record  # a training is writing here right now
     remove_orphan_temp_files(run_dir)
     if record.get("status") == "running":
-        done = int(record.get("epochs_done", 0) or 0)
+        try:
+            done = int(record.get("epochs_done", 0) or 0)
+        except (TypeError, ValueError):  # an edited record: the run is still shown as interrupted
+            done = 0
         saved = (f"Epoch {done} was the last one saved; its best model was kept. Continue it for more epochs."
                  if done else "No epoch had ended, so no model was saved. Continue it (it starts from the first "
                  "epoch) or start a new training in the same folder.")
