@@ -443,6 +443,27 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("aborted", file=sys.stderr)
             return EXIT_STOPPED
+        except Exception as exc:  # noqa: BLE001 - out of memory, a failing disk, a bug: a message, never a traceback
+            if os.environ.get("DISCOMKD_DEBUG"):
+                raise
+            print(f"error: {unexpected_error_text(args.command, exc)}", file=sys.stderr)
+            return EXIT_ERROR
+
+
+def unexpected_error_text(command: str, exc: BaseException) -> str:
+    """What a command that failed outside the engine's own checks says: out of memory, a file system
+    error (a disk that fails, a permission), or anything else; every output is written atomically, so
+    none was left half-written."""
+    kept = "No output was written or half-written; earlier files were kept."
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() or "not enough memory" in str(exc).lower():
+        return (f"'{command}' ran out of memory. {kept} Close other programs, or give it fewer or smaller files "
+                "(for example a folder at a time), and try again.")
+    if isinstance(exc, OSError):
+        where = f" '{exc.filename}'" if exc.filename else ""
+        return (f"'{command}' could not use{where}: {exc.strerror or exc}. {kept} Check that the file or folder is "
+                "there, can be read, and that its disk works, then try again.")
+    return (f"'{command}' failed unexpectedly ({type(exc).__name__}: {exc}). {kept} Set DISCOMKD_DEBUG=1 to see "
+            "where it failed, and report it with the command you ran.")
 
 
 def run() -> None:

@@ -973,3 +973,58 @@ def test_continuing_from_a_checkpoint_with_non_finite_weights_is_refused_and_kee
     err = capsys.readouterr().err
     assert "not finite numbers (NaN or infinite): the best weights of 'motion'" in err and "diverged" in err
     assert (run_dir / runs.BUNDLE_FILE).read_bytes() == model
+
+
+@pytest.mark.parametrize("failure, message", [
+    (MemoryError(), "ran out of memory"),
+    (RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 GB."), "ran out of memory"),
+    (OSError(5, "Input/output error", "/data/image"), "could not use '/data/image': Input/output error"),
+    (ValueError("something nobody foresaw"), "failed unexpectedly (ValueError: something nobody foresaw)"),
+])
+def test_a_failure_outside_the_engines_checks_is_a_message_not_a_traceback(failure, message, small_bundle, small_data,
+                                                                           tmp_path, monkeypatch, capsys):
+    """evaluate out of memory (a big folder), or a disk that fails while reading, printed a Python
+    traceback: main() caught only the engine's own errors."""
+    import discomkd.training.evaluation as evaluation
+
+    def fails(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(evaluation, "load_modality", fails)
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", str(small_bundle), "--modality", f"image={small_data['image']}", "--json", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "earlier files were kept" in err
+    assert not out.exists()
+    monkeypatch.setenv("DISCOMKD_DEBUG", "1")  # a developer still gets the traceback
+    with pytest.raises(type(failure)):
+        main(args)
+
+
+def test_a_model_file_that_cannot_be_read_says_so(small_bundle, monkeypatch, capsys):
+    """An unreadable bundle (no read permission) was called 'not a DisCoM-KD model'."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == small_bundle and mode == os.R_OK
+                        else real_access(path, mode, **kw))
+    assert main(["info", str(small_bundle)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be read (permission denied)" in err and "not a DisCoM-KD model" not in err
+
+
+@pytest.mark.parametrize("kind", ["zip of notes", "npz", "empty zip"])
+def test_a_zip_that_is_not_a_model_is_named_as_such(kind, small_bundle, tmp_path, capsys):
+    """A .zip or .npz renamed .discomkd was called 'damaged or truncated' with torch's internal message
+    ('[enforce fail at inline_container.cc:180] . file in archive is not in a subdirectory')."""
+    fake = tmp_path / "model.discomkd"
+    if kind == "npz":
+        with open(fake, "wb") as fh:
+            np.savez(fh, x=np.zeros(3))
+    else:
+        with zipfile.ZipFile(fake, "w") as archive:
+            if kind == "zip of notes":
+                archive.writestr("notes.txt", "hello")
+    assert main(["predict", str(fake), str(small_bundle)]) == 1
+    err = capsys.readouterr().err
+    assert "is not a DisCoM-KD model: it is a zip archive of other files" in err
+    assert "enforce fail" not in err and "damaged" not in err and "Traceback" not in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import zipfile
 from dataclasses import dataclass
@@ -220,6 +221,9 @@ def load_bundle(path: str | Path) -> ModelBundle:
     name = path.name
     if not path.is_file():
         raise BundleError(f"'{path}' is not a file. Choose a {BUNDLE_SUFFIX} model file.")
+    if not os.access(path, os.R_OK):  # zipfile would call it "not a model"
+        raise BundleError(f"'{path}' cannot be read (permission denied). Check the file's permissions, or copy it "
+                          "somewhere you can read it.")
     if not zipfile.is_zipfile(path):
         raise BundleError(
             f"'{name}' is not a DisCoM-KD model (it is not in the bundle's format, or it is truncated). "
@@ -271,6 +275,13 @@ def _check_archive(path: Path) -> None:
         raise BundleError(f"'{name}' is damaged or truncated and cannot be read ({exc}).") from exc
     if len(entries) > MAX_ARCHIVE_ENTRIES:
         raise BundleError(f"'{name}' is not a DisCoM-KD model: it holds {len(entries)} entries.")
+    # torch.save writes one top folder holding data.pkl: any other zip (a renamed .zip, .docx, .npz)
+    # is named as what it is rather than "damaged" with torch's internal message.
+    if not any(e.filename.count("/") == 1 and e.filename.endswith("/data.pkl") for e in entries):
+        shown = ", ".join(e.filename for e in entries[:3]) + (", …" if len(entries) > 3 else "")
+        raise BundleError(
+            f"'{name}' is not a DisCoM-KD model: it is a zip archive of other files ({shown or 'empty'}). "
+            f"Choose the {BUNDLE_SUFFIX} file written by a training run.")
     file_size = path.stat().st_size
     total = 0
     for entry in entries:
