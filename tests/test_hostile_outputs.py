@@ -137,7 +137,7 @@ def test_a_command_never_writes_over_its_own_inputs_even_with_force(command, tar
     assert not (data["image"] / "metrics.json").exists()
 
 
-def test_exporting_a_run_model_never_replaces_the_model_itself(bundle, tmp_path):
+def test_exporting_a_run_model_never_replaces_the_model_itself(bundle, data, tmp_path):
     with pytest.raises(OutputPathError, match="one of this command's inputs"):
         runs.export_bundle(bundle.parent, bundle, replace=True)
     for own in (runs.RUN_FILE, runs.CHECKPOINT_FILE, runs.HISTORY_FILE, runs.TEST_PREDICTIONS_FILE):  # nor the run's files
@@ -145,6 +145,9 @@ def test_exporting_a_run_model_never_replaces_the_model_itself(bundle, tmp_path)
         with pytest.raises(OutputPathError, match="one of this command's inputs"):
             runs.export_bundle(bundle.parent, bundle.parent / own, replace=True)
         assert (bundle.parent / own).read_bytes() == before
+    with pytest.raises(OutputPathError, match="would be inside"):  # nor into its training data
+        runs.export_bundle(bundle.parent, data["motion"] / "a" / "copy.discomkd", replace=True)
+    assert not (data["motion"] / "a" / "copy.discomkd").exists()
     copy = tmp_path / "copy.discomkd"
     copy.write_text("older copy")
     with pytest.raises(OutputExistsError):

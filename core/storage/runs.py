@@ -355,14 +355,25 @@ def delete_run(run_dir: Path) -> list[Path]:
     return kept
 
 
+def _data_folders(run_dir: Path) -> list[str]:
+    """The run's training folders as its record names them (none from a record of another shape)."""
+    try:
+        modalities = read_run_record(run_dir).get("config", {}).get("modalities", [])
+        return [m["folder"] for m in modalities if isinstance(m, dict) and isinstance(m.get("folder"), str)
+                and m["folder"].strip()]
+    except (DataError, AttributeError, TypeError):
+        return []
+
+
 def export_bundle(run_dir: Path, destination: Path, replace: bool = False) -> Path:
     """Copy the run's model to ``destination`` (an existing file only when ``replace``; never the model
-    itself, nor another of the run's own files: its record, checkpoint, history...)."""
+    itself, nor another of the run's own files: its record, checkpoint, history..., nor into its data)."""
     source = Path(run_dir) / BUNDLE_FILE
     if not source.exists():
         raise DataError("This run has no saved model yet (it stopped before its first epoch ended).")
     own_files = [source, *(Path(run_dir) / name for name in RUN_WRITTEN_FILES if name != BUNDLE_FILE)]
-    destination = check_output_file(destination, inputs=own_files, replace=replace, what="the exported model")
+    destination = check_output_file(destination, inputs=[*own_files, *_data_folders(run_dir)], replace=replace,
+                                    what="the exported model")
     with open(source, "rb") as src:
         return atomic_write(destination, lambda fh: shutil.copyfileobj(src, fh), replace=replace)
 
