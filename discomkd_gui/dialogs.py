@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 
@@ -209,4 +210,5 @@ class ExportDialog(QDialog):
 
     def choice(self) -> tuple[str, str, str]:
         """(modality, format, output file)."""
-        return self.modality.currentText(), self.format.currentData(), str(Path(self.path.text()).expanduser())
+        # As typed (home expanded): Path() would drop a final slash, turning the folder 'exports/' into a file.
+        return self.modality.currentText(), self.format.currentData(), os.path.expanduser(self.path.text())

@@ -41,6 +41,15 @@ def test_export_dialog_asks_before_replacing_a_typed_file_and_never_replaces_the
     dialog.accept()
     assert dialog.result() != ExportDialog.DialogCode.Accepted and "is a folder" in dialog.problem.text()
 
+    dialog.path.setText(str(tmp_path / "exports") + "/")  # a folder meant, not there yet: never a file 'exports'
+    dialog.accept()
+    assert dialog.result() != ExportDialog.DialogCode.Accepted and "ends with a slash" in dialog.problem.text()
+
+    dialog.path.setText(str(trained_bundle.parent / "checkpoint.pt"))  # the run's own file: refused without asking
+    dialog.accept()
+    assert dialog.result() != ExportDialog.DialogCode.Accepted and len(asked) == 1
+    assert "of the training run in" in dialog.problem.text()
+
     dialog.path.setText(str(existing))
     answers.append(Yes)
     dialog.accept()
