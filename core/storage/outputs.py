@@ -23,6 +23,8 @@ from typing import Callable, IO, Iterable
 
 from ..errors import OutputExistsError, OutputPathError, RunFolderError
 from .atomic import atomic_write
+from .run_files import RUN_FILE, RUN_WRITTEN_FILES
+from .run_lock import LOCK_FILE
 
 REPLACE_HINT = "Choose another name, or replace it on purpose (--force on the command line; the app asks first)."
 
@@ -103,8 +105,6 @@ def _check_not_an_input(target: Path, inputs: list[Path], what: str) -> None:
 def _check_not_a_run_file(target: Path, what: str) -> None:
     """A file a training run wrote (or will write) in its folder is the run's, never an output's:
     writing a CSV over run.json or a network over checkpoint.pt would break that run for good."""
-    from .runs import LOCK_FILE, RUN_FILE, RUN_WRITTEN_FILES  # runs imports this module
-
     folder = _resolved(target.parent)
     name = target.name.casefold()  # 'RUN.JSON' is run.json on a case-insensitive file system
     if not (folder / RUN_FILE).is_file():

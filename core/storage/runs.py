@@ -29,26 +29,14 @@ from ..errors import DataError, RunFolderError, StorageError
 from .atomic import TEMP_SUFFIX, atomic_write, remove_orphan_temp_files, storage_error
 from .outputs import check_output_file, check_run_folder_location
 from .paths import printable_name, runs_dir
+# The run's file names live below this module and outputs.py (which keeps every command off them).
+from .run_files import (BUNDLE_FILE, CHECKPOINT_FILE, EMBEDDINGS_FILE, HISTORY_FILE, LOG_FILE, RUN_FILE,  # noqa: F401
+                        RUN_FILES, RUN_WRITTEN_FILES, SKIPPED_FILE, TEST_PREDICTIONS_FILE)
 from .run_lock import LOCK_FILE, RunLock, lock_owner
 
 RUN_FORMAT_VERSION = 1
-RUN_FILE = "run.json"
-HISTORY_FILE = "history.jsonl"
-LOG_FILE = "train.log"
-CHECKPOINT_FILE = "checkpoint.pt"
-BUNDLE_FILE = "model.discomkd"
-EMBEDDINGS_FILE = "embeddings.npz"
-TEST_PREDICTIONS_FILE = "test_predictions.json"
 TEST_PREDICTIONS_VERSION = 1
 LOG_TAIL_LINES = 5000  # what a reopened run shows of its log (the Train page keeps as many)
-SKIPPED_FILE = "skipped.tsv"  # every file the data reading skipped; run.json keeps the first ones only
-# Files whose presence means a folder already holds a run that a new training would overwrite.
-RUN_FILES = (RUN_FILE, HISTORY_FILE, CHECKPOINT_FILE, BUNDLE_FILE)
-# Every file a training writes in its folder (Delete removes these and nothing else); a new kind of
-# run file must be added here. Temporary files (".NAME-….tmp") and a moved-aside stale lock
-# (".train.lock-PID.stale") are the run's too.
-RUN_WRITTEN_FILES = (RUN_FILE, HISTORY_FILE, LOG_FILE, CHECKPOINT_FILE, BUNDLE_FILE, EMBEDDINGS_FILE, LOCK_FILE,
-                     SKIPPED_FILE, TEST_PREDICTIONS_FILE)
 # Files an operating system drops in any folder it shows: no reason to refuse a folder as "not empty".
 OS_LITTER = (".DS_Store", "Thumbs.db", "desktop.ini")
 
