@@ -898,6 +898,55 @@ def test_a_file_whose_values_overflow_the_model_gets_no_answer(small_bundle, sma
     assert "far outside" in metrics["skipped"][0]["reason"]
 
 
+def test_training_files_whose_values_would_swamp_the_standardisation_are_skipped_with_a_reason(small_data, tmp_path,
+                                                                                             capsys):
+    """A third of a modality's files at 3e38 (finite float32) made its standard deviation so large that every
+    other file standardised to about zero: the training "finished" with that modality at chance, silently."""
+    import shutil
+
+    motion = shutil.copytree(small_data["motion"], tmp_path / "motion")
+    forged = sorted(motion.rglob("*.npy"))[::3]
+    for path in forged:
+        np.save(path, np.full((6, 48), 3e38, dtype=np.float32))
+    np.save(motion / "b" / "far.npy", np.full((6, 48), 1e12, dtype=np.float32))  # a million times beyond the rest
+    np.save(motion / "c" / "loud.npy", np.full((6, 48), 50.0, dtype=np.float32))  # louder, not extreme: kept
+    data = load_modality(motion, "motion")
+    reasons = {s.path: s.reason for s in data.skipped}
+    assert {str(p.relative_to(motion)) for p in forged} | {str(Path("b") / "far.npy")} == set(reasons)
+    assert all("values are too large (up to 3e+38" in reasons[str(p.relative_to(motion))] for p in forged)
+    assert "swamp the standardisation" in reasons[str(Path("b") / "far.npy")]
+    assert str(Path("c") / "loud.npy") in data.files and float(np.abs(data.x).max()) == 50.0
+    assert load_modality(motion, "motion").from_cache  # the cache holds what was decoded; the rule is applied again
+    out = tmp_path / "run"
+    assert main(["train", "--modality", f"image={small_data['image']}", "--modality", f"motion={motion}",
+                 "--out", str(out), "--epochs", "1", "--embed-dim", "8", "--batch-size", "8", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert f"motion: skipped {len(forged) + 1} file(s):" in printed and "values are too large" in printed
+    record = runs.read_run_record(out)
+    assert {s["path"] for s in record["data"]["skipped"]["motion"]} == set(reasons)
+    assert record["data"]["skipped"]["image"] == []
+    # nothing usable left: refused with the reason, not trained on noise
+    for path in motion.rglob("*.npy"):
+        np.save(path, np.full((6, 48), -1e30, dtype=np.float32))
+    with pytest.raises(DataError, match="No file of the modality 'motion' could be used.*values are too large"):
+        load_modality(motion, "motion")
+
+
+def test_bounded_files_are_never_skipped_as_extreme(tmp_path):
+    """PNGs decode to [0, 1] and WAVs to a bounded log-spectrogram: a bright file among dark ones is data."""
+    from PIL import Image
+
+    images = tmp_path / "image"
+    for cls in ("a", "b"):
+        (images / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.zeros((12, 12), np.uint16)).save(images / cls / f"{i}.png")
+        Image.fromarray(np.full((12, 12), 65535, np.uint16)).save(images / cls / "bright.png")
+    Image.fromarray(np.ones((12, 12), np.uint16)).save(images / "a" / "faint.png")
+    data = load_modality(images, "image")
+    assert data.skipped == [] and len(data.files) == 11
+
+
 def test_numpy_warnings_never_reach_the_console(tmp_path, monkeypatch, capsys):
     import warnings
 

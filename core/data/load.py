@@ -29,10 +29,14 @@ def load_modality(
     should_stop: StopCheck | None = None,
     use_cache: bool = True,
     min_classes: int = 2,
+    skip_extreme: bool = True,
 ) -> ModalityData:
     """Scan, decode and cache one modality folder. Bad files are skipped with a reason.
 
-    ``min_classes``: a training needs two classes; evaluating a model on one class's files is fine."""
+    ``min_classes``: a training needs two classes; evaluating a model on one class's files is fine.
+    ``skip_extreme``: skip raw arrays whose values would swamp the folder's standardisation
+    (:func:`skip_extreme_files`); evaluation turns it off, as it compares files with the model's
+    training data instead."""
     folder = checked_folder(folder).resolve()
     name = name or folder.name
     listing = list_modality_folder(folder)
@@ -60,6 +64,8 @@ def load_modality(
             if progress:
                 progress(len(listing.files), len(listing.files))
             data = replace(data, kind_guess=guess.kind, kind_options=guess.options, kind_reason=guess.reason)
+            if skip_extreme:
+                data = skip_extreme_files(data)
             return _check_modality(split_off_unlabelled(data), min_classes)
 
     class_index = {c: i for i, c in enumerate(listing.classes)}
@@ -97,7 +103,63 @@ def load_modality(
                         cache_note=cache_note, notices=list(listing.notices))
     if use_cache:
         write_cache(cache_path, x, y, classes, files, decode_skipped)
+    if skip_extreme:  # after the cache, which holds what was decoded: the rule depends on the whole folder
+        data = skip_extreme_files(data)
     return _check_modality(split_off_unlabelled(data), min_classes)
+
+
+# Raw arrays (.npy, TIFF) can hold any float; PNG/JPEG/BMP and integer arrays decode to [0, 1] and WAV
+# to a log-spectrogram (at most log(float32 max), about 89), so only raw arrays are checked below.
+RAW_ARRAY_SUFFIXES = {".npy", ".tif", ".tiff"}
+# A value whose square overflows float32 (about 1.8e19) breaks any float32 variance, and the per-channel
+# standard deviation of a folder holding it is swamped: every other file standardises to about zero.
+MAX_ABS_VALUE = float(np.sqrt(np.finfo(np.float32).max))
+# A file whose largest magnitude is a million times the folder's typical one (the median over its
+# files of each file's largest magnitude) is in other units or damaged; it would swamp the statistics.
+MAX_RATIO_TO_MEDIAN = 1e6
+
+
+def skip_extreme_files(data: ModalityData) -> ModalityData:
+    """Skip, with a reason, the raw-array files whose values would overflow or swamp the modality's
+    standardisation (see MAX_ABS_VALUE and MAX_RATIO_TO_MEDIAN); refuse when no file is left."""
+    if not data.files:
+        return data
+    flat = data.x.reshape(len(data.x), -1)
+    # In blocks of rows: no second copy of the whole data in memory.
+    peaks = np.concatenate([np.abs(flat[i:i + 1024]).max(axis=1) for i in range(0, len(flat), 1024)]).astype(np.float64)
+    typical = float(np.median(peaks))
+    raw = np.asarray([Path(f).suffix.lower() in RAW_ARRAY_SUFFIXES for f in data.files])
+    overflow = raw & (peaks > MAX_ABS_VALUE)
+    outlier = raw & ~overflow & (typical > 0) & (peaks > MAX_RATIO_TO_MEDIAN * typical)
+    if not (overflow.any() or outlier.any()):
+        return data
+    skipped = []
+    for f, peak, too_large, too_far in zip(data.files, peaks, overflow, outlier):
+        if too_large:
+            skipped.append(SkippedFile(f, f"its values are too large (up to {peak:.3g}; the limit is {MAX_ABS_VALUE:.3g}, "
+                                          "beyond which they would overflow the standardisation). Rescale the file"))
+        elif too_far:
+            skipped.append(SkippedFile(f, f"its values (up to {peak:.3g}) are more than {MAX_RATIO_TO_MEDIAN:.0e} times "
+                                          f"those of the folder's typical file ({typical:.3g}), so they would swamp the "
+                                          "standardisation; check its units, or move it out of the folder"))
+    keep = ~(overflow | outlier)
+    if not keep.any():
+        raise DataError(
+            f"No file of the modality '{data.name}' could be used; the first problem was: "
+            f"{skipped[0].path}: {skipped[0].reason}"
+        )
+    # Classes whose files were all skipped disappear; remap labels to the remaining ones.
+    present = np.unique(data.labels[keep])
+    remap = np.full(len(data.classes), -1, dtype=np.int64)
+    remap[present] = np.arange(len(present))
+    return replace(
+        data,
+        classes=[data.classes[i] for i in present],
+        x=data.x[keep],
+        labels=remap[data.labels[keep]],
+        files=[f for f, k in zip(data.files, keep) if k],
+        skipped=data.skipped + skipped,
+    )
 
 
 def _available_memory() -> int | None:

@@ -56,7 +56,8 @@ def evaluate_bundle_on_folder(bundle_path: str | Path | ModelBundle, modality: s
         "source_channels": spec.source_channels,
     }
     _check_folder_fits(bundle, modality, folder)
-    data = load_modality(folder, modality, overrides, progress, min_classes=1)
+    # Files far beyond the model's training data are left out below, with the model's statistics as reference.
+    data = load_modality(folder, modality, overrides, progress, min_classes=1, skip_extreme=False)
     unknown = [c for c in data.classes if c not in bundle.classes]
     keep = np.asarray([data.classes[l] in bundle.classes for l in data.labels])
     if not keep.any():
