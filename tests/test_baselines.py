@@ -505,6 +505,20 @@ def test_a_student_whose_weights_are_not_finite_fails_instead_of_reporting_chanc
     assert "Lower the learning rate (it is 1e+06" in run.reason
 
 
+def test_divergence_advice_is_ten_times_lower_but_never_above_the_default(tmp_path):
+    """At 1e9 the advice was "try 1e+08 or less" (at 1e30, 1e+29): rates that diverge as well."""
+    from discomkd.training.schedule import lower_learning_rate_advice
+
+    assert lower_learning_rate_advice(3e-3) == "try 0.0003 or less"
+    assert lower_learning_rate_advice(1e-3) == "try 0.0001 or less"
+    for rate in (0.01, 1e9, 1e30):
+        assert lower_learning_rate_advice(rate) == "try the default, 0.001, or less"
+    config = _tiny_config(tmp_path, paired=False, epochs=1, learning_rate=1e9)
+    run = run_method("student", config, _dataset(config))
+    assert run.status == "failed" and "Lower the learning rate (it is 1e+09; try the default, 0.001, or less)" in run.reason
+    assert "1e+08" not in run.reason
+
+
 def test_a_student_that_diverges_after_a_finite_best_fails_instead_of_finishing(tmp_path, monkeypatch):
     """A later epoch's non-finite validation loss ends the run as the trainer's does; the run is not
     reported as finished with the earlier best."""

@@ -3,11 +3,22 @@ order, and the optimiser (the DisCoM-KD trainer and the baselines alike)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
 from ..config import TrainingConfig
+
+DEFAULT_LEARNING_RATE = next(f.default for f in dataclasses.fields(TrainingConfig) if f.name == "learning_rate")
+
+
+def lower_learning_rate_advice(rate: float) -> str:
+    """What to try after a training diverged at ``rate``: ten times lower, but never above the default
+    (after a divergence at 1e9, 1e8 would diverge as well)."""
+    if rate / 10 < DEFAULT_LEARNING_RATE:
+        return f"try {rate / 10:g} or less"
+    return f"try the default, {DEFAULT_LEARNING_RATE:g}, or less"
 
 
 def learning_rate_at(config: TrainingConfig, progress: float) -> float:

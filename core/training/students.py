@@ -32,7 +32,7 @@ from .events import StopToken
 from .metrics import classification_metrics
 from .precision import autocast_dtype, training_layout
 from .preparation import PreparedModality, prepare_modalities
-from .schedule import epoch_orders, learning_rate_at, make_optimizer
+from .schedule import epoch_orders, learning_rate_at, lower_learning_rate_advice, make_optimizer
 
 RunProgress = Callable[[float, str], None]  # fraction of this run in [0, 1], message
 # Methods that learn from the unlabelled recordings (the _unlabelled folders) when there are some,
@@ -137,8 +137,8 @@ def split_metrics(logits: torch.Tensor, y: torch.Tensor, classes: list[str]) -> 
 
 def diverged_text(what: str, happened: str, learning_rate: float) -> str:
     """What a baseline's row says when its training diverged, as the DisCoM-KD trainer says it."""
-    return (f"The {what} training diverged: {happened}. Lower the learning rate (it is {learning_rate:g}; try "
-            f"{learning_rate / 10:g} or less) and start again.")
+    return (f"The {what} training diverged: {happened}. Lower the learning rate (it is {learning_rate:g}; "
+            f"{lower_learning_rate_advice(learning_rate)}) and start again.")
 
 
 def device_rows(setup: StudentSetup, part: str = "train") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -165,7 +165,9 @@ class Optimisation:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(self.config, progress_in_run)
         if not torch.isfinite(loss):
-            raise DisComKDError(f"The {where} loss became {float(loss.detach())}. Lower the learning rate and start again.")
+            raise DisComKDError(f"The {where} loss became {float(loss.detach())}. Lower the learning rate (it is "
+                                f"{self.config.learning_rate:g}; {lower_learning_rate_advice(self.config.learning_rate)}) "
+                                "and start again.")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
