@@ -33,6 +33,7 @@ from discomkd.data.load import load_modality
 from discomkd.errors import BundleError, DataError, RunFolderError, StorageError
 from discomkd.inference.predict import Prediction, PredictionFailure, Predictor
 from discomkd.model.bundle import _digest, load_bundle
+from discomkd.model.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE
 from discomkd.storage import run_lock, runs
 from discomkd.storage.atomic import atomic_write
 from discomkd.training.trainer import continue_run, train
@@ -419,6 +420,30 @@ def test_forged_metadata_with_a_recomputed_digest_is_refused_with_a_reason(small
         load_bundle(forged)
     assert "forged.discomkd" in str(caught.value) and "Use the model file from the training run" in str(caught.value)
     assert main(["info", str(forged)]) == 1
+
+
+def test_a_forged_calibration_temperature_is_refused_as_damaged_calibration_with_how_to_refit(small_bundle, small_data,
+                                                                                             tmp_path, capsys):
+    """Only T > 0 was checked: T = 1e-30 gave NaN probabilities, blamed on "values far outside the training data"."""
+    import shutil
+
+    run_dir = shutil.copytree(small_bundle.parent, tmp_path / "run")
+    bundle = run_dir / runs.BUNDLE_FILE
+    _forge(small_bundle, bundle, lambda md: md["modalities"]["image"]["calibration"].update(temperature=1e-30))
+    with pytest.raises(BundleError, match=r"damaged calibration: the temperature of 'image' is 1e-30, outside the "
+                                          r"0.05 to 20 .*discomkd continue RUN_DIR --epochs 0"):
+        load_bundle(bundle)
+    assert main(["predict", str(bundle), str(sorted((small_data["image"] / "a").glob("*.png"))[0])]) == 1
+    err = capsys.readouterr().err
+    assert "damaged calibration" in err and "far outside" not in err and "Traceback" not in err
+    assert continue_run(run_dir, 0).status == "finished"  # the advice works: the calibration is fitted again
+    assert MIN_TEMPERATURE <= load_bundle(bundle).temperature("image") <= MAX_TEMPERATURE
+    # the bounds themselves, and a model from before calibration (no calibration at all), still load
+    for edit in (lambda md: md["modalities"]["image"]["calibration"].update(temperature=MAX_TEMPERATURE),
+                 lambda md: md["modalities"]["motion"]["calibration"].update(temperature=MIN_TEMPERATURE),
+                 lambda md: [info.pop("calibration") for info in md["modalities"].values()]):
+        load_bundle(_forge(small_bundle, tmp_path / "ok.discomkd", edit))
+    assert load_bundle(tmp_path / "ok.discomkd").temperature("image") == 1.0
 
 
 def test_damaged_bundles_are_refused_or_unchanged_never_a_crash(small_bundle, tmp_path):

@@ -26,7 +26,7 @@ from ..data.spec import AUGMENTATIONS, ModalitySpec
 from ..data.spectrogram import SpectrogramSettings
 from ..errors import BundleError
 from ..storage.atomic import atomic_write
-from .calibration import is_calibrated, uncalibrated
+from .calibration import CALIBRATE_COMMAND, MAX_TEMPERATURE, MIN_TEMPERATURE, is_calibrated, uncalibrated
 from .networks import ModalityBranch
 
 BUNDLE_FORMAT = "discomkd-bundle"
@@ -333,7 +333,7 @@ def check_metadata(metadata, weights: dict, name: str = "the model") -> None:
         if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
             bad(f"modality '{modality}' has no preprocessing settings")
         _check_spec(modality, info, bad)
-        _check_calibration(modality, info.get("calibration", {}), bad)
+        _check_calibration(modality, info.get("calibration", {}), bad, name)
         _check_weights(modality, info, weights[modality], metadata["embed_dim"], len(classes), bad, name)
     test_metrics = metadata.get("test_metrics", {})
     if not isinstance(test_metrics, dict):
@@ -415,12 +415,20 @@ def _check_spec(modality: str, info: dict, bad) -> None:
         bad(f"modality '{modality}' is not audio but has spectrogram settings")
 
 
-def _check_calibration(modality: str, calibration, bad) -> None:
+def _check_calibration(modality: str, calibration, bad, name: str) -> None:
     if not isinstance(calibration, dict):
         bad(f"the calibration of '{modality}' must be an object")
-    temperature = calibration.get("temperature", 1.0)
+    temperature = calibration.get("temperature", 1.0)  # bundles from before calibration have none: 1
     if not _is_number(temperature) or not temperature > 0:
         bad(f"the temperature of '{modality}' must be a positive number")
+    # A fit stays within these bounds (1e-9: the search's rounding); a temperature outside them, such as
+    # 1e-30, turns the probabilities into NaN, which predict would blame on the input files.
+    if not MIN_TEMPERATURE * (1 - 1e-9) <= temperature <= MAX_TEMPERATURE * (1 + 1e-9):
+        raise BundleError(
+            f"'{name}' has a damaged calibration: the temperature of '{modality}' is {temperature:g}, outside the "
+            f"{MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g} a calibration fits, so its probabilities would not be numbers. "
+            f"Refit it: {CALIBRATE_COMMAND} again."
+        )
     threshold = calibration.get("uncertain_below", 0.5)
     if not _is_number(threshold) or not 0 <= threshold <= 1:
         bad(f"the uncertain-answer threshold of '{modality}' must be a number from 0 to 1")
