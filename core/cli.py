@@ -221,9 +221,9 @@ def cmd_predict(args) -> int:
     if args.csv:  # before any prediction: a CSV that cannot be written must not cost the work
         check_output_file(args.csv, inputs, args.force, "the CSV file")
     predictor = Predictor.from_path(args.bundle, uncertain_below=args.uncertain_below)
-    inputs += predictor.bundle.training_folders().values()  # the model's data folders are never written in
+    data_folders = list(predictor.bundle.training_folders().values())  # never written in, though not read here
     if args.csv:
-        check_output_file(args.csv, inputs, args.force, "the CSV file")
+        check_output_file(args.csv, inputs, args.force, "the CSV file", data_folders)
     results = predictor.predict_files(args.files, args.modality)
     if not results:
         print("error: no file to predict in the given paths.", file=sys.stderr)
@@ -249,7 +249,8 @@ def cmd_predict(args) -> int:
         print(f"{sum(r.uncertain for r in answers)} of {len(answers)} answer(s) UNCERTAIN: confidence below "
               f"{thresholds} ({source}); {calibration}")
     if args.csv:
-        write_predictions_csv(results, args.csv, predictor.classes, replace=args.force, inputs=inputs)
+        write_predictions_csv(results, args.csv, predictor.classes, replace=args.force, inputs=inputs,
+                              data_folders=data_folders)
         print(f"wrote {args.csv}")
     return EXIT_OK if failures < len(results) else EXIT_ERROR
 
@@ -265,9 +266,9 @@ def cmd_evaluate(args) -> int:
     if args.json:
         check_output_file(args.json, inputs, args.force, "the JSON file")
     bundle = load_bundle(args.bundle)
-    inputs += bundle.training_folders().values()  # the model's data folders are never written in
+    data_folders = list(bundle.training_folders().values())  # never written in, though not read here
     if args.json:
-        check_output_file(args.json, inputs, args.force, "the JSON file")
+        check_output_file(args.json, inputs, args.force, "the JSON file", data_folders)
     metrics = evaluate_bundle_on_folder(bundle, source.name, source.folder)
     print(f"{source.name}: {metrics['n']} files, accuracy {metrics['accuracy']:.4f}, "
           f"weighted F1 {metrics['weighted_f1']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
@@ -291,7 +292,7 @@ def cmd_evaluate(args) -> int:
         print(f"classes not known to the model (left out): {', '.join(metrics['unknown_classes'])}")
     if args.json:
         write_output_file(args.json, lambda fh: fh.write(json.dumps(metrics, indent=2)), inputs,
-                          args.force, text=True, what="the JSON file")
+                          args.force, text=True, what="the JSON file", data_folders=data_folders)
         print(f"wrote {args.json}")
     return EXIT_OK
 

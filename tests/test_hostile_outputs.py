@@ -132,9 +132,27 @@ def test_a_command_never_writes_over_its_own_inputs_even_with_force(command, tar
     before = {"bundle": bundle.read_bytes(), **_snapshot(data["image"])}
     assert main([*args, "--force"]) == 1
     err = capsys.readouterr().err
-    assert ("one of this command's inputs" in err or "reads as input" in err) and "Traceback" not in err
+    if command == "export checked elsewhere":  # export reads the model and the checked files, not its training data
+        assert "a data folder the model was trained on" in err and "reads as input" not in err
+    else:
+        assert "one of this command's inputs" in err or "reads as input" in err
+    assert "Traceback" not in err
     assert {"bundle": bundle.read_bytes(), **_snapshot(data["image"])} == before
     assert not (data["image"] / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "export"])
+def test_an_output_in_a_training_folder_the_command_does_not_read_says_so_truly(command, bundle, data, capsys,
+                                                                                 work_never_starts):
+    """Refused outputs in the model's training folders were said to be in a folder "which this command reads
+    as input", also where the command reads only other files (here: image files, the motion folder)."""
+    out = data["motion"] / "out.csv"
+    before = _snapshot(data["motion"])
+    assert main([*_cli_writers(bundle, data, out)[command], "--force"]) == 1
+    err = capsys.readouterr().err
+    assert f"would be inside '{data['motion']}', a data folder the model was trained on" in err
+    assert "reads as input" not in err and "Traceback" not in err
+    assert _snapshot(data["motion"]) == before
 
 
 def test_exporting_a_run_model_never_replaces_the_model_itself(bundle, data, tmp_path):
@@ -145,8 +163,9 @@ def test_exporting_a_run_model_never_replaces_the_model_itself(bundle, data, tmp
         with pytest.raises(OutputPathError, match="one of this command's inputs"):
             runs.export_bundle(bundle.parent, bundle.parent / own, replace=True)
         assert (bundle.parent / own).read_bytes() == before
-    with pytest.raises(OutputPathError, match="would be inside"):  # nor into its training data
-        runs.export_bundle(bundle.parent, data["motion"] / "a" / "copy.discomkd", replace=True)
+    with pytest.raises(OutputPathError, match="would be inside .*a data folder the model was trained on") as caught:
+        runs.export_bundle(bundle.parent, data["motion"] / "a" / "copy.discomkd", replace=True)  # nor into its data
+    assert "reads as input" not in str(caught.value)  # copying the model reads none of its data
     assert not (data["motion"] / "a" / "copy.discomkd").exists()
     copy = tmp_path / "copy.discomkd"
     copy.write_text("older copy")

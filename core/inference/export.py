@@ -259,11 +259,12 @@ def export_modality(
     spec = bundle.specs[modality]
     # Both files are checked before the export's work (storage/outputs.py); every modality's training
     # folder is data (a later training would read what is written there), checked on or not.
-    inputs = [bundle_path, *(check_files or []), *bundle.training_folders().values()]
+    inputs, data_folders = [bundle_path, *(check_files or [])], list(bundle.training_folders().values())
     # ``out`` as typed: 'exports/' names a folder, never a file 'exports'.
     model_path = check_output_file(out if out else default_output_path(bundle_path, modality, fmt), inputs, replace,
-                                   "the exported network")
-    sidecar = check_output_file(sidecar_path_for(model_path), inputs, replace, "the exported network's sidecar")
+                                   "the exported network", data_folders)
+    sidecar = check_output_file(sidecar_path_for(model_path), inputs, replace, "the exported network's sidecar",
+                                data_folders)
 
     calibration = bundle.calibration(modality)
     module = ExportableClassifier(bundle.build_branch(modality), calibration["temperature"]).eval()

@@ -250,13 +250,14 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
 
 def write_predictions_csv(results: list[Prediction | PredictionFailure], destination: str | Path, classes: list[str],
                           replace: bool = False, inputs: list[str | Path] = (),
-                          uncertain_below: float | None = None) -> Path:
+                          uncertain_below: float | None = None, data_folders: list[str | Path] = ()) -> Path:
     """One row per file: path, modality, label, (calibrated) confidence, whether it is below the
     uncertain-answer threshold (``uncertain_below``, default each answer's own), one probability
     column per class, error.
 
     ``destination`` follows the output rule (storage/outputs.py): an existing file only when
-    ``replace``, never one of the predicted files or ``inputs`` (the bundle, a classified folder).
+    ``replace``, never one of the predicted files or ``inputs`` (the bundle, a classified folder), nor
+    inside ``data_folders`` (the model's training folders).
     """
     import csv
 
@@ -272,4 +273,4 @@ def write_predictions_csv(results: list[Prediction | PredictionFailure], destina
                 writer.writerow([printable_name(r.path), "", "", "", "", *[""] * len(classes), r.message])
 
     return write_output_file(destination, write, [*inputs, *(r.path for r in results)], replace, text=True,
-                             what="the CSV file")
+                             what="the CSV file", data_folders=data_folders)

@@ -9,7 +9,9 @@ The rule (docs/architecture.md, "Output paths"):
    the command line, the app's overwrite confirmation); otherwise OutputExistsError. The final
    write (storage.atomic) checks again, so a file that appears meanwhile is kept too.
 3. Never one of the command's own inputs, even when asked: the model bundle, a file being
-   classified, a data folder or anything inside one (files written there would be read as data).
+   classified, a data folder or anything inside one (files written there would be read as data);
+   nor anything inside a data folder the model or run was trained on (``data_folders``), which the
+   command does not read but a later training would.
 
 Run folders have their own rule on top (a folder that is not a run is never claimed as one), in
 runs.claim_run_dir with check_run_folder_location below.
@@ -88,8 +90,9 @@ def _input_paths(inputs: Iterable[str | Path]) -> list[Path]:
     return [_absolute(p) for p in inputs if p is not None and str(p) != ""]
 
 
-def _check_not_an_input(target: Path, inputs: list[Path], what: str) -> None:
-    # The input itself first (the more telling message), then "inside an input folder".
+def _check_not_an_input(target: Path, inputs: list[Path], what: str, data_folders: list[Path] = ()) -> None:
+    # The input itself first (the more telling message), then "inside an input folder", then "inside
+    # a training folder" (which this command does not read: saying it does would be untrue).
     for source in inputs:
         if not source.is_dir() and os.path.lexists(target) and os.path.exists(source) and _same_file(target, source):
             raise OutputPathError(
@@ -100,6 +103,12 @@ def _check_not_an_input(target: Path, inputs: list[Path], what: str) -> None:
             raise OutputPathError(
                 f"{what[0].upper()}{what[1:]} '{target}' would be inside '{source}', which this command reads as "
                 f"input (what is written there would later be read as data). Choose a path outside '{source}'.")
+    for source in data_folders:
+        if _is_within(target, source):
+            raise OutputPathError(
+                f"{what[0].upper()}{what[1:]} '{target}' would be inside '{source}', a data folder the model was "
+                f"trained on (what is written there would be read as data by a later training). Choose a path "
+                f"outside '{source}'.")
 
 
 def _check_not_a_run_file(target: Path, what: str) -> None:
@@ -117,12 +126,12 @@ def _check_not_a_run_file(target: Path, what: str) -> None:
 
 
 def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), replace: bool = False,
-                      what: str = "the output file") -> Path:
+                      what: str = "the output file", data_folders: Iterable[str | Path] = ()) -> Path:
     """Check a file the user named for output before any work; return it as an absolute path.
 
     Raises OutputPathError (a folder, a name ending in a slash, under a file, not writable, one of
-    ``inputs`` or inside an input folder, one of a run folder's own files) or OutputExistsError (it
-    exists and ``replace`` is False).
+    ``inputs`` or inside an input folder or one of ``data_folders`` (the model's or run's training
+    folders), one of a run folder's own files) or OutputExistsError (it exists and ``replace`` is False).
     """
     if path is None or not str(path).strip():
         raise OutputPathError(f"No name was given for {what}. Give a file name.")
@@ -134,7 +143,7 @@ def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), repla
         raise OutputPathError(f"'{path}' ends with a slash, so it names a folder; {what} must be a file. Give a "
                               f"file name, for example '{target / 'output'}'.")
     _check_can_create_in(target.parent, what, target)
-    _check_not_an_input(target, _input_paths(inputs), what)
+    _check_not_an_input(target, _input_paths(inputs), what, _input_paths(data_folders))
     _check_not_a_run_file(target, what)
     if os.path.lexists(target) and not replace:
         raise OutputExistsError(f"'{target}' already exists and was not replaced. {REPLACE_HINT}")
@@ -142,7 +151,8 @@ def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), repla
 
 
 def check_output_folder(path: str | Path, inputs: Iterable[str | Path] = (), files: Iterable[str] = (),
-                        replace: bool = False, what: str = "the output folder") -> Path:
+                        replace: bool = False, what: str = "the output folder",
+                        data_folders: Iterable[str | Path] = ()) -> Path:
     """Check a folder the user named for output, and the ``files`` that will be written in it, before
     any work; return it as an absolute path. Raises OutputPathError or OutputExistsError."""
     if path is None or not str(path).strip():
@@ -151,17 +161,18 @@ def check_output_folder(path: str | Path, inputs: Iterable[str | Path] = (), fil
     if os.path.lexists(target) and not target.is_dir():
         raise OutputPathError(f"'{target}' is a file, not a folder; {what} must be a folder. Choose a folder.")
     _check_can_create_in(target, what, target)
-    input_paths = _input_paths(inputs)
-    _check_not_an_input(target, input_paths, what)
+    input_paths, data_paths = _input_paths(inputs), _input_paths(data_folders)
+    _check_not_an_input(target, input_paths, what, data_paths)
     for name in files:
-        check_output_file(target / name, input_paths, replace, what=f"'{name}'")
+        check_output_file(target / name, input_paths, replace, what=f"'{name}'", data_folders=data_paths)
     return target
 
 
 def write_output_file(path: str | Path, write: Callable[[IO], None], inputs: Iterable[str | Path] = (),
-                      replace: bool = False, text: bool = False, what: str = "the output file") -> Path:
+                      replace: bool = False, text: bool = False, what: str = "the output file",
+                      data_folders: Iterable[str | Path] = ()) -> Path:
     """Check ``path`` by the rule above, then write it atomically (never replacing unless ``replace``)."""
-    target = check_output_file(path, inputs, replace, what)
+    target = check_output_file(path, inputs, replace, what, data_folders)
     return atomic_write(target, write, text=text, replace=replace)
 
 

@@ -360,8 +360,8 @@ def export_bundle(run_dir: Path, destination: Path, replace: bool = False) -> Pa
     if not source.exists():
         raise DataError("This run has no saved model yet (it stopped before its first epoch ended).")
     own_files = [source, *(Path(run_dir) / name for name in RUN_WRITTEN_FILES if name != BUNDLE_FILE)]
-    destination = check_output_file(destination, inputs=[*own_files, *_data_folders(run_dir)], replace=replace,
-                                    what="the exported model")
+    destination = check_output_file(destination, inputs=own_files, replace=replace, what="the exported model",
+                                    data_folders=_data_folders(run_dir))
     with open(source, "rb") as src:
         return atomic_write(destination, lambda fh: shutil.copyfileobj(src, fh), replace=replace)
 

@@ -425,9 +425,9 @@ class PredictPage(QWidget):
 
         try:
             write_predictions_csv([i.result for i in self.items], destination, self.predictor.classes, replace=replace,
-                                  inputs=[p for p in (self.model_path, *self.dropped_paths,
-                                                      *self.predictor.bundle.training_folders().values()) if p],
-                                  uncertain_below=self.uncertain_threshold())
+                                  inputs=[p for p in (self.model_path, *self.dropped_paths) if p],
+                                  uncertain_below=self.uncertain_threshold(),
+                                  data_folders=[p for p in self.predictor.bundle.training_folders().values() if p])
         except DisComKDError as exc:  # an input, a folder, an unwritable or full disk: the message says which
             self.error.emit(str(exc), "")
             return None

@@ -213,9 +213,9 @@ class ErrorBrowser(QWidget):
             if answer != QMessageBox.StandardButton.Yes:
                 return None
         text = self.list_text(",")
-        try:  # replacing was agreed above; the test files and their folder are inputs, never replaced
-            write_output_file(destination, lambda fh: fh.write(text), [*(f.path for f in self.files), self.data_folder],
-                              replace=True, text=True, what="the CSV file")
+        try:  # replacing was agreed above; the test files are never replaced, nothing is written in their data folder
+            write_output_file(destination, lambda fh: fh.write(text), [f.path for f in self.files],
+                              replace=True, text=True, what="the CSV file", data_folders=[self.data_folder])
         except DisComKDError as exc:  # an input, a folder, a full disk, a read-only folder: the message says which
             self.error.emit(str(exc), "")
             return None
