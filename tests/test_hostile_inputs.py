@@ -194,6 +194,34 @@ def test_a_damaged_run_record_cannot_be_continued_and_says_so(small_data, tmp_pa
     assert result.status == "failed" and "is damaged" in result.reason and "Start a new training" in result.reason
 
 
+@pytest.mark.parametrize("edit, problem", [
+    (lambda r: r.update(config=None), "its 'config' is null, not an object of settings"),
+    (lambda r: r.pop("config"), "it has no 'config' (the training settings)"),
+    (lambda r: r["config"].update(modalities=None), "its 'modalities' is null, not a list"),
+    (lambda r: r["config"]["modalities"][1].pop("folder"), "the modality 'motion' has no 'folder'"),
+    (lambda r: r["config"]["modalities"][0].update(folder=7), "the 'folder' of the modality 'image' is a number, not text"),
+    (lambda r: r["config"]["modalities"][0].update(overrides=[]), "the 'overrides' of the modality 'image' is a list"),
+    (lambda r: r["config"].update(epochs="ten"), "its setting 'epochs' is text, not a number"),
+    (lambda r: r["config"].update(weights={"cl": None}), "the loss weight 'cl' is null, not a number"),
+    (lambda r: r["config"].update(split=0.7), "its 'split' is a number, not a list of three numbers"),
+])
+def test_an_odd_run_record_says_which_field_is_wrong_not_python_text(edit, problem, small_bundle, tmp_path, capsys):
+    """Continuing said e.g. "damaged (TypeError: 'NoneType' object is not subscriptable)"."""
+    import shutil
+
+    run_dir = shutil.copytree(small_bundle.parent, tmp_path / "run")
+    record = runs.read_run_record(run_dir)
+    edit(record)
+    runs.write_run_record(run_dir, record)
+    result = continue_run(run_dir, 1)
+    assert result.status == "failed" and f"is damaged ({problem}" in result.reason, result.reason
+    assert "Start a new training" in result.reason
+    assert not any(word in result.reason for word in ("TypeError", "KeyError", "NoneType", "subscriptable"))
+    assert main(["continue", str(run_dir), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert problem in err and "Traceback" not in err
+
+
 def test_out_that_is_a_file_gives_a_message(small_data, tmp_path, capsys):
     target = tmp_path / "notes.txt"
     target.write_text("mine")

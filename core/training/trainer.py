@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
 from . import distributed
-from ..config import TrainingConfig
+from ..config import LossWeights, ModalitySource, TrainingConfig
 from ..data.dataset import MultiModalDataset
 from ..errors import Cancelled, ConfigError, DisComKDError
 from ..storage import runs
@@ -84,10 +84,14 @@ def continue_run(
     if isinstance(extra_epochs, bool) or not isinstance(extra_epochs, int) or extra_epochs < 0:
         return RunEnded("failed", f"Continue a run for zero or more epochs (got {extra_epochs}).", "", None, 0)
     record = runs.read_run_record(Path(run_dir))
-    try:
-        config = TrainingConfig.from_dict(record["config"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        return RunEnded("failed", f"The run record in '{run_dir}' is damaged ({type(exc).__name__}: {exc}), so the run "
+    problem = run_record_problem(record)
+    if problem is None:
+        try:
+            config = TrainingConfig.from_dict(record["config"])
+        except (KeyError, TypeError, ValueError, AttributeError):  # a shape run_record_problem does not know
+            problem = "its settings are not in the form DisCoM-KD Studio writes them"
+    if problem is not None:
+        return RunEnded("failed", f"The run record in '{run_dir}' is damaged ({problem}), so the run "
                         "cannot be continued. Start a new training.", "", None, 0)
     if runs.never_trained(Path(run_dir)):
         # Nothing was saved to continue from: train its settings from the first epoch, in its folder.
@@ -98,6 +102,73 @@ def continue_run(
                       run_name=record.get("name"))
     return _train(config, run_dir=run_dir, on_event=on_event, stop=stop, run_name=record.get("name"),
                   resume_from=Path(run_dir), extra_epochs=extra_epochs)
+
+
+def _json_kind(value) -> str:
+    """What a JSON value is, in the words a user editing run.json would use."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    kinds = ((int, "a number"), (float, "a number"), (str, "text"), (list, "a list"), (dict, "an object"))
+    return next((kind for t, kind in kinds if isinstance(value, t)), type(value).__name__)
+
+
+def _expects(value, default) -> bool:
+    """Whether a JSON value fits a setting whose default is ``default`` (a number where a number goes...)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def run_record_problem(record) -> str | None:
+    """What keeps a run record's settings from being read, in words (which field is missing or of the
+    wrong type), or None. A hand edit or another tool's file gave Python's own text before
+    ("TypeError: 'NoneType' object is not subscriptable")."""
+    if not isinstance(record, dict):
+        return f"it is {_json_kind(record)}, not an object"
+    config = record.get("config")
+    if not isinstance(config, dict):
+        return "it has no 'config' (the training settings)" if "config" not in record else \
+            f"its 'config' is {_json_kind(config)}, not an object of settings"
+    modalities = config.get("modalities")
+    if not isinstance(modalities, list):
+        return "its settings name no modalities" if "modalities" not in config else \
+            f"its 'modalities' is {_json_kind(modalities)}, not a list"
+    source_example = ModalitySource(name="", folder="")  # its fields' types: text, text, object, text
+    for i, m in enumerate(modalities, 1):
+        if not isinstance(m, dict):
+            return f"modality {i} is {_json_kind(m)}, not an object"
+        which = f"the modality '{m['name']}'" if isinstance(m.get("name"), str) else f"modality {i}"
+        for key in ("name", "folder"):
+            if key not in m:
+                return f"{which} has no '{key}'"
+        for key, value in m.items():
+            if key not in {f.name for f in fields(ModalitySource)}:
+                return f"{which} has an unknown field '{key}'"
+            default = getattr(source_example, key)
+            if not _expects(value, default):
+                return f"the '{key}' of {which} is {_json_kind(value)}, not {_json_kind(default)}"
+    weights = config.get("weights", {})
+    if not isinstance(weights, dict):
+        return f"its loss 'weights' is {_json_kind(weights)}, not an object"
+    for key, value in weights.items():
+        if key not in LossWeights.TERMS:
+            return f"its loss 'weights' has an unknown term '{key}'"
+        if not _expects(value, 1.0):
+            return f"the loss weight '{key}' is {_json_kind(value)}, not a number"
+    split = config.get("split", [0.0] * 3)
+    if not (isinstance(split, list) and len(split) == 3 and all(_expects(v, 1.0) for v in split)):
+        return f"its 'split' is {_json_kind(split)}, not a list of three numbers"
+    defaults = TrainingConfig()
+    for f in fields(TrainingConfig):
+        if f.name in config and f.name not in ("modalities", "weights", "split"):
+            default = getattr(defaults, f.name)
+            if not _expects(config[f.name], default):
+                return f"its setting '{f.name}' is {_json_kind(config[f.name])}, not {_json_kind(default)}"
+    return None
 
 
 @dataclass
