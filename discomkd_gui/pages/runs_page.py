@@ -3,6 +3,7 @@ several selected runs side by side (validation curves overlaid, test metrics in 
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -220,6 +221,19 @@ class RunsPage(QWidget):
                 runs.export_bundle(Path(run), Path(dest), replace=True)
             except (DisComKDError, OSError) as exc:
                 self.error.emit(str(exc), "")
+            except Exception as exc:  # noqa: BLE001 - see _report_unexpected
+                # The copy is written beside the destination and moved into place only when whole.
+                self._report_unexpected(exc, f"Exporting the model of the run “{name}”",
+                                        "The run and its model are unchanged, and no partial copy was left.")
+
+    def _report_unexpected(self, exc: Exception, action: str, kept: str) -> None:
+        """A failure outside the engine's own errors (MemoryError, a bug) in an action run in the window's
+        thread: a message box, with the traceback under its details, instead of Qt's default handler."""
+        if isinstance(exc, MemoryError):
+            why = "the computer ran out of memory"
+        else:
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self.error.emit(f"{action} failed unexpectedly ({why}). {kept}", traceback.format_exc())
 
     def _export_for_device(self) -> None:
         run = self.selected_run()
@@ -240,6 +254,9 @@ class RunsPage(QWidget):
                 kept = runs.delete_run(Path(run))
             except (DisComKDError, OSError) as exc:  # e.g. a training (in another window) writes to it
                 self.error.emit(str(exc), "")
+            except Exception as exc:  # noqa: BLE001 - see _report_unexpected
+                self._report_unexpected(exc, f"Deleting the run “{name}”",
+                                        "Only files the run wrote can have been deleted; the list shows what is left.")
             else:
                 if kept:  # only the run's own files were deleted
                     shown = ", ".join(e.name for e in kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")

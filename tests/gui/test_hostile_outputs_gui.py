@@ -129,6 +129,38 @@ def test_runs_page_delete_keeps_what_the_run_did_not_write(window, private_data_
     assert "was kept" in window.error_boxes[-1].text() and "field notes.txt" in window.error_boxes[-1].text()
 
 
+def test_runs_page_export_and_delete_report_unexpected_failures_in_a_message_box(window, private_data_dir, qtbot,
+                                                                                  monkeypatch, tmp_path):
+    """Export and Delete run in the window's thread and caught only engine errors and OSError: a MemoryError
+    went to Qt's default handler (pytest-qt fails the test on it)."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from discomkd.storage import runs
+
+    run_dir = _fake_run(private_data_dir / "runs", "20260101-120000-mine", status="finished", epochs_done=2)
+    (run_dir / runs.BUNDLE_FILE).write_bytes(b"a model")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    window.show_page("Runs")
+    page = window.runs_page
+    page.select_run(str(run_dir))
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "copy.discomkd"), ""))
+    monkeypatch.setattr(runs, "export_bundle", out_of_memory)
+    qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
+    text = window.error_boxes[-1].text()
+    assert "Exporting the model of the run" in text and "ran out of memory" in text and "unchanged" in text
+    assert "MemoryError" in window.error_boxes[-1].detailedText()  # the traceback, under Show Details
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: Yes)
+    monkeypatch.setattr(runs, "delete_run", lambda run: (_ for _ in ()).throw(RuntimeError("a bug")))
+    qtbot.mouseClick(page.delete_button, Qt.MouseButton.LeftButton)
+    assert "Deleting the run" in window.error_boxes[-1].text() and "RuntimeError: a bug" in window.error_boxes[-1].text()
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before and page.table.rowCount() == 1
+
+
 def test_runs_page_offers_continue_for_a_run_that_ended_no_epoch(window, private_data_dir):
     from discomkd.storage import runs
 
