@@ -570,7 +570,7 @@ def test_a_diverging_training_stops_says_why_and_saves_no_non_finite_model(small
     out = tmp_path / "run"
     result = train(_config(small_data, epochs=2, learning_rate=1e6), run_dir=out)
     assert result.status == "failed"
-    assert "diverged" in result.reason and "Lower the learning rate (it is 1e+06; try 100000" in result.reason
+    assert "diverged" in result.reason and "Lower the learning rate (it is 1e+06; try the default, 0.001, or less)" in result.reason
     assert "SVD" not in result.reason and "No model was saved." in result.reason
     assert not (out / runs.BUNDLE_FILE).exists()  # epoch 1's weights were already infinite: nothing is "best"
     assert runs.read_run_record(out)["status"] == "failed"

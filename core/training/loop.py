@@ -47,7 +47,7 @@ from .events import (BatchEnded, BestModelSaved, EpochEnded, EventCallback, RunE
 from .metrics import pca_2d
 from .preparation import PreparedModality, prepare_modalities
 from .precision import autocast_dtype, training_layout
-from .schedule import epoch_orders, learning_rate_at, make_optimizer
+from .schedule import epoch_orders, learning_rate_at, lower_learning_rate_advice, make_optimizer
 
 MAX_EMBEDDING_POINTS = 1500  # per modality, for the 2-D projection on the results page
 MAX_SKIPPED_IN_RECORD = 500  # per modality in run.json; skipped.tsv beside it lists every one
@@ -578,7 +578,7 @@ def diverged_error(session: TrainingSession, what: str) -> TrainingError:
                 f"{n} epoch {b['best_epoch']}" for n, b in session.best.items() if n in session.best_states) + ")."
             if session.best_states else "No model was saved.")
     return TrainingError(
-        f"The training diverged: {what}. Lower the learning rate (it is {rate:g}; try {rate / 10:g} or less) "
+        f"The training diverged: {what}. Lower the learning rate (it is {rate:g}; {lower_learning_rate_advice(rate)}) "
         f"or the loss weights, and start a new training. {kept}"
     )
 
