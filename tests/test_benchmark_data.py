@@ -67,3 +67,26 @@ def test_tiny_paired_comparison_reports_differences_and_verdicts(tmp_path):
     payload = json.loads((tmp_path / "out" / "per_run.json").read_text())
     assert payload["format_version"] == 3
     assert read_comparison(tmp_path / "out").rows == result.rows
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_reading_pairs_methods_across_folders_by_seed(tmp_path, capsys):
+    def write(folder, method, scores, status="finished"):
+        runs = [{"method": method, "seed": seed, "status": status, "reason": "",
+                 "metrics": {"weak": {"weighted_f1": f1, "best_epoch": 10, "val_curve": [f1] * 10}}}
+                for seed, f1 in scores.items()]
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "per_run.json").write_text(json.dumps({"runs": runs}))
+
+    write("new", "discomkd", {1: 0.62, 2: 0.60, 3: 0.63, 4: 0.59})
+    write("old", "self_training", {2: 0.57, 3: 0.58, 4: 0.56, 5: 0.99})  # seed 5 has no partner: left out
+    _module("paired_reading").main([str(tmp_path / "new"), f"{tmp_path / 'old'}:self_training"])
+    out = capsys.readouterr().out
+    assert "new:discomkd - old:self_training weak: n=3 0.6067 vs 0.5700: +3.7" in out
+    assert "3 of 3 seeds higher" in out
