@@ -68,7 +68,8 @@ LOSS_EXPLANATIONS = {
     "agree": "Agreement: each modality's classifier matches the others' predictions on the same sample "
              "(paired files) or class (not in the paper).",
     "unlabelled": "Unlabelled pairs: on recordings of the _unlabelled folders, each modality learns the prediction "
-                  "of the modality that validates better (not in the paper; no effect without such folders).",
+                  "of the modality that validates better, which learns its own confident predictions (not in the paper; "
+                  "no effect without such folders).",
 }
 SELF_LABEL_EXPLANATION = ("On recordings of the _unlabelled folders, the modality that teaches the others also "
                           "learns its own predictions where it is at least this confident (0: never; not in the paper).")
