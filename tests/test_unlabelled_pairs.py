@@ -122,10 +122,11 @@ def test_the_teaching_modality_learns_its_own_confident_predictions_only():
     assert "own predictions" not in teaching_text(teachers, {"strong": 0.95, "weak": 0.5})
 
 
-def test_self_labels_are_on_by_default_and_off_for_runs_recorded_before_them():
-    assert TrainingConfig().self_label_threshold == 0.9
+def test_self_labels_are_off_by_default_and_kept_in_the_run_record():
+    assert TrainingConfig().self_label_threshold == 0.0
     assert TrainingConfig.from_dict({"epochs": 3}).self_label_threshold == 0.0  # an older run.json
-    assert TrainingConfig.from_dict(TrainingConfig().to_dict()).self_label_threshold == 0.9
+    on = TrainingConfig(self_label_threshold=0.9)
+    assert TrainingConfig.from_dict(on.to_dict()).self_label_threshold == 0.9
     with pytest.raises(ConfigError, match="between 0 and 1"):
         TrainingConfig(self_label_threshold=1.5).validate()
 

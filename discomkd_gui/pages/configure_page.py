@@ -177,7 +177,7 @@ class ConfigurePage(QWidget):
         grid.addWidget(QLabel("Self-labels from"), row + 4, 0)
         grid.addWidget(self.self_label_threshold, row + 4, 1)
         grid.addWidget(hint_label("confidence from which the teaching modality learns its own predictions on "
-                                  "unlabelled recordings (0: never)", wrap=True), row + 4, 2)
+                                  "unlabelled recordings (0: never, the default)", wrap=True), row + 4, 2)
         self.orthogonality = QComboBox()
         for o in ORTHOGONALITY:
             self.orthogonality.addItem({"abs": "|cos| (default)", "square": "cos²", "signed": "signed cos (authors' code)"}[o], o)
@@ -418,8 +418,7 @@ class ConfigurePage(QWidget):
         self.term_ramp.setValue(config.term_ramp)
         self.term_ramp.blockSignals(False)
         self.agree_temperature.setValue(config.agree_temperature)
-        # Saved form settings from before the option keep the default (a run record without it did not use it).
-        self.self_label_threshold.setValue(values.get("self_label_threshold", TrainingConfig.self_label_threshold))
+        self.self_label_threshold.setValue(config.self_label_threshold)
         self._weights_edited()
         self.grl_lambda.setValue(config.grl_lambda)
         self.grl_schedule.setCurrentIndex(max(0, self.grl_schedule.findData(config.grl_schedule)))

@@ -31,18 +31,18 @@ def test_group_field_is_checked_saved_and_reaches_the_config(qtbot):
     assert again.group_by.text() == ""
 
 
-def test_self_label_field_reaches_the_config_and_older_settings_keep_its_default(qtbot):
+def test_self_label_field_reaches_the_config_and_is_saved(qtbot):
     from discomkd_gui.pages.configure_page import ConfigurePage
 
     page = ConfigurePage()
     qtbot.addWidget(page)
-    assert page.config([("image", "/i"), ("audio", "/a")]).self_label_threshold == pytest.approx(0.9)
-    page.self_label_threshold.setValue(0.0)  # off
+    assert page.config([("image", "/i"), ("audio", "/a")]).self_label_threshold == 0.0  # off by default
+    page.self_label_threshold.setValue(0.9)
     saved = page.values()
-    assert page.config([("image", "/i"), ("audio", "/a")]).self_label_threshold == 0.0
+    assert page.config([("image", "/i"), ("audio", "/a")]).self_label_threshold == pytest.approx(0.9)
     again = ConfigurePage()
     qtbot.addWidget(again)
     again.set_values(saved)
-    assert again.self_label_threshold.value() == 0.0
-    again.set_values({"epochs": 5})  # settings saved before the field: the recommended value
     assert again.self_label_threshold.value() == pytest.approx(0.9)
+    again.set_values({"epochs": 5})  # settings saved before the field: off
+    assert again.self_label_threshold.value() == 0.0
