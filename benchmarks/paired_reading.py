@@ -8,7 +8,8 @@ many seeds were higher; then the runs still improving at their end (the comparis
 
     python benchmarks/paired_reading.py NEW:discomkd docs/comparison/X:self_training docs/comparison/X:distill
 
-FOLDER:METHOD names a method in FOLDER's per_run.json; FOLDER alone works when it holds one method.
+FOLDER:METHOD names a method in FOLDER's per_run.json; FOLDER alone works when it holds one method;
+FOLDER,FOLDER:METHOD pools the runs of several folders (other seeds of the same method).
 """
 
 from __future__ import annotations
@@ -20,26 +21,27 @@ from pathlib import Path
 
 
 def finished_runs(spec: str) -> tuple[str, dict[tuple[int, str], dict]]:
-    """'FOLDER[:METHOD]' -> (a label, {(seed, modality): that run's metrics}) of its finished runs."""
-    folder, _, method = spec.partition(":")
-    runs = json.loads((Path(folder) / "per_run.json").read_text(encoding="utf-8"))["runs"]
+    """'FOLDER[,FOLDER...][:METHOD]' -> (a label, {(seed, modality): that run's metrics}) of their finished runs."""
+    folders, _, method = spec.partition(":")
+    runs = [r for folder in folders.split(",")
+            for r in json.loads((Path(folder) / "per_run.json").read_text(encoding="utf-8"))["runs"]]
     methods = sorted({r["method"] for r in runs})
     if not method:
         if len(methods) != 1:
-            raise SystemExit(f"{folder} holds the methods {', '.join(methods)}: name one as {folder}:METHOD")
+            raise SystemExit(f"{folders} holds the methods {', '.join(methods)}: name one as {folders}:METHOD")
         method = methods[0]
     elif method not in methods:
-        raise SystemExit(f"{folder} has no runs of '{method}' (it has {', '.join(methods)})")
+        raise SystemExit(f"{folders} has no runs of '{method}' (it has {', '.join(methods)})")
     scores = {}
     for r in runs:
         if r["method"] != method:
             continue
         if r["status"] != "finished":
-            print(f"  left out: {folder} {method} seed {r['seed']} {r['status']}: {r.get('reason', '')[:100]}")
+            print(f"  left out: {folders} {method} seed {r['seed']} {r['status']}: {r.get('reason', '')[:100]}")
             continue
         for modality, metrics in r["metrics"].items():
             scores[(r["seed"], modality)] = metrics
-    return f"{Path(folder).name}:{method}", scores
+    return f"{'+'.join(Path(f).name for f in folders.split(','))}:{method}", scores
 
 
 def main(argv: list[str] | None = None) -> None:
