@@ -122,7 +122,10 @@ def merge(parts: list[Path], methods: list[str], out: Path):
 
     results = [read_comparison(p) for p in parts]
     per_run = sorted((r for res in results for r in res.per_run), key=lambda r: (r["seed"], methods.index(r["method"])))
-    settings = dict(results[0].settings, methods=methods, wall_time_s=sum(r.wall_time_s for r in results))
+    # Parts may hold other seeds of one method (a run split over processes by seed): count them all.
+    seeds = sorted({r["seed"] for r in per_run})
+    settings = dict(results[0].settings, methods=methods, seeds=len(seeds), first_seed=seeds[0] if seeds else None,
+                    wall_time_s=sum(r.wall_time_s for r in results))
     names = [m["name"] for m in settings["config"]["modalities"]]
     skipped = {k: v for res in results for k, v in res.skipped.items()}
     merged = ComparisonResult(summarise(per_run, methods, names), skipped, per_run, settings,
