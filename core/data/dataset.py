@@ -62,16 +62,22 @@ def split_off_unlabelled(data: ModalityData) -> ModalityData:
         return data
     unlabelled = np.isin(data.labels, folder_class)
     kept = [i for i in range(len(data.classes)) if i not in folder_class]
+    return keep_rows(data, ~unlabelled, kept, unlabelled_x=data.x[unlabelled],
+                     unlabelled_files=[f for f, u in zip(data.files, unlabelled) if u])
+
+
+def keep_rows(data: ModalityData, keep: np.ndarray, kept_classes, **changes) -> ModalityData:
+    """``data`` with only the rows of the boolean mask ``keep`` and the classes ``kept_classes``
+    (indices, in order), labels renumbered to them; ``changes`` replace further fields."""
     remap = np.full(len(data.classes), -1, dtype=np.int64)
-    remap[kept] = np.arange(len(kept))
+    remap[kept_classes] = np.arange(len(kept_classes))
     return replace(
         data,
-        classes=[data.classes[i] for i in kept],
-        x=data.x[~unlabelled],
-        labels=remap[data.labels[~unlabelled]],
-        files=[f for f, u in zip(data.files, unlabelled) if not u],
-        unlabelled_x=data.x[unlabelled],
-        unlabelled_files=[f for f, u in zip(data.files, unlabelled) if u],
+        classes=[data.classes[i] for i in kept_classes],
+        x=data.x[keep],
+        labels=remap[data.labels[keep]],
+        files=[f for f, k in zip(data.files, keep) if k],
+        **changes,
     )
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import Cancelled, DataError
 from .cache import cache_file, read_cache, write_cache
-from .dataset import ModalityData, split_off_unlabelled
+from .dataset import ModalityData, keep_rows, split_off_unlabelled
 from .decoding import read_raw
 from .scan import SkippedFile, checked_folder, infer_spec_and_kind, list_modality_folder
 from .spec import ModalitySpec
@@ -148,18 +148,8 @@ def skip_extreme_files(data: ModalityData) -> ModalityData:
             f"No file of the modality '{data.name}' could be used; the first problem was: "
             f"{skipped[0].path}: {skipped[0].reason}"
         )
-    # Classes whose files were all skipped disappear; remap labels to the remaining ones.
-    present = np.unique(data.labels[keep])
-    remap = np.full(len(data.classes), -1, dtype=np.int64)
-    remap[present] = np.arange(len(present))
-    return replace(
-        data,
-        classes=[data.classes[i] for i in present],
-        x=data.x[keep],
-        labels=remap[data.labels[keep]],
-        files=[f for f, k in zip(data.files, keep) if k],
-        skipped=data.skipped + skipped,
-    )
+    # Classes whose files were all skipped disappear.
+    return keep_rows(data, keep, np.unique(data.labels[keep]), skipped=data.skipped + skipped)
 
 
 def _available_memory() -> int | None:
