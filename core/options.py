@@ -11,6 +11,7 @@ import math
 import re
 
 from .config import (
+    AGREE_WITH_UNLABELLED_EXPLANATION,
     BACKBONES,
     DEVICES,
     EXAMPLE,
@@ -193,6 +194,8 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
                    help="temperature of the agreement term: softens both predictions (Hinton's KD; 1 = none)")
     w.add_argument("--self-label-threshold", type=real_number(maximum=1.0), default=d.self_label_threshold,
                    help=SELF_LABEL_EXPLANATION)
+    w.add_argument("--agree-with-unlabelled", action="store_true", default=d.agree_with_unlabelled,
+                   help=AGREE_WITH_UNLABELLED_EXPLANATION)
     w.add_argument("--term-ramp", type=real_number(maximum=1.0), default=d.term_ramp,
                    help="fraction of training over which L_aux, L_adv, L_mod and L_perp ramp in from 0 "
                         "(paper: 0, full weight from the first step)")
@@ -213,6 +216,7 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
         term_ramp=args.term_ramp,
         agree_temperature=args.agree_temperature,
         self_label_threshold=args.self_label_threshold,
+        agree_with_unlabelled=args.agree_with_unlabelled,
         backbone=args.backbone,
         embed_dim=args.embed_dim,
         optimizer=args.optimizer,

@@ -21,7 +21,8 @@ from discomkd.model.losses import (
     unlabelled_pair_loss,
 )
 from discomkd.storage.runs import read_history
-from discomkd.training.events import StopToken, TeachingChanged
+from discomkd.storage.run_files import LOG_FILE
+from discomkd.training.events import RunStarted, StopToken, TeachingChanged
 from discomkd.training.preparation import load_dataset, prepare_modalities
 from discomkd.training.trainer import train
 
@@ -136,7 +137,8 @@ def test_training_uses_unlabelled_pairs_once_a_modality_validates_better(tmp_pat
     unlabelled = [f"u{i}" for i in range(24)]
     write_modality(tmp_path / "strong", stems, unlabelled, 1, 2.0)
     write_modality(tmp_path / "weak", stems, unlabelled, 2, 0.05)  # a faint band: the weaker sensor
-    ended = train(config_for(tmp_path), run_dir=tmp_path / "run", on_event=lambda e: None, stop=StopToken())
+    events = []
+    ended = train(config_for(tmp_path), run_dir=tmp_path / "run", on_event=events.append, stop=StopToken())
     assert ended.status == "finished", ended.reason
     history = read_history(tmp_path / "run")
     # No validation score yet, then one: nobody teaches until the lead has held on two epochs.
@@ -144,11 +146,30 @@ def test_training_uses_unlabelled_pairs_once_a_modality_validates_better(tmp_pat
     assert all(h["val"]["strong"]["weighted_f1"] > h["val"]["weak"]["weighted_f1"] for h in history[:2])
     assert all(h["train_losses"]["unlabelled"] > 0 for h in history[2:])
     assert ended.test_metrics["strong"]["accuracy"] > 0.6
+    started = [e for e in events if isinstance(e, RunStarted)][0]
+    assert "unlabelled" in started.active_terms and "agree" not in started.active_terms
+    assert "L_agree off while learning from 24 unlabelled recordings" in (tmp_path / "run" / LOG_FILE).read_text()
     # Switched off, the same data trains without the term.
+    events.clear()
     off = train(config_for(tmp_path, weights=LossWeights(unlabelled=0.0)), run_dir=tmp_path / "off",
-                on_event=lambda e: None, stop=StopToken())
+                on_event=events.append, stop=StopToken())
     assert all(h["train_losses"]["unlabelled"] == 0.0 for h in read_history(tmp_path / "off"))
     assert off.status == "finished"
+    assert "agree" in [e for e in events if isinstance(e, RunStarted)][0].active_terms  # labelled pairs only: L_agree
+
+
+def test_agreement_is_off_while_learning_from_recordings_unless_kept():
+    default = TrainingConfig()
+    assert default.agree_with_unlabelled is False
+    assert default.training_weights(0).agree == 1.0  # labelled pairs only
+    assert default.training_weights(100).agree == 0.0  # learning from recordings
+    assert default.training_weights(100).unlabelled == default.weights.unlabelled
+    without_term = TrainingConfig(weights=LossWeights(unlabelled=0.0))
+    assert without_term.training_weights(100).agree == 1.0  # the recordings are not learnt from
+    assert TrainingConfig(agree_with_unlabelled=True).training_weights(100).agree == 1.0
+    # A run recorded before the setting kept L_agree beside the recordings: continuing it still does.
+    assert TrainingConfig.from_dict({"epochs": 3, "weights": {"agree": 1.0}}).training_weights(100).agree == 1.0
+    assert TrainingConfig.from_dict(default.to_dict()).agree_with_unlabelled is False
 
 
 def test_teaching_needs_a_margin_and_holds_until_overtaken_by_it():
@@ -195,3 +216,14 @@ def test_who_teaches_whom_is_announced_and_logged(tmp_path):
     assert changes and changes[0].epoch == 3 and changes[0].teachers == {"strong": [], "weak": ["strong"]}
     assert "strong teaches weak" in changes[0].text
     assert "strong teaches weak" in (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
+
+
+def test_the_command_line_keeps_agreement_beside_recordings_only_when_asked():
+    import argparse
+
+    from discomkd.options import add_training_options, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_training_options(parser)
+    assert config_from_args(parser.parse_args([]), []).agree_with_unlabelled is False
+    assert config_from_args(parser.parse_args(["--agree-with-unlabelled"]), []).agree_with_unlabelled is True

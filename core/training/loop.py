@@ -392,11 +392,14 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             "split_groups": session.split_groups,
         },
     )
-    active = config.weights.active_terms(session.unlabelled_pairs)
+    active = config.training_weights(session.unlabelled_pairs).active_terms(session.unlabelled_pairs)
     run.log(f"start: epochs {session.start_epoch + 1}..{session.target_epochs} on {session.device}, "
             f"backbones {session.backbones}, train sizes {session.train_sizes}")
     for line in split_group_lines(session.split_groups):
         run.log(line)
+    if config.weights.agree > 0 and "agree" not in active:
+        run.log(f"L_agree off while learning from {session.unlabelled_pairs} unlabelled recordings (measured to "
+                "cost the weak sensor there; --agree-with-unlabelled or the Configure page keeps it)")
     ramp_note = ramp_explanation(config.term_ramp, session.target_epochs, active)
     if ramp_note and session.start_epoch < config.term_ramp * session.target_epochs:
         run.log(ramp_note)
@@ -517,7 +520,7 @@ def _training_step(session: TrainingSession, inputs, labels, teachers, progress_
     terms["unlabelled"] = (unlabelled_pair_loss(unlabelled_logits, teachers, config.agree_temperature,
                                                 config.self_label_threshold)
                            if unlabelled_logits else terms["cl"].detach() * 0.0)
-    total = weighted_total(terms, config.weights, ramp_factor(progress_in_run, config.term_ramp))
+    total = weighted_total(terms, config.training_weights(session.unlabelled_pairs), ramp_factor(progress_in_run, config.term_ramp))
     finite = bool(torch.isfinite(total))
     # Under torchrun a NaN on one process (its part of the batch) stops every process at this step; one
     # failing alone would leave the others waiting in DDP's all-reduce until torchrun ends them.

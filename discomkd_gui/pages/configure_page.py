@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from discomkd.config import (
+    AGREE_WITH_UNLABELLED_EXPLANATION,
     BACKBONES,
     DEFAULT_TERM_RAMP,
     GRL_SCHEDULES,
@@ -178,6 +179,9 @@ class ConfigurePage(QWidget):
         grid.addWidget(self.self_label_threshold, row + 4, 1)
         grid.addWidget(hint_label("confidence from which the teaching modality learns its own predictions on "
                                   "unlabelled recordings (0: never, the default)", wrap=True), row + 4, 2)
+        self.agree_with_unlabelled = QCheckBox("L_agree with unlabelled recordings")
+        self.agree_with_unlabelled.setToolTip(AGREE_WITH_UNLABELLED_EXPLANATION)
+        grid.addWidget(self.agree_with_unlabelled, row + 5, 1, 1, 2)
         self.orthogonality = QComboBox()
         for o in ORTHOGONALITY:
             self.orthogonality.addItem({"abs": "|cos| (default)", "square": "cos²", "signed": "signed cos (authors' code)"}[o], o)
@@ -387,6 +391,7 @@ class ConfigurePage(QWidget):
             "term_ramp": self.term_ramp.value(),
             "agree_temperature": self.agree_temperature.value(),
             "self_label_threshold": self.self_label_threshold.value(),
+            "agree_with_unlabelled": self.agree_with_unlabelled.isChecked(),
             "backbone": self.backbone.currentData(),
             "embed_dim": self.embed_dim.value(),
             "optimizer": self.optimizer.currentText(),
@@ -419,6 +424,9 @@ class ConfigurePage(QWidget):
         self.term_ramp.blockSignals(False)
         self.agree_temperature.setValue(config.agree_temperature)
         self.self_label_threshold.setValue(config.self_label_threshold)
+        # A form saved before the setting existed takes today's default (a run record says its own).
+        self.agree_with_unlabelled.setChecked(bool(values.get("agree_with_unlabelled",
+                                                              TrainingConfig.agree_with_unlabelled)))
         self._weights_edited()
         self.grl_lambda.setValue(config.grl_lambda)
         self.grl_schedule.setCurrentIndex(max(0, self.grl_schedule.findData(config.grl_schedule)))

@@ -385,7 +385,8 @@ class TrainPage(QWidget):
 
             try:
                 config = TrainingConfig.from_dict(record.get("config", {}))
-                active = config.weights.active_terms(int(record.get("data", {}).get("unlabelled_pairs", 0) or 0))
+                pairs = int(record.get("data", {}).get("unlabelled_pairs", 0) or 0)
+                active = config.training_weights(pairs).active_terms(pairs)
             except (TypeError, ValueError, AttributeError):  # a damaged record: draw every term
                 pass
             else:

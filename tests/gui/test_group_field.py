@@ -46,3 +46,20 @@ def test_self_label_field_reaches_the_config_and_is_saved(qtbot):
     assert again.self_label_threshold.value() == pytest.approx(0.9)
     again.set_values({"epochs": 5})  # settings saved before the field: off
     assert again.self_label_threshold.value() == 0.0
+
+
+def test_agreement_with_recordings_box_reaches_the_config_and_is_saved(qtbot):
+    from discomkd_gui.pages.configure_page import ConfigurePage
+
+    page = ConfigurePage()
+    qtbot.addWidget(page)
+    assert page.config([("image", "/i"), ("audio", "/a")]).agree_with_unlabelled is False  # off by default
+    page.agree_with_unlabelled.setChecked(True)
+    saved = page.values()
+    assert page.config([("image", "/i"), ("audio", "/a")]).agree_with_unlabelled is True
+    again = ConfigurePage()
+    qtbot.addWidget(again)
+    again.set_values(saved)
+    assert again.agree_with_unlabelled.isChecked()
+    again.set_values({"epochs": 5})  # settings saved before the box: today's default
+    assert not again.agree_with_unlabelled.isChecked()
