@@ -75,6 +75,21 @@ def test_the_unlabelled_folder_is_not_a_class(tmp_path):
     assert again.from_cache and again.classes == data.classes and again.unlabelled_stems == data.unlabelled_stems
 
 
+def test_the_labelled_files_decide_size_and_channels_not_a_larger_unlabelled_folder(tmp_path):
+    from PIL import Image
+
+    write_modality(tmp_path / "m", ["s0", "s1"], [], 1, 2.0)  # 6 labelled 1 x 12 x 12 arrays
+    rng = np.random.default_rng(0)
+    for i in range(30):  # many more recordings, larger, some of them RGB pictures
+        np.save(tmp_path / "m" / "_unlabelled" / f"u{i}.npy", rng.normal(size=(1, 20, 20)).astype(np.float32))
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3)).astype(np.uint8)).save(tmp_path / "m" / "_unlabelled" / f"p{i}.png")
+    data = load_modality(tmp_path / "m", "m")
+    assert data.spec.channels == 1 and data.spec.size == (12, 12)  # was 20 x 20, or 3 channels and no class left
+    assert data.classes == ["class0", "class1", "class2"] and len(data.files) == 6
+    assert len(data.unlabelled_files) == 30 and data.unlabelled_x.shape == (30, 1, 12, 12)
+    assert sum("p" in Path(s.path).stem and "has 3 channel(s)" in s.reason for s in data.skipped) == 30
+
+
 def test_only_recordings_every_modality_has_are_used_row_aligned(tmp_path):
     stems = [f"s{i}" for i in range(5)]
     write_modality(tmp_path / "strong", stems, ["a", "b", "c", "only_strong"], 1, 2.0)

@@ -10,7 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import DataError
-from .scan import SkippedFile, refuse_case_only_differences
+from .scan import SkippedFile, is_unlabelled_folder, refuse_case_only_differences
 from .spec import ModalitySpec
 
 
@@ -51,13 +51,10 @@ class ModalityData:
         return [Path(f).stem for f in self.unlabelled_files]
 
 
-UNLABELLED_FOLDERS = ("_unlabelled", "_unlabeled")  # a sub-folder of files without a class
-
-
 def split_off_unlabelled(data: ModalityData) -> ModalityData:
     """Move the files of an ``_unlabelled`` sub-folder (read like a class, so that decoding and the
     cache need no special case) out of the labelled data."""
-    folder_class = [i for i, c in enumerate(data.classes) if c.lower() in UNLABELLED_FOLDERS]
+    folder_class = [i for i, c in enumerate(data.classes) if is_unlabelled_folder(c)]
     if not folder_class:
         return data
     unlabelled = np.isin(data.labels, folder_class)
