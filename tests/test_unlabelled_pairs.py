@@ -90,6 +90,17 @@ def test_the_labelled_files_decide_size_and_channels_not_a_larger_unlabelled_fol
     assert sum("p" in Path(s.path).stem and "has 3 channel(s)" in s.reason for s in data.skipped) == 30
 
 
+def test_recordings_in_other_units_than_the_labelled_files_are_skipped_even_when_they_are_most_files(tmp_path):
+    write_modality(tmp_path / "m", ["s0", "s1"], [f"u{i}" for i in range(20)], 1, 2.0)
+    for i in range(4, 20):  # 16 recordings in other units: most of the folder's 26 files
+        path = tmp_path / "m" / "_unlabelled" / f"u{i}.npy"
+        np.save(path, np.load(path) * 1e9)
+    data = load_modality(tmp_path / "m", "m")
+    assert len(data.files) == 6 and data.unlabelled_stems == ["u0", "u1", "u2", "u3"]
+    reasons = {Path(s.path).stem: s.reason for s in data.skipped}
+    assert len(reasons) == 16 and all("typical labelled file" in why and "swamp" in why for why in reasons.values())
+
+
 def test_only_recordings_every_modality_has_are_used_row_aligned(tmp_path):
     stems = [f"s{i}" for i in range(5)]
     write_modality(tmp_path / "strong", stems, ["a", "b", "c", "only_strong"], 1, 2.0)
