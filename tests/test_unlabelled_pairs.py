@@ -230,6 +230,43 @@ def test_unlabelled_recordings_named_like_a_labelled_file_are_left_out_and_liste
     assert read_run_record(tmp_path / "run")["data"]["unlabelled_dropped"] == ["s1_0"], ended.reason
 
 
+def test_unlabelled_recordings_no_modality_pairs_are_reported_with_what_to_do(tmp_path, capsys):
+    from discomkd.cli import main
+    from discomkd.storage.runs import read_run_record
+    from discomkd.training.compare import run_comparison
+
+    def report(case: str, strong: list[str], weak: list[str]):
+        stems = [f"s{i}" for i in range(4)]
+        write_modality(tmp_path / case / "strong", stems, strong, 1, 2.0)
+        write_modality(tmp_path / case / "weak", stems, weak, 2, 2.0)
+        return load_dataset(config_for(tmp_path / case), lambda event: None, StopToken()).report
+
+    # An _unlabelled folder in one modality only (the other's is empty): said, with what to do.
+    only_one = report("one", ["a", "b", "c"], []).unlabelled_unused_text()
+    assert "(strong 3 file(s)) are not used: weak has no _unlabelled folder" in only_one
+    assert "in an _unlabelled folder of every modality" in only_one
+    # Names that match nothing across the modalities.
+    apart = report("apart", ["a", "b", "c"], ["x", "y"])
+    assert "share no file name across modalities (strong 3, weak 2 file(s))" in apart.unlabelled_unused_text()
+    assert apart.unlabelled_unused_text() in apart.summary_lines()
+    # Some match: the others are counted per modality.
+    some = report("some", ["a", "b", "c"], ["a", "b", "x", "y"])
+    assert some.unlabelled_pairs == 2 and some.unlabelled_unused_text().startswith("3 unlabelled file(s) are not used "
+                                                                                  "(strong 1, weak 2)")
+    assert report("all", ["a", "b"], ["b", "a"]).unlabelled_unused_text() == ""
+    # The training records and logs it, the command line prints it, and a comparison reports it.
+    config = config_for(tmp_path / "apart", epochs=1)
+    assert main(["train", "--modality", f"strong={tmp_path / 'apart' / 'strong'}", "--modality",
+                 f"weak={tmp_path / 'apart' / 'weak'}", "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size",
+                 "8", "--embed-dim", "8", "--device", "cpu", "--split", "0.6,0.2,0.2"]) == 0
+    assert apart.unlabelled_unused_text() in capsys.readouterr().out
+    assert read_run_record(tmp_path / "run")["data"]["unlabelled_unused"] == apart.unlabelled_unused_text()
+    assert apart.unlabelled_unused_text() in (tmp_path / "run" / LOG_FILE).read_text(encoding="utf-8")
+    result = run_comparison(config, ["student"], 1)
+    assert result.unlabelled_line() == apart.unlabelled_unused_text()
+    assert apart.unlabelled_unused_text() in result.to_markdown()
+
+
 def test_who_teaches_whom_is_announced_and_logged(tmp_path):
     stems = [f"s{i}" for i in range(10)]
     unlabelled = [f"u{i}" for i in range(24)]

@@ -116,6 +116,8 @@ class DatasetReport:
     unlabelled: dict[str, int] = field(default_factory=dict)  # modality -> files in "_unlabelled"
     unlabelled_pairs: int = 0  # stems with an unlabelled file in every modality (and no labelled one)
     unlabelled_dropped: list[str] = field(default_factory=list)  # unlabelled stems that are also labelled files
+    # modality -> its unlabelled files whose name is not in every modality's _unlabelled folder (not used)
+    unlabelled_unmatched: dict[str, int] = field(default_factory=dict)
     notices: dict[str, list[str]] = field(default_factory=dict)  # modality -> notices (merged class folders)
 
     def summary_lines(self) -> list[str]:
@@ -127,13 +129,38 @@ class DatasetReport:
                 lines.append(f"{name} has no files for: {', '.join(gaps)}")
         lines.extend(f"{name}: {notice}" for name, notices in self.notices.items() for notice in notices)
         lines.append(f"pairing: {self.pairing.detail}")
-        if any(self.unlabelled.values()):
+        if self.unlabelled_pairs:
             lines.append(f"unlabelled: {self.unlabelled_pairs} recordings in every modality's _unlabelled folder "
-                         "(the better-validated modality teaches the others on them)" if self.unlabelled_pairs else
-                         "unlabelled: the _unlabelled folders share no file name across modalities, so they are not used")
+                         "(the better-validated modality teaches the others on them)")
+        if self.unlabelled_unused_text():
+            lines.append(self.unlabelled_unused_text())
         if self.unlabelled_dropped:
             lines.append(unlabelled_dropped_text(self.unlabelled_dropped))
         return lines
+
+    def unlabelled_unused_text(self) -> str:
+        """Why unlabelled files go unused, and what to do ('' when every one is used or there is none;
+        those named like a labelled file have their own message, unlabelled_dropped_text)."""
+        having = {n: c for n, c in self.unlabelled.items() if c}
+        if not having:
+            return ""
+        lacking = [n for n, c in self.unlabelled.items() if not c]
+        files = ", ".join(f"{n} {c}" for n, c in having.items())
+        if lacking:
+            return (f"The unlabelled recordings ({files} file(s)) are not used: {' and '.join(lacking)} "
+                    f"{'has' if len(lacking) == 1 else 'have'} no _unlabelled folder with readable files. Put the "
+                    "same recordings in an _unlabelled folder of every modality, each named the same in all of them.")
+        unmatched = {n: c for n, c in self.unlabelled_unmatched.items() if c}
+        if not unmatched:
+            return ""
+        if not self.unlabelled_pairs:
+            return (f"The _unlabelled folders share no file name across modalities ({files} file(s)), so none of "
+                    "their recordings is used. Name a recording's files the same in every modality (for example "
+                    "rec001.npy and rec001.wav).")
+        return (f"{sum(unmatched.values())} unlabelled file(s) are not used ("
+                + ", ".join(f"{n} {c}" for n, c in unmatched.items())
+                + "): no file of the same name is in every modality's _unlabelled folder. Name a recording's files "
+                  "the same in every modality, or remove the extra ones.")
 
 
 def unlabelled_dropped_text(stems: list[str], limit: int = 5) -> str:
@@ -192,6 +219,9 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
                 f"The modality '{m.name}' shares no class with the others (its classes: "
                 f"{', '.join(m.classes[:8])}). Class sub-folders must have the same names in every modality."
             )
+    pairs = unlabelled_pairs(modalities)
+    dropped = unlabelled_also_labelled(modalities)
+    used = set(pairs) | set(dropped)  # dropped ones have a message of their own
     report = DatasetReport(
         classes=classes,
         missing={m.name: [c for c in classes if c not in m.classes] for m in modalities},
@@ -199,8 +229,9 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
         skipped={m.name: m.skipped for m in modalities},
         pairing=pairing_report(modalities),
         unlabelled={m.name: len(m.unlabelled_files) for m in modalities},
-        unlabelled_pairs=len(unlabelled_pairs(modalities)),
-        unlabelled_dropped=unlabelled_also_labelled(modalities),
+        unlabelled_pairs=len(pairs),
+        unlabelled_dropped=dropped,
+        unlabelled_unmatched={m.name: sum(s not in used for s in m.unlabelled_stems) for m in modalities},
         notices={m.name: list(m.notices) for m in modalities if m.notices},
     )
     return MultiModalDataset(list(modalities), classes, report)
