@@ -267,6 +267,22 @@ def test_unlabelled_recordings_no_modality_pairs_are_reported_with_what_to_do(tm
     assert apart.unlabelled_unused_text() in result.to_markdown()
 
 
+def test_a_recording_name_of_two_files_in_one_modality_is_left_out_and_said(tmp_path):
+    stems = [f"s{i}" for i in range(4)]
+    write_modality(tmp_path / "strong", stems, ["a", "b"], 1, 2.0)
+    write_modality(tmp_path / "weak", stems, ["a", "b", "rec1"], 2, 2.0)
+    for day in ("day1", "day2"):  # sessions numbered alike: which rec1 pairs with weak's is unclear
+        (tmp_path / "strong" / "_unlabelled" / day).mkdir()
+        np.save(tmp_path / "strong" / "_unlabelled" / day / "rec1.npy", np.zeros((1, 12, 12), dtype=np.float32))
+    config = config_for(tmp_path)
+    dataset = load_dataset(config, lambda event: None, StopToken())
+    assert dataset.report.unlabelled_pairs == 2 and dataset.report.unlabelled_clashes == ["rec1"]
+    text = dataset.report.unlabelled_unused_text()
+    assert text.startswith("1 unlabelled recording name(s) belong to two or more files of one modality") and "rec1" in text
+    assert "Give each recording a name of its own." in text and "no file of the same name" not in text
+    assert prepare_modalities(config, dataset)["strong"].unlabelled.shape[0] == 2  # a and b only
+
+
 def test_who_teaches_whom_is_announced_and_logged(tmp_path):
     stems = [f"s{i}" for i in range(10)]
     unlabelled = [f"u{i}" for i in range(24)]
