@@ -116,6 +116,8 @@ class ConsoleReporter:
         for name, notices in (data.get("notices") or {}).items():
             for notice in notices:
                 print(f"{name}: {notice}", file=self.out)
+        if data.get("unlabelled_unused"):
+            print(data["unlabelled_unused"], file=self.out)
         if data.get("unlabelled_dropped"):
             from .data.dataset import unlabelled_dropped_text
 

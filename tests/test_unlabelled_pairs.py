@@ -75,6 +75,32 @@ def test_the_unlabelled_folder_is_not_a_class(tmp_path):
     assert again.from_cache and again.classes == data.classes and again.unlabelled_stems == data.unlabelled_stems
 
 
+def test_the_labelled_files_decide_size_and_channels_not_a_larger_unlabelled_folder(tmp_path):
+    from PIL import Image
+
+    write_modality(tmp_path / "m", ["s0", "s1"], [], 1, 2.0)  # 6 labelled 1 x 12 x 12 arrays
+    rng = np.random.default_rng(0)
+    for i in range(30):  # many more recordings, larger, some of them RGB pictures
+        np.save(tmp_path / "m" / "_unlabelled" / f"u{i}.npy", rng.normal(size=(1, 20, 20)).astype(np.float32))
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3)).astype(np.uint8)).save(tmp_path / "m" / "_unlabelled" / f"p{i}.png")
+    data = load_modality(tmp_path / "m", "m")
+    assert data.spec.channels == 1 and data.spec.size == (12, 12)  # was 20 x 20, or 3 channels and no class left
+    assert data.classes == ["class0", "class1", "class2"] and len(data.files) == 6
+    assert len(data.unlabelled_files) == 30 and data.unlabelled_x.shape == (30, 1, 12, 12)
+    assert sum("p" in Path(s.path).stem and "has 3 channel(s)" in s.reason for s in data.skipped) == 30
+
+
+def test_recordings_in_other_units_than_the_labelled_files_are_skipped_even_when_they_are_most_files(tmp_path):
+    write_modality(tmp_path / "m", ["s0", "s1"], [f"u{i}" for i in range(20)], 1, 2.0)
+    for i in range(4, 20):  # 16 recordings in other units: most of the folder's 26 files
+        path = tmp_path / "m" / "_unlabelled" / f"u{i}.npy"
+        np.save(path, np.load(path) * 1e9)
+    data = load_modality(tmp_path / "m", "m")
+    assert len(data.files) == 6 and data.unlabelled_stems == ["u0", "u1", "u2", "u3"]
+    reasons = {Path(s.path).stem: s.reason for s in data.skipped}
+    assert len(reasons) == 16 and all("typical labelled file" in why and "swamp" in why for why in reasons.values())
+
+
 def test_only_recordings_every_modality_has_are_used_row_aligned(tmp_path):
     stems = [f"s{i}" for i in range(5)]
     write_modality(tmp_path / "strong", stems, ["a", "b", "c", "only_strong"], 1, 2.0)
@@ -202,6 +228,59 @@ def test_unlabelled_recordings_named_like_a_labelled_file_are_left_out_and_liste
     ended = train(config, run_dir=tmp_path / "run", on_event=lambda e: None, stop=StopToken(), dataset=dataset)
     from discomkd.storage.runs import read_run_record
     assert read_run_record(tmp_path / "run")["data"]["unlabelled_dropped"] == ["s1_0"], ended.reason
+
+
+def test_unlabelled_recordings_no_modality_pairs_are_reported_with_what_to_do(tmp_path, capsys):
+    from discomkd.cli import main
+    from discomkd.storage.runs import read_run_record
+    from discomkd.training.compare import run_comparison
+
+    def report(case: str, strong: list[str], weak: list[str]):
+        stems = [f"s{i}" for i in range(4)]
+        write_modality(tmp_path / case / "strong", stems, strong, 1, 2.0)
+        write_modality(tmp_path / case / "weak", stems, weak, 2, 2.0)
+        return load_dataset(config_for(tmp_path / case), lambda event: None, StopToken()).report
+
+    # An _unlabelled folder in one modality only (the other's is empty): said, with what to do.
+    only_one = report("one", ["a", "b", "c"], []).unlabelled_unused_text()
+    assert "(strong 3 file(s)) are not used: weak has no _unlabelled folder" in only_one
+    assert "in an _unlabelled folder of every modality" in only_one
+    # Names that match nothing across the modalities.
+    apart = report("apart", ["a", "b", "c"], ["x", "y"])
+    assert "share no file name across modalities (strong 3, weak 2 file(s))" in apart.unlabelled_unused_text()
+    assert apart.unlabelled_unused_text() in apart.summary_lines()
+    # Some match: the others are counted per modality.
+    some = report("some", ["a", "b", "c"], ["a", "b", "x", "y"])
+    assert some.unlabelled_pairs == 2 and some.unlabelled_unused_text().startswith("3 unlabelled file(s) are not used "
+                                                                                  "(strong 1, weak 2)")
+    assert report("all", ["a", "b"], ["b", "a"]).unlabelled_unused_text() == ""
+    # The training records and logs it, the command line prints it, and a comparison reports it.
+    config = config_for(tmp_path / "apart", epochs=1)
+    assert main(["train", "--modality", f"strong={tmp_path / 'apart' / 'strong'}", "--modality",
+                 f"weak={tmp_path / 'apart' / 'weak'}", "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size",
+                 "8", "--embed-dim", "8", "--device", "cpu", "--split", "0.6,0.2,0.2"]) == 0
+    assert apart.unlabelled_unused_text() in capsys.readouterr().out
+    assert read_run_record(tmp_path / "run")["data"]["unlabelled_unused"] == apart.unlabelled_unused_text()
+    assert apart.unlabelled_unused_text() in (tmp_path / "run" / LOG_FILE).read_text(encoding="utf-8")
+    result = run_comparison(config, ["student"], 1)
+    assert result.unlabelled_line() == apart.unlabelled_unused_text()
+    assert apart.unlabelled_unused_text() in result.to_markdown()
+
+
+def test_a_recording_name_of_two_files_in_one_modality_is_left_out_and_said(tmp_path):
+    stems = [f"s{i}" for i in range(4)]
+    write_modality(tmp_path / "strong", stems, ["a", "b"], 1, 2.0)
+    write_modality(tmp_path / "weak", stems, ["a", "b", "rec1"], 2, 2.0)
+    for day in ("day1", "day2"):  # sessions numbered alike: which rec1 pairs with weak's is unclear
+        (tmp_path / "strong" / "_unlabelled" / day).mkdir()
+        np.save(tmp_path / "strong" / "_unlabelled" / day / "rec1.npy", np.zeros((1, 12, 12), dtype=np.float32))
+    config = config_for(tmp_path)
+    dataset = load_dataset(config, lambda event: None, StopToken())
+    assert dataset.report.unlabelled_pairs == 2 and dataset.report.unlabelled_clashes == ["rec1"]
+    text = dataset.report.unlabelled_unused_text()
+    assert text.startswith("1 unlabelled recording name(s) belong to two or more files of one modality") and "rec1" in text
+    assert "Give each recording a name of its own." in text and "no file of the same name" not in text
+    assert prepare_modalities(config, dataset)["strong"].unlabelled.shape[0] == 2  # a and b only
 
 
 def test_who_teaches_whom_is_announced_and_logged(tmp_path):

@@ -3,6 +3,7 @@ missing, what was skipped, and whether the files are paired across modalities.""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
@@ -10,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import DataError
-from .scan import SkippedFile, refuse_case_only_differences
+from .scan import SkippedFile, is_unlabelled_folder, refuse_case_only_differences
 from .spec import ModalitySpec
 
 
@@ -51,13 +52,10 @@ class ModalityData:
         return [Path(f).stem for f in self.unlabelled_files]
 
 
-UNLABELLED_FOLDERS = ("_unlabelled", "_unlabeled")  # a sub-folder of files without a class
-
-
 def split_off_unlabelled(data: ModalityData) -> ModalityData:
     """Move the files of an ``_unlabelled`` sub-folder (read like a class, so that decoding and the
     cache need no special case) out of the labelled data."""
-    folder_class = [i for i, c in enumerate(data.classes) if c.lower() in UNLABELLED_FOLDERS]
+    folder_class = [i for i, c in enumerate(data.classes) if is_unlabelled_folder(c)]
     if not folder_class:
         return data
     unlabelled = np.isin(data.labels, folder_class)
@@ -83,11 +81,20 @@ def keep_rows(data: ModalityData, keep: np.ndarray, kept_classes, **changes) -> 
 
 def unlabelled_pairs(modalities: list[ModalityData]) -> list[str]:
     """The file stems that have an unlabelled file in every modality, sorted, without those that are
-    also a labelled file's stem (see :func:`unlabelled_also_labelled`)."""
+    also a labelled file's stem (see :func:`unlabelled_also_labelled`) or name two files of one
+    modality (see :func:`unlabelled_name_clashes`)."""
     stems = [set(m.unlabelled_stems) for m in modalities]
     if not all(stems):
         return []
-    return sorted(set.intersection(*stems) - set(unlabelled_also_labelled(modalities)))
+    return sorted(set.intersection(*stems) - set(unlabelled_also_labelled(modalities))
+                  - set(unlabelled_name_clashes(modalities)))
+
+
+def unlabelled_name_clashes(modalities: list[ModalityData]) -> list[str]:
+    """Stems that name two or more unlabelled files of one modality (day1/rec1.npy and day2/rec1.npy,
+    rec1.npy and rec1.png), sorted. Which of them pairs with the other modalities' file cannot be
+    known, so they are left out rather than one of them taken at random."""
+    return sorted({s for m in modalities for s, n in Counter(m.unlabelled_stems).items() if n > 1})
 
 
 def unlabelled_also_labelled(modalities: list[ModalityData]) -> list[str]:
@@ -119,6 +126,9 @@ class DatasetReport:
     unlabelled: dict[str, int] = field(default_factory=dict)  # modality -> files in "_unlabelled"
     unlabelled_pairs: int = 0  # stems with an unlabelled file in every modality (and no labelled one)
     unlabelled_dropped: list[str] = field(default_factory=list)  # unlabelled stems that are also labelled files
+    # modality -> its unlabelled files whose name is not in every modality's _unlabelled folder (not used)
+    unlabelled_unmatched: dict[str, int] = field(default_factory=dict)
+    unlabelled_clashes: list[str] = field(default_factory=list)  # stems of two unlabelled files of one modality
     notices: dict[str, list[str]] = field(default_factory=dict)  # modality -> notices (merged class folders)
 
     def summary_lines(self) -> list[str]:
@@ -130,13 +140,46 @@ class DatasetReport:
                 lines.append(f"{name} has no files for: {', '.join(gaps)}")
         lines.extend(f"{name}: {notice}" for name, notices in self.notices.items() for notice in notices)
         lines.append(f"pairing: {self.pairing.detail}")
-        if any(self.unlabelled.values()):
+        if self.unlabelled_pairs:
             lines.append(f"unlabelled: {self.unlabelled_pairs} recordings in every modality's _unlabelled folder "
-                         "(the better-validated modality teaches the others on them)" if self.unlabelled_pairs else
-                         "unlabelled: the _unlabelled folders share no file name across modalities, so they are not used")
+                         "(the better-validated modality teaches the others on them)")
+        if self.unlabelled_unused_text():
+            lines.append(self.unlabelled_unused_text())
         if self.unlabelled_dropped:
             lines.append(unlabelled_dropped_text(self.unlabelled_dropped))
         return lines
+
+    def unlabelled_unused_text(self) -> str:
+        """Why unlabelled files go unused, and what to do ('' when every one is used or there is none;
+        those named like a labelled file have their own message, unlabelled_dropped_text)."""
+        having = {n: c for n, c in self.unlabelled.items() if c}
+        if not having:
+            return ""
+        lacking = [n for n, c in self.unlabelled.items() if not c]
+        files = ", ".join(f"{n} {c}" for n, c in having.items())
+        if lacking:
+            return (f"The unlabelled recordings ({files} file(s)) are not used: {' and '.join(lacking)} "
+                    f"{'has' if len(lacking) == 1 else 'have'} no _unlabelled folder with readable files. Put the "
+                    "same recordings in an _unlabelled folder of every modality, each named the same in all of them.")
+        texts = []
+        unmatched = {n: c for n, c in self.unlabelled_unmatched.items() if c}
+        if unmatched and not self.unlabelled_pairs and not self.unlabelled_clashes:
+            texts.append(f"The _unlabelled folders share no file name across modalities ({files} file(s)), so none "
+                         "of their recordings is used. Name a recording's files the same in every modality (for "
+                         "example rec001.npy and rec001.wav).")
+        elif unmatched:
+            texts.append(f"{sum(unmatched.values())} unlabelled file(s) are not used ("
+                         + ", ".join(f"{n} {c}" for n, c in unmatched.items())
+                         + "): no file of the same name is in every modality's _unlabelled folder. Name a "
+                           "recording's files the same in every modality, or remove the extra ones.")
+        if self.unlabelled_clashes:
+            shown = ", ".join(self.unlabelled_clashes[:5]) + (
+                f" and {len(self.unlabelled_clashes) - 5} more" if len(self.unlabelled_clashes) > 5 else "")
+            texts.append(f"{len(self.unlabelled_clashes)} unlabelled recording name(s) belong to two or more files of "
+                         "one modality (in different sub-folders of _unlabelled, or with different endings), so "
+                         f"which files pair is unclear and they are not used: {shown}. Give each recording a name of "
+                         "its own.")
+        return " ".join(texts)
 
 
 def unlabelled_dropped_text(stems: list[str], limit: int = 5) -> str:
@@ -195,6 +238,10 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
                 f"The modality '{m.name}' shares no class with the others (its classes: "
                 f"{', '.join(m.classes[:8])}). Class sub-folders must have the same names in every modality."
             )
+    pairs = unlabelled_pairs(modalities)
+    dropped = unlabelled_also_labelled(modalities)
+    clashes = unlabelled_name_clashes(modalities)
+    used = set(pairs) | set(dropped) | set(clashes)  # dropped and clashing ones have messages of their own
     report = DatasetReport(
         classes=classes,
         missing={m.name: [c for c in classes if c not in m.classes] for m in modalities},
@@ -202,8 +249,10 @@ def combine_modalities(modalities: list[ModalityData]) -> MultiModalDataset:
         skipped={m.name: m.skipped for m in modalities},
         pairing=pairing_report(modalities),
         unlabelled={m.name: len(m.unlabelled_files) for m in modalities},
-        unlabelled_pairs=len(unlabelled_pairs(modalities)),
-        unlabelled_dropped=unlabelled_also_labelled(modalities),
+        unlabelled_pairs=len(pairs),
+        unlabelled_dropped=dropped,
+        unlabelled_unmatched={m.name: sum(s not in used for s in m.unlabelled_stems) for m in modalities},
+        unlabelled_clashes=clashes,
         notices={m.name: list(m.notices) for m in modalities if m.notices},
     )
     return MultiModalDataset(list(modalities), classes, report)

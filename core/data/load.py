@@ -14,7 +14,7 @@ from ..errors import Cancelled, DataError
 from .cache import cache_file, read_cache, write_cache
 from .dataset import ModalityData, keep_rows, split_off_unlabelled
 from .decoding import read_raw
-from .scan import SkippedFile, checked_folder, infer_spec_and_kind, list_modality_folder
+from .scan import SkippedFile, checked_folder, infer_spec_and_kind, is_unlabelled_folder, list_modality_folder
 from .spec import ModalitySpec
 
 ProgressCallback = Callable[[int, int], None]
@@ -115,7 +115,7 @@ RAW_ARRAY_SUFFIXES = {".npy", ".tif", ".tiff"}
 # standard deviation of a folder holding it is swamped: every other file standardises to about zero.
 MAX_ABS_VALUE = float(np.sqrt(np.finfo(np.float32).max))
 # A file whose largest magnitude is a million times the folder's typical one (the median over its
-# files of each file's largest magnitude) is in other units or damaged; it would swamp the statistics.
+# labelled files of each file's largest magnitude) is in other units or damaged; it would swamp the statistics.
 MAX_RATIO_TO_MEDIAN = 1e6
 
 
@@ -127,7 +127,10 @@ def skip_extreme_files(data: ModalityData) -> ModalityData:
     flat = data.x.reshape(len(data.x), -1)
     # In blocks of rows: no second copy of the whole data in memory.
     peaks = np.concatenate([np.abs(flat[i:i + 1024]).max(axis=1) for i in range(0, len(flat), 1024)]).astype(np.float64)
-    typical = float(np.median(peaks))
+    # The labelled files set the typical magnitude when there are some: the standardisation takes their
+    # statistics, and an _unlabelled folder (often far larger) in other units must not become the norm.
+    labelled = ~np.isin(data.labels, [i for i, c in enumerate(data.classes) if is_unlabelled_folder(c)])
+    typical = float(np.median(peaks[labelled] if labelled.any() else peaks))
     raw = np.asarray([Path(f).suffix.lower() in RAW_ARRAY_SUFFIXES for f in data.files])
     overflow = raw & (peaks > MAX_ABS_VALUE)
     outlier = raw & ~overflow & (typical > 0) & (peaks > MAX_RATIO_TO_MEDIAN * typical)
@@ -140,8 +143,8 @@ def skip_extreme_files(data: ModalityData) -> ModalityData:
                                           "beyond which they would overflow the standardisation). Rescale the file"))
         elif too_far:
             skipped.append(SkippedFile(f, f"its values (up to {peak:.3g}) are more than {MAX_RATIO_TO_MEDIAN:.0e} times "
-                                          f"those of the folder's typical file ({typical:.3g}), so they would swamp the "
-                                          "standardisation; check its units, or move it out of the folder"))
+                                          f"those of the folder's typical labelled file ({typical:.3g}), so they would "
+                                          "swamp the standardisation; check its units, or move it out of the folder"))
     keep = ~(overflow | outlier)
     if not keep.any():
         raise DataError(

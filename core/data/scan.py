@@ -19,6 +19,14 @@ from .spec import AUGMENTATIONS, ModalitySpec, default_augmentation
 from .spectrogram import SpectrogramSettings
 
 
+UNLABELLED_FOLDERS = ("_unlabelled", "_unlabeled")  # a sub-folder of files without a class
+
+
+def is_unlabelled_folder(cls: str) -> bool:
+    """Whether a class folder is the _unlabelled one (read like a class, split off later: dataset.py)."""
+    return cls.lower() in UNLABELLED_FOLDERS
+
+
 @dataclass
 class SkippedFile:
     path: str
@@ -181,10 +189,13 @@ class KindGuess:
 
 
 def listing_sample(listing: FolderListing, sample_size: int) -> list[Path]:
-    """Up to ``sample_size`` files spread over the classes."""
+    """Up to ``sample_size`` files spread over the classes. The _unlabelled folder's files are left out
+    when there are labelled ones: the labelled files decide the modality's kind, channels and size (a
+    folder of recordings of another size or type would otherwise outvote a few labelled files)."""
     by_class: dict[str, list[Path]] = {}
     for path, cls in listing.files:
         by_class.setdefault(cls, []).append(path)
+    by_class = {c: paths for c, paths in by_class.items() if not is_unlabelled_folder(c)} or by_class
     sample: list[Path] = []
     per_class = max(1, sample_size // max(1, len(by_class)))
     for paths in by_class.values():

@@ -175,14 +175,16 @@ class ComparisonResult:
     def unlabelled_line(self) -> str:
         """Which methods were given the unlabelled recordings ('' when the data has none)."""
         count = self.settings.get("unlabelled_pairs", 0)
+        unused = self.settings.get("unlabelled_unused", "")  # recordings no modality pairs (DatasetReport)
         if not count:
-            return ""
+            return unused
         methods = list(dict.fromkeys(r["method"] for r in self.rows))
         given = [METHODS.get(m, m) for m in methods if any(r["unlabelled"] for r in self.rows if r["method"] == m)]
         not_given = [METHODS.get(m, m) for m in methods if m not in
                      {r["method"] for r in self.rows if r["unlabelled"]}]
         return (f"{count} unlabelled recordings: given to {', '.join(given) or 'no method'}"
-                + (f"; not used by {', '.join(not_given)}" if not_given else "") + ".")
+                + (f"; not used by {', '.join(not_given)}" if not_given else "") + "."
+                + (f" {unused}" if unused else ""))
 
     def to_csv(self) -> str:
         out = io.StringIO()
@@ -495,6 +497,7 @@ def _runnable_methods(result: ComparisonResult, methods: list[str], dataset: Mul
     result.settings["pairing"] = dataset.report.pairing.detail
     result.settings["train_counts"] = dataset.report.counts
     result.settings["unlabelled_pairs"] = dataset.report.unlabelled_pairs
+    result.settings["unlabelled_unused"] = dataset.report.unlabelled_unused_text()
     runnable = []
     for m in methods:
         reason = skip_reason(m, dataset, settings)

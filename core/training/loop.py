@@ -380,6 +380,7 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             "pairing": dataset.report.pairing.detail,
             "unlabelled_pairs": session.unlabelled_pairs,
             "unlabelled_dropped": dataset.report.unlabelled_dropped,
+            "unlabelled_unused": dataset.report.unlabelled_unused_text(),
             "counts": dataset.report.counts,
             "missing": dataset.report.missing,
             "notices": dataset.report.notices,
@@ -397,6 +398,8 @@ def start_run_record(run: ActiveRun, session: TrainingSession, dataset: MultiMod
             f"backbones {session.backbones}, train sizes {session.train_sizes}")
     for line in split_group_lines(session.split_groups):
         run.log(line)
+    if dataset.report.unlabelled_unused_text():
+        run.log(dataset.report.unlabelled_unused_text())
     if config.weights.agree > 0 and "agree" not in active:
         run.log(f"L_agree off while learning from {session.unlabelled_pairs} unlabelled recordings (measured to "
                 "cost the weak sensor there; --agree-with-unlabelled or the Configure page keeps it)")

@@ -460,9 +460,8 @@ class DataPage(QWidget):
                 if report.unlabelled_pairs:
                     text += (f" {report.unlabelled_pairs} unlabelled recordings in every modality's _unlabelled "
                              "folder: the better-validated modality teaches the others on them.")
-                elif any(report.unlabelled.values()):
-                    text += (" The _unlabelled folders share no file name across modalities, so they are not used "
-                             "(name a recording's files the same in every modality).")
+                if report.unlabelled_unused_text():
+                    text += " " + report.unlabelled_unused_text()
                 if report.unlabelled_dropped:
                     text += " " + unlabelled_dropped_text(report.unlabelled_dropped)
                 if skipped:
@@ -470,7 +469,8 @@ class DataPage(QWidget):
                 if gaps:
                     text += " Missing classes: " + "; ".join(gaps) + "."
                 self.summary.setText(text)
-                self.summary.setProperty("level", "warn" if gaps or report.unlabelled_dropped else "ok")
+                self.summary.setProperty("level", "warn" if gaps or report.unlabelled_dropped
+                                         or report.unlabelled_unused_text() else "ok")
         self.summary.style().unpolish(self.summary)
         self.summary.style().polish(self.summary)
         self._fill_class_table()

@@ -43,3 +43,23 @@ def test_a_folder_that_cannot_be_read_says_why_and_frees_the_page(page, qtbot, m
     assert entry.status == "failed" and page.ready_entries() == []
     assert page.list.item(0).text().startswith("sensor\n⚠ ")
     assert page.summary.text() == "0 modality ready. DisCoM-KD needs at least two modalities."
+
+
+def test_unlabelled_recordings_only_one_modality_has_are_said_to_be_unused(page, qtbot, monkeypatch, tmp_path):
+    import numpy as np
+    from discomkd.data.dataset import ModalityData
+    from discomkd.data.spec import ModalitySpec
+    from discomkd_gui.pages import data_page
+
+    def read(state, folder, name, overrides=None):
+        recordings = [f"_unlabelled/u{i}.npy" for i in range(3)] if name == "strong" else []
+        return data_page.ScanResult(ModalityData(
+            name, folder, ModalitySpec(name, "image", 1, size=(4, 4)), ["a", "b"], np.empty((0,), dtype=np.float32),
+            np.array([0, 1]), ["a/s0.npy", "b/s1.npy"], unlabelled_files=recordings))
+
+    monkeypatch.setattr(data_page, "scan_modality", read)
+    page.add_folder(str(tmp_path / "strong"), "strong")
+    page.add_folder(str(tmp_path / "weak"), "weak")
+    qtbot.waitUntil(lambda: len(page.ready_entries()) == 2, timeout=10000)
+    assert "are not used: weak has no _unlabelled folder" in page.summary.text()
+    assert page.summary.property("level") == "warn"
