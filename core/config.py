@@ -197,6 +197,9 @@ class TrainingConfig:
         if not 0.0 <= self.self_label_threshold <= 1.0:
             bad(f"The confidence from which the teaching modality learns its own predictions is a probability "
                 f"between 0 and 1, 0 for never (got {self.self_label_threshold}).")
+        for flag in ("agree_with_unlabelled", "mixed_precision"):
+            if not isinstance(getattr(self, flag), bool):  # a settings file's "false" would read as true
+                bad(f"The setting {flag} is true or false (got {getattr(self, flag)!r}).")
         if not 0.0 <= self.term_ramp <= 1.0:
             bad(f"The ramp of the extra terms is a fraction of training between 0 and 1 (got {self.term_ramp}).")
         if not 0 <= self.grl_lambda < math.inf:

@@ -196,6 +196,8 @@ def test_agreement_is_off_while_learning_from_recordings_unless_kept():
     # A run recorded before the setting kept L_agree beside the recordings: continuing it still does.
     assert TrainingConfig.from_dict({"epochs": 3, "weights": {"agree": 1.0}}).training_weights(100).agree == 1.0
     assert TrainingConfig.from_dict(default.to_dict()).agree_with_unlabelled is False
+    with pytest.raises(ConfigError, match="true or false"):
+        TrainingConfig(agree_with_unlabelled="false").validate()
 
 
 def test_teaching_needs_a_margin_and_holds_until_overtaken_by_it():
