@@ -29,7 +29,7 @@ from .errors import DisComKDError
 from .options import (add_training_options, config_from_args, input_path, output_path, parse_modality_arg,
                       whole_number)
 from .training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
-                              TeachingChanged, TrainingEvent, send_event)
+                              StageProgress, TeachingChanged, TrainingEvent, send_event)
 
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
 
@@ -81,6 +81,9 @@ class ConsoleReporter:
     def on_teaching_changed(self, event: TeachingChanged) -> None:
         self._bar("")
         print(f"epoch {event.epoch}: {event.text}", file=self.out, flush=True)
+
+    def on_stage_progress(self, event: StageProgress) -> None:
+        self._bar(f"[{100 * event.fraction:5.1f}%] {event.text}")
 
     def on_best_model_saved(self, event: BestModelSaved) -> None:
         pass  # the model's path is printed once, with the run's result (_run_training)

@@ -73,6 +73,10 @@ LOSS_EXPLANATIONS = {
 AGREE_WITH_UNLABELLED_EXPLANATION = (
     "Keep L_agree while learning from the recordings of the _unlabelled folders (off, the default: there it "
     "cost the weak sensor 1.2 F1 points on our digits; without such recordings L_agree always applies).")
+TEACHER_SELF_TRAINING_EXPLANATION = (
+    "After the epochs, the modality that teaches the others on the recordings of the _unlabelled folders is "
+    "retrained alone on its labels plus its own predictions there of 90% confidence or more (self-training), and "
+    "keeps that classifier if it validates higher. Without such recordings nothing happens.")
 SELF_LABEL_EXPLANATION = ("On recordings of the _unlabelled folders, the modality that teaches the others also "
                           "learns its own predictions where it is at least this confident, e.g. 0.9 (0, the default: "
                           "never; not in the paper, and it changed neither sensor on our digits).")
@@ -159,6 +163,10 @@ class TrainingConfig:
     # L_agree while the run learns from unlabelled recordings. Off: there, with L_unlabelled teaching
     # the weaker modalities, L_agree cost the weak sensor 1.2 F1 points (README, "What we measured").
     agree_with_unlabelled: bool = False
+    # After the epochs, the modality that teaches the others on unlabelled recordings (nobody teaches
+    # it) is retrained alone on its labels plus its own confident predictions there, and keeps that
+    # classifier when it validates higher (training/teacher_stage.py; README, "What we measured").
+    teacher_self_training: bool = True
     term_ramp: float = DEFAULT_TERM_RAMP  # share of training over which L_aux, L_adv, L_mod, L_perp ramp in (paper: 0)
     backbone: str = "auto"  # compact CNN on CPU, ResNet-18 on a GPU; signals always use the 1-D CNN
     embed_dim: int = 64  # size of z_inv, z_inf and z_irr; encoders output 2 * embed_dim (paper: 256)
@@ -197,7 +205,7 @@ class TrainingConfig:
         if not 0.0 <= self.self_label_threshold <= 1.0:
             bad(f"The confidence from which the teaching modality learns its own predictions is a probability "
                 f"between 0 and 1, 0 for never (got {self.self_label_threshold}).")
-        for flag in ("agree_with_unlabelled", "mixed_precision"):
+        for flag in ("agree_with_unlabelled", "teacher_self_training", "mixed_precision"):
             if not isinstance(getattr(self, flag), bool):  # a settings file's "false" would read as true
                 bad(f"The setting {flag} is true or false (got {getattr(self, flag)!r}).")
         if not 0.0 <= self.term_ramp <= 1.0:
@@ -271,6 +279,7 @@ class TrainingConfig:
         d.setdefault("agree_temperature", 1.0)
         d.setdefault("self_label_threshold", 0.0)
         d.setdefault("agree_with_unlabelled", True)  # earlier runs kept L_agree beside the recordings
+        d.setdefault("teacher_self_training", False)  # ... and had no stage after the epochs
         if "split" in d:
             d["split"] = tuple(float(v) for v in d["split"])
         return cls(**d)

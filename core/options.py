@@ -22,6 +22,7 @@ from .config import (
     OPTIMIZERS,
     ORTHOGONALITY,
     SELF_LABEL_EXPLANATION,
+    TEACHER_SELF_TRAINING_EXPLANATION,
     LossWeights,
     ModalitySource,
     TrainingConfig,
@@ -196,6 +197,8 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainingConf
                    help=SELF_LABEL_EXPLANATION)
     w.add_argument("--agree-with-unlabelled", action="store_true", default=d.agree_with_unlabelled,
                    help=AGREE_WITH_UNLABELLED_EXPLANATION)
+    w.add_argument("--no-teacher-self-training", dest="teacher_self_training", action="store_false",
+                   default=d.teacher_self_training, help=TEACHER_SELF_TRAINING_EXPLANATION + " This switches it off.")
     w.add_argument("--term-ramp", type=real_number(maximum=1.0), default=d.term_ramp,
                    help="fraction of training over which L_aux, L_adv, L_mod and L_perp ramp in from 0 "
                         "(paper: 0, full weight from the first step)")
@@ -217,6 +220,7 @@ def config_from_args(args: argparse.Namespace, modalities: list[ModalitySource])
         agree_temperature=args.agree_temperature,
         self_label_threshold=args.self_label_threshold,
         agree_with_unlabelled=args.agree_with_unlabelled,
+        teacher_self_training=args.teacher_self_training,
         backbone=args.backbone,
         embed_dim=args.embed_dim,
         optimizer=args.optimizer,

@@ -42,7 +42,7 @@ def tiny_config(folders: dict[str, Path], **changes):
 def one_event_of_each_kind() -> list:
     """One training event of every kind, with plausible values (tests of the handlers)."""
     from discomkd.training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
-                                          TeachingChanged)
+                                          StageProgress, TeachingChanged)
 
     return [
         DataProgress("Reading image", 3, 10),
@@ -52,6 +52,7 @@ def one_event_of_each_kind() -> list:
         EpochEnded(1, 2, {"cl": 0.6, "aux": 0.5, "total": 1.1},
                    {"image": {"accuracy": 0.6, "weighted_f1": 0.55, "macro_f1": 0.55, "loss": 0.9}}, 0.5, 2.0, 2.0, 2.0),
         TeachingChanged(2, {"audio": ["image"], "image": []}, "audio now learns from image on unlabelled recordings"),
+        StageProgress("Self-training image", 0.5, "Self-training image: epoch 1/2"),
         BestModelSaved(1, ["image"], "/tmp/run/model.discomkd"),
         RunEnded("finished", "Finished 2 epochs.", "/tmp/run", "/tmp/run/model.discomkd", 2),
     ]

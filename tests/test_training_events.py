@@ -81,4 +81,4 @@ def test_a_comparison_run_reports_reading_and_batches_as_its_progress():
     handler = RunProgressHandler(lambda fraction, message: reported.append((fraction, message)), epochs=2)
     for event in one_event_of_each_kind():
         handler(event)
-    assert reported == [(0.0, "Reading image: 3/10"), (0.25, "epoch 1/2")]
+    assert reported == [(0.0, "Reading image: 3/10"), (0.25, "epoch 1/2"), (1.0, "Self-training image: epoch 1/2")]

@@ -3,6 +3,7 @@ modality teaches the others on the recordings every modality has."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from discomkd.model.losses import (
 )
 from discomkd.storage.runs import read_history
 from discomkd.storage.run_files import LOG_FILE
-from discomkd.training.events import RunStarted, StopToken, TeachingChanged
+from discomkd.training.events import RunStarted, StageProgress, StopToken, TeachingChanged
 from discomkd.training.preparation import load_dataset, prepare_modalities
 from discomkd.training.trainer import train
 
@@ -172,6 +173,8 @@ def test_training_uses_unlabelled_pairs_once_a_modality_validates_better(tmp_pat
     assert all(h["val"]["strong"]["weighted_f1"] > h["val"]["weak"]["weighted_f1"] for h in history[:2])
     assert all(h["train_losses"]["unlabelled"] > 0 for h in history[2:])
     assert ended.test_metrics["strong"]["accuracy"] > 0.6
+    # A tiny model is not 90% sure of any recording: the stage after the epochs says so and retrains nothing.
+    assert "no recording is predicted with 90% confidence" in (tmp_path / "run" / LOG_FILE).read_text()
     started = [e for e in events if isinstance(e, RunStarted)][0]
     assert "unlabelled" in started.active_terms and "agree" not in started.active_terms
     assert "L_agree off while learning from 24 unlabelled recordings" in (tmp_path / "run" / LOG_FILE).read_text()
@@ -308,3 +311,51 @@ def test_the_command_line_keeps_agreement_beside_recordings_only_when_asked():
     add_training_options(parser)
     assert config_from_args(parser.parse_args([]), []).agree_with_unlabelled is False
     assert config_from_args(parser.parse_args(["--agree-with-unlabelled"]), []).agree_with_unlabelled is True
+
+
+def test_the_teaching_modality_is_self_trained_after_the_epochs_and_kept_when_it_validates_higher(tmp_path, monkeypatch):
+    from discomkd.model.bundle import load_bundle
+    from discomkd.training import teacher_stage
+    from discomkd.training.students import BaselineSettings
+
+    stems = [f"s{i}" for i in range(10)]
+    unlabelled = [f"u{i}" for i in range(24)]
+    write_modality(tmp_path / "strong", stems, unlabelled, 1, 2.0)
+    write_modality(tmp_path / "weak", stems, unlabelled, 2, 0.05)
+    # A tiny model is barely sure of anything: a lower cut gives it pseudo-labels. Its retrained
+    # classifier is then made to validate higher, so that the run must keep it.
+    monkeypatch.setattr(teacher_stage, "SETTINGS", BaselineSettings(self_training_threshold=0.34))
+    real = teacher_stage.train_students
+
+    def validates_higher(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.best_scores = {n: 1.5 for n in result.best_scores}
+        return result
+
+    monkeypatch.setattr(teacher_stage, "train_students", validates_higher)
+    events = []
+    ended = train(config_for(tmp_path, epochs=4), run_dir=tmp_path / "run", on_event=events.append, stop=StopToken())
+    assert ended.status == "finished", ended.reason
+    stage = json.loads((tmp_path / "run" / "run.json").read_text())["teacher_self_training"]
+    assert list(stage) == ["strong"]  # the teaching modality only; weak keeps its joint classifier
+    assert stage["strong"]["kept"] == "retrained" and stage["strong"]["validation_retrained"] == 1.5
+    assert 0 < stage["strong"]["confident_recordings"] <= stage["strong"]["recordings"] == 24
+    assert "strong: validation weighted F1" in ended.reason and "the retrained classifier is kept" in ended.reason
+    strong = ended.test_metrics["strong"]
+    assert len(strong["val_curve"]) == 4 and 1 <= strong["best_epoch"] <= 4  # the retraining's own epochs
+    assert set(strong["before_self_training"]) >= {"weighted_f1", "accuracy", "best_epoch"}
+    assert "before_self_training" not in ended.test_metrics["weak"]
+    assert any(isinstance(e, StageProgress) and e.fraction == 1.0 for e in events)
+    bundle = load_bundle(tmp_path / "run" / "model.discomkd")  # the kept weights load and are calibrated
+    assert bundle.calibration("strong")["fitted_on"] is not None
+    # Switched off, the run ends after its epochs.
+    off = train(config_for(tmp_path, epochs=4, teacher_self_training=False), run_dir=tmp_path / "off",
+                on_event=lambda e: None, stop=StopToken())
+    assert off.status == "finished" and "before_self_training" not in off.test_metrics["strong"]
+    assert "teacher_self_training" not in json.loads((tmp_path / "off" / "run.json").read_text())
+
+
+def test_runs_recorded_before_the_stage_do_not_get_it_when_continued():
+    assert TrainingConfig().teacher_self_training is True
+    assert TrainingConfig.from_dict({"epochs": 3}).teacher_self_training is False
+    assert TrainingConfig.from_dict(TrainingConfig().to_dict()).teacher_self_training is True

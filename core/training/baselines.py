@@ -53,7 +53,7 @@ from ..model.baselines import MultimodalTeacher
 from ..model.bundle import first_non_finite_weight
 from .convergence import validation_curve
 from .events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted, StopToken,
-                     TeachingChanged, TrainingEvent, send_event)
+                     StageProgress, TeachingChanged, TrainingEvent, send_event)
 from .precision import training_layout
 from .schedule import epoch_orders
 from .students import (  # noqa: F401 (BaselineSettings, StudentTargets: part of this module's interface)
@@ -272,6 +272,9 @@ class RunProgressHandler:
     def on_teaching_changed(self, event: TeachingChanged) -> None:
         pass  # a comparison's table reports results, not how a run got there
 
+    def on_stage_progress(self, event: StageProgress) -> None:
+        self.progress(1.0, event.text)  # after the epochs: the stage's own progress is in the text
+
     def on_best_model_saved(self, event: BestModelSaved) -> None:
         pass  # the run folder is temporary: its model is not kept
 
@@ -289,7 +292,8 @@ def run_discomkd_variant(
         ended: RunEnded = train(variant, run_dir=tmp, on_event=RunProgressHandler(progress, config.epochs), stop=stop,
                                 dataset=dataset)
         history = runs.read_history(Path(tmp))
-    metrics = {n: dict(slim_metrics(m), val_curve=[round(f, 4) for f in validation_curve(history, n)])
+    # A classifier retrained after the epochs (teacher_stage.py) brings its own validation curve.
+    metrics = {n: {"val_curve": [round(f, 4) for f in validation_curve(history, n)], **slim_metrics(m)}
                for n, m in (ended.test_metrics or {}).items()}
     return BaselineRun(method, config.seed, ended.status, ended.reason, time.perf_counter() - t0, metrics)
 

@@ -115,6 +115,18 @@ class TeachingChanged:
 
 
 @dataclass
+class StageProgress:
+    """A stage after the epochs (the teaching modality's self-training) advanced; ``text`` says where it is."""
+
+    stage: str  # e.g. "self-training strong"
+    fraction: float  # 0..1 of the stage
+    text: str
+
+    def send_to(self, handler: TrainingEventHandler) -> None:
+        handler.on_stage_progress(self)
+
+
+@dataclass
 class BestModelSaved:
     epoch: int
     improved: list[str]  # modalities whose validation weighted F1 improved
@@ -137,7 +149,8 @@ class RunEnded:
         handler.on_run_ended(self)
 
 
-TrainingEvent = DataProgress | RunStarted | BatchEnded | EpochEnded | TeachingChanged | BestModelSaved | RunEnded
+TrainingEvent = (DataProgress | RunStarted | BatchEnded | EpochEnded | TeachingChanged | StageProgress | BestModelSaved
+                 | RunEnded)
 EventCallback = Callable[[TrainingEvent], None]  # where a job sends its events
 TRAINING_EVENTS: tuple[type, ...] = get_args(TrainingEvent)
 
@@ -156,6 +169,8 @@ class TrainingEventHandler(Protocol):
     def on_epoch_ended(self, event: EpochEnded) -> None: ...
 
     def on_teaching_changed(self, event: TeachingChanged) -> None: ...
+
+    def on_stage_progress(self, event: StageProgress) -> None: ...
 
     def on_best_model_saved(self, event: BestModelSaved) -> None: ...
 

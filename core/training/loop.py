@@ -48,6 +48,7 @@ from .metrics import pca_2d
 from .preparation import PreparedModality, prepare_modalities
 from .precision import autocast_dtype, training_layout
 from .schedule import epoch_orders, learning_rate_at, lower_learning_rate_advice, make_optimizer
+from .teacher_stage import self_train_teachers
 
 MAX_EMBEDDING_POINTS = 1500  # per modality, for the 2-D projection on the results page
 MAX_SKIPPED_IN_RECORD = 500  # per modality in run.json; skipped.tsv beside it lists every one
@@ -117,6 +118,10 @@ class TrainingSession:
     # Per modality, the validation logits of its best weights: the calibration is fitted on them
     # without a second validation pass (empty after continuing a run: then the pass is made).
     best_val_logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Per modality retrained after the epochs (teacher_stage.py): its best epoch and validation curve
+    # there, and the joint classifier's test metrics, for the test results.
+    stage_metrics: dict[str, dict] = field(default_factory=dict)
+    stage_notes: list[str] = field(default_factory=list)  # what that stage did, for the run's end
     # The processes training together (torchrun), which must all stop at the same step when one diverges.
     dist: distributed.DistributedContext = field(default_factory=distributed.DistributedContext)
 
@@ -168,6 +173,8 @@ def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device,
             break
         val_metrics, improved = evaluate_and_select(session, epoch)
         write_epoch(run, session, epoch, trained, val_metrics, improved, clock)
+    if not stopped:
+        stopped = self_train_teachers(run, session)
     return finish_run(run, session, epoch, stopped)
 
 
@@ -695,6 +702,7 @@ def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bo
         metrics.update(calibration_report(out["logits"], y_test, calibration["temperature"]))
         metrics["calibrated_on"] = calibration["fitted_on"]
         metrics["uncertain_below"] = calibration["uncertain_below"]
+        metrics.update(session.stage_metrics.get(n, {}))  # a retrained classifier: its own best epoch
         test_metrics[n] = metrics
         # Each test file's prediction (calibrated probabilities), for the Results page's error browser.
         test_predictions[n] = {
@@ -730,7 +738,7 @@ def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bo
         validation_sizes(session))
     if advice:
         run.log(advice)
-    reason = " ".join([reason, *session.config.split_warnings(), *([advice] if advice else [])])
+    reason = " ".join([reason, *session.stage_notes, *session.config.split_warnings(), *([advice] if advice else [])])
     run.write_record(status=status, reason=reason, epochs_done=epoch, test_metrics=test_metrics,
                      calibration=session.calibration)
     summary = "; ".join(f"{n} test acc {m['accuracy']:.3f} wF1 {m['weighted_f1']:.3f} ECE {m['ece_uncalibrated']:.3f} -> "

@@ -423,7 +423,7 @@ def branch_with(setup: StudentSetup, name: str, state: dict[str, torch.Tensor]) 
 
 def slim_metrics(metrics: dict) -> dict:
     """The metrics kept per run (no per-class table)."""
-    keep = ("n", "accuracy", "weighted_f1", "macro_f1", "confusion", "best_epoch", "val_curve")
+    keep = ("n", "accuracy", "weighted_f1", "macro_f1", "confusion", "best_epoch", "val_curve", "before_self_training")
     return {k: metrics[k] for k in keep if k in metrics}
 
 

@@ -32,6 +32,7 @@ from discomkd.config import (
     ORTHOGONALITY,
     PRESET_SCHEDULES,
     SELF_LABEL_EXPLANATION,
+    TEACHER_SELF_TRAINING_EXPLANATION,
     LossWeights,
     TrainingConfig,
 )
@@ -181,7 +182,12 @@ class ConfigurePage(QWidget):
                                   "unlabelled recordings (0: never, the default)", wrap=True), row + 4, 2)
         self.agree_with_unlabelled = QCheckBox("L_agree with unlabelled recordings")
         self.agree_with_unlabelled.setToolTip(AGREE_WITH_UNLABELLED_EXPLANATION)
+        grid.addWidget(QLabel("With recordings"), row + 5, 0)
         grid.addWidget(self.agree_with_unlabelled, row + 5, 1, 1, 2)
+        self.teacher_self_training = QCheckBox("Self-train the teaching modality after the epochs")
+        self.teacher_self_training.setToolTip(TEACHER_SELF_TRAINING_EXPLANATION)
+        self.teacher_self_training.setChecked(TrainingConfig.teacher_self_training)
+        grid.addWidget(self.teacher_self_training, row + 6, 1, 1, 2)
         self.orthogonality = QComboBox()
         for o in ORTHOGONALITY:
             self.orthogonality.addItem({"abs": "|cos| (default)", "square": "cos²", "signed": "signed cos (authors' code)"}[o], o)
@@ -392,6 +398,7 @@ class ConfigurePage(QWidget):
             "agree_temperature": self.agree_temperature.value(),
             "self_label_threshold": self.self_label_threshold.value(),
             "agree_with_unlabelled": self.agree_with_unlabelled.isChecked(),
+            "teacher_self_training": self.teacher_self_training.isChecked(),
             "backbone": self.backbone.currentData(),
             "embed_dim": self.embed_dim.value(),
             "optimizer": self.optimizer.currentText(),
@@ -427,6 +434,8 @@ class ConfigurePage(QWidget):
         # A form saved before the setting existed takes today's default (a run record says its own).
         self.agree_with_unlabelled.setChecked(bool(values.get("agree_with_unlabelled",
                                                               TrainingConfig.agree_with_unlabelled)))
+        self.teacher_self_training.setChecked(bool(values.get("teacher_self_training",
+                                                              TrainingConfig.teacher_self_training)))
         self._weights_edited()
         self.grl_lambda.setValue(config.grl_lambda)
         self.grl_schedule.setCurrentIndex(max(0, self.grl_schedule.findData(config.grl_schedule)))

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from discomkd.training.events import (BatchEnded, BestModelSaved, DataProgress, EpochEnded, RunEnded, RunStarted,
-                                      TeachingChanged, TrainingEvent, send_event)
+                                      StageProgress, TeachingChanged, TrainingEvent, send_event)
 
 from ..jobs import Job, TaskState, start_job
 from .common import StartStopHeader, fmt_duration
@@ -470,6 +470,12 @@ class TrainPage(QWidget):
 
     def on_teaching_changed(self, event: TeachingChanged) -> None:
         self.append_log(f"Epoch {event.epoch}: {event.text}")
+
+    def on_stage_progress(self, event: StageProgress) -> None:
+        self.progress.setValue(int(event.fraction * 1000))
+        self.progress.setFormat(event.text)
+        if event.fraction == 0.0 or event.fraction >= 1.0:
+            self.append_log(event.text)
 
     def on_best_model_saved(self, event: BestModelSaved) -> None:
         self.append_log(f"Best model saved (epoch {event.epoch}; improved: {', '.join(event.improved)}).")

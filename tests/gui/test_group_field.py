@@ -63,3 +63,21 @@ def test_agreement_with_recordings_box_reaches_the_config_and_is_saved(qtbot):
     assert again.agree_with_unlabelled.isChecked()
     again.set_values({"epochs": 5})  # settings saved before the box: today's default
     assert not again.agree_with_unlabelled.isChecked()
+
+
+def test_teacher_self_training_box_is_on_by_default_reaches_the_config_and_is_saved(qtbot):
+    from discomkd_gui.pages.configure_page import ConfigurePage
+
+    page = ConfigurePage()
+    qtbot.addWidget(page)
+    assert page.teacher_self_training.isChecked()
+    assert page.config([("image", "/i"), ("audio", "/a")]).teacher_self_training is True
+    page.teacher_self_training.setChecked(False)
+    saved = page.values()
+    assert page.config([("image", "/i"), ("audio", "/a")]).teacher_self_training is False
+    again = ConfigurePage()
+    qtbot.addWidget(again)
+    again.set_values(saved)
+    assert not again.teacher_self_training.isChecked()
+    again.set_values({"epochs": 5})  # settings saved before the box: today's default
+    assert again.teacher_self_training.isChecked()
