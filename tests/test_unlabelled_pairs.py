@@ -173,8 +173,9 @@ def test_training_uses_unlabelled_pairs_once_a_modality_validates_better(tmp_pat
     assert all(h["val"]["strong"]["weighted_f1"] > h["val"]["weak"]["weighted_f1"] for h in history[:2])
     assert all(h["train_losses"]["unlabelled"] > 0 for h in history[2:])
     assert ended.test_metrics["strong"]["accuracy"] > 0.6
-    # A tiny model is not 90% sure of any recording: the stage after the epochs says so and retrains nothing.
-    assert "no recording is predicted with 90% confidence" in (tmp_path / "run" / LOG_FILE).read_text()
+    # After the epochs the teaching modality is retrained, or the log says why not.
+    log = (tmp_path / "run" / LOG_FILE).read_text()
+    assert "self-training stage: strong is retrained" in log or "no recording is predicted with 90% calibrated" in log
     started = [e for e in events if isinstance(e, RunStarted)][0]
     assert "unlabelled" in started.active_terms and "agree" not in started.active_terms
     assert "L_agree off while learning from 24 unlabelled recordings" in (tmp_path / "run" / LOG_FILE).read_text()

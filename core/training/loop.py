@@ -174,7 +174,7 @@ def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device,
         val_metrics, improved = evaluate_and_select(session, epoch)
         write_epoch(run, session, epoch, trained, val_metrics, improved, clock)
     if not stopped:
-        stopped = self_train_teachers(run, session)
+        stopped = self_train_teachers(run, session, calibrate_modality)
     return finish_run(run, session, epoch, stopped)
 
 
