@@ -89,7 +89,8 @@ class ConfigurePage(QWidget):
         outer = QVBoxLayout(self)
         outer.addWidget(PageHeader(
             "Configure",
-            "Recommended: the DisCoM-KD terms ramped in plus cross-modal agreement (README: what it trains and "
+            "Recommended: the DisCoM-KD terms ramped in plus cross-modal agreement or, with _unlabelled recordings, "
+            "teaching on them and a self-training stage for the teaching modality (README: what it trains and "
             "what it measured); the presets also hold the paper's objective and one-term ablations. "
             "Hover over any field for an explanation.",
         ))
@@ -133,8 +134,9 @@ class ConfigurePage(QWidget):
         """Row 0: the preset; then one row per term: its name, its weight and what it does."""
         self.preset = QComboBox()
         self.preset.addItems(list(LOSS_PRESETS) + [CUSTOM])
-        self.preset.setToolTip("Recommended: the five DisCoM-KD terms ramped in plus cross-modal agreement and, when "
-                               "the modality folders have _unlabelled recordings, teaching on them (measured best, "
+        self.preset.setToolTip("Recommended: the five DisCoM-KD terms ramped in plus cross-modal agreement or, when "
+                               "the modality folders have _unlabelled recordings, teaching on them instead of "
+                               "agreement, then a self-training stage for the teaching modality (measured best, "
                                "see README). Paper's objective: the five terms at 1 from the first step, nothing "
                                "else. Each ablation switches one term off.")
         grid.addWidget(QLabel("Preset"), 0, 0)
