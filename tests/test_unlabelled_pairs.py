@@ -25,7 +25,7 @@ from discomkd.storage.runs import read_history
 from discomkd.storage.run_files import LOG_FILE
 from discomkd.training.events import RunStarted, StageProgress, StopToken, TeachingChanged
 from discomkd.training.preparation import load_dataset, prepare_modalities
-from discomkd.training.trainer import train
+from discomkd.training.trainer import continue_run, train
 
 N_CLASSES = 3
 
@@ -349,6 +349,12 @@ def test_the_teaching_modality_is_self_trained_after_the_epochs_and_kept_when_it
     assert any(isinstance(e, StageProgress) and e.fraction == 1.0 for e in events)
     bundle = load_bundle(tmp_path / "run" / "model.discomkd")  # the kept weights load and are calibrated
     assert bundle.calibration("strong")["fitted_on"] is not None
+    # `continue --epochs 0` recalibrates the kept classifiers without retraining or reverting them.
+    again = continue_run(tmp_path / "run", 0, on_event=lambda e: None, stop=StopToken())
+    assert again.status == "finished", again.reason
+    assert again.test_metrics["strong"]["weighted_f1"] == strong["weighted_f1"]
+    assert again.test_metrics["strong"]["before_self_training"] == strong["before_self_training"]
+    assert (tmp_path / "run" / LOG_FILE).read_text().count("strong is retrained alone") == 1
     # Switched off, the run ends after its epochs.
     off = train(config_for(tmp_path, epochs=4, teacher_self_training=False), run_dir=tmp_path / "off",
                 on_event=lambda e: None, stop=StopToken())

@@ -173,8 +173,10 @@ def train_loop(run: ActiveRun, dataset: MultiModalDataset, device: torch.device,
             break
         val_metrics, improved = evaluate_and_select(session, epoch)
         write_epoch(run, session, epoch, trained, val_metrics, improved, clock)
-    if not stopped:
+    if not stopped and epoch > session.start_epoch:  # `continue --epochs 0` only recalibrates
         stopped = self_train_teachers(run, session, calibrate_modality)
+        if session.stage_metrics and run.dist.is_writer:
+            save_checkpoint(run, session, epoch)  # a later `continue` starts from the kept classifiers
     return finish_run(run, session, epoch, stopped)
 
 
@@ -204,7 +206,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
         # Under torchrun: DistributedDataParallel, and each process takes its part of every batch.
         train_model=run.dist.wrap(model, config.batch_size), dist=run.dist,
         start_epoch=start.epoch, target_epochs=start.target_epochs, history=start.history, best=start.best,
-        best_states=start.best_states, teachers=start.teachers,
+        best_states=start.best_states, teachers=start.teachers, stage_metrics=start.stage_metrics,
         **_mixed_precision_fields(config, device), **data_fields,
     )
 
@@ -220,6 +222,7 @@ class StartingPoint:
     best: dict[str, dict]
     best_states: dict[str, dict[str, torch.Tensor]]
     teachers: dict[str, list[str]]
+    stage_metrics: dict[str, dict] = field(default_factory=dict)  # classifiers kept from teacher_stage.py
 
     @classmethod
     def first_epoch(cls, names: list[str], epochs: int) -> StartingPoint:
@@ -260,7 +263,8 @@ def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.O
     done = int(state["epoch"])
     start = StartingPoint(done, done + int(extra_epochs), runs.read_history(run.run_dir)[:done],
                           {n: dict(state["best"][n]) for n in specs}, state["best_states"],
-                          state.get("teachers", {}))  # older checkpoints have no teachers: decided afresh
+                          state.get("teachers", {}),  # older checkpoints have no teachers: decided afresh
+                          {n: m for n, m in (state.get("stage_metrics") or {}).items() if n in specs and isinstance(m, dict)})
     run.config = replace(run.config, epochs=start.target_epochs)
     run.record = runs.read_run_record(run.run_dir)
     return start
@@ -576,6 +580,7 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
             val_metrics[n] = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1", "loss")}
         if score > session.best[n]["val_weighted_f1"]:
             session.best[n] = {"best_epoch": epoch, "val_weighted_f1": float(score)}
+            session.stage_metrics.pop(n, None)  # a joint epoch beat the classifier a self-training stage kept
             session.best_states[n] = {k: v.detach().cpu().clone() for k, v in branch.state_dict().items()}
             if logits is not None:
                 session.best_val_logits[n] = logits
@@ -640,10 +645,7 @@ def write_epoch(run: ActiveRun, session: TrainingSession, epoch: int, trained: E
     if run.dist.is_writer:
         runs.write_history(run.run_dir, session.history)
         # Checkpoint before bundle: a kill between the two leaves a run that can still be continued.
-        checkpoint = {"model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
-                      "epoch": epoch, "best": session.best, "best_states": session.best_states,
-                      "teachers": session.teachers, "generator": session.generator.get_state()}
-        atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
+        save_checkpoint(run, session, epoch)
         if improved:
             # A bundle saved mid-run (then stopped or killed) is calibrated too, in every modality: after
             # continuing a run, those that did not improve yet have no calibration in this session.
@@ -667,6 +669,15 @@ def write_epoch(run: ActiveRun, session: TrainingSession, epoch: int, trained: E
                         time.perf_counter() - trained.t_epoch))
     if improved:
         run.emit(BestModelSaved(epoch, improved, str(bundle_path)))
+
+
+def save_checkpoint(run: ActiveRun, session: TrainingSession, epoch: int) -> None:
+    """What `continue` starts from: the latest weights, the optimiser, each modality's best weights."""
+    checkpoint = {"model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
+                  "epoch": epoch, "best": session.best, "best_states": session.best_states,
+                  "teachers": session.teachers, "generator": session.generator.get_state(),
+                  "stage_metrics": session.stage_metrics}
+    atomic_write(run.run_dir / runs.CHECKPOINT_FILE, lambda fh: torch.save(checkpoint, fh))
 
 
 def finish_run(run: ActiveRun, session: TrainingSession, epoch: int, stopped: bool) -> RunEnded:
