@@ -66,7 +66,7 @@ LOSS_EXPLANATIONS = {
     "mod": "Modality: z_inf and z_irr must each reveal which modality they came from.",
     "perp": "Orthogonality: z_inf is pushed away from z_irr and from z_inv (disentanglement).",
     "agree": "Agreement: each modality's classifier matches the others' predictions on the same sample "
-             "(paired files) or class (not in the paper).",
+             "(paired files) or class (not in the paper; off while learning from _unlabelled recordings).",
     "unlabelled": "Unlabelled pairs: on recordings of the _unlabelled folders, each modality learns the prediction "
                   "of the modality that validates better (not in the paper; no effect without such folders).",
 }
