@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
             higher = sum(a > b for a, b in zip(x, y))
             print(f"{label} - {other_label} {modality}: n={len(seeds)} {statistics.mean(x):.4f} vs "
                   f"{statistics.mean(y):.4f}: {100 * d.mean:+.1f} ({100 * d.ci_low:+.1f} to {100 * d.ci_high:+.1f}; "
-                  f"Wilcoxon p {d.wilcoxon_p:.2g}), {higher} of {len(seeds)} seeds higher")
+                  f"Wilcoxon p {'n/a' if d.wilcoxon_p is None else format(d.wilcoxon_p, '.2g')}), "
+                  f"{higher} of {len(seeds)} seeds higher")  # no p when every seed gives the same score
     for run_label, scores in [(label, reference), *read]:
         for (seed, modality), m in sorted(scores.items()):
             curve = m.get("val_curve") or []

@@ -90,3 +90,6 @@ def test_paired_reading_pairs_methods_across_folders_by_seed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "new:discomkd - old:self_training weak: n=3 0.6067 vs 0.5700: +3.7" in out
     assert "3 of 3 seeds higher" in out
+    # The same runs on both sides (an unchanged modality): no Wilcoxon p, and the reading still prints.
+    _module("paired_reading").main([str(tmp_path / "new"), str(tmp_path / "new")])
+    assert "+0.0 (+0.0 to +0.0; Wilcoxon p n/a), 0 of 4 seeds higher" in capsys.readouterr().out
