@@ -264,7 +264,8 @@ def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.O
     start = StartingPoint(done, done + int(extra_epochs), runs.read_history(run.run_dir)[:done],
                           {n: dict(state["best"][n]) for n in specs}, state["best_states"],
                           state.get("teachers", {}),  # older checkpoints have no teachers: decided afresh
-                          {n: m for n, m in (state.get("stage_metrics") or {}).items() if n in specs and isinstance(m, dict)})
+                          {n: m for n, m in (state.get("stage_metrics") or {}).items()
+                           if n in specs and isinstance(m, dict)})
     run.config = replace(run.config, epochs=start.target_epochs)
     run.record = runs.read_run_record(run.run_dir)
     return start
@@ -534,7 +535,8 @@ def _training_step(session: TrainingSession, inputs, labels, teachers, progress_
     terms["unlabelled"] = (unlabelled_pair_loss(unlabelled_logits, teachers, config.agree_temperature,
                                                 config.self_label_threshold)
                            if unlabelled_logits else terms["cl"].detach() * 0.0)
-    total = weighted_total(terms, config.training_weights(session.unlabelled_pairs), ramp_factor(progress_in_run, config.term_ramp))
+    total = weighted_total(terms, config.training_weights(session.unlabelled_pairs),
+                           ramp_factor(progress_in_run, config.term_ramp))
     finite = bool(torch.isfinite(total))
     # Under torchrun a NaN on one process (its part of the batch) stops every process at this step; one
     # failing alone would leave the others waiting in DDP's all-reduce until torchrun ends them.

@@ -474,7 +474,7 @@ class TrainPage(QWidget):
     def on_stage_progress(self, event: StageProgress) -> None:
         self.progress.setValue(int(event.fraction * 1000))
         self.progress.setFormat(event.text)
-        if event.fraction == 0.0 or event.fraction >= 1.0:
+        if event.fraction >= 1.0:  # the stage's end in the log; its steps only beside the bar
             self.append_log(event.text)
 
     def on_best_model_saved(self, event: BestModelSaved) -> None:

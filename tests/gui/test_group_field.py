@@ -48,36 +48,20 @@ def test_self_label_field_reaches_the_config_and_is_saved(qtbot):
     assert again.self_label_threshold.value() == 0.0
 
 
-def test_agreement_with_recordings_box_reaches_the_config_and_is_saved(qtbot):
+@pytest.mark.parametrize("box, default", [("agree_with_unlabelled", False), ("teacher_self_training", True)])
+def test_the_boxes_for_recordings_reach_the_config_and_are_saved(qtbot, box, default):
     from discomkd_gui.pages.configure_page import ConfigurePage
 
     page = ConfigurePage()
     qtbot.addWidget(page)
-    assert page.config([("image", "/i"), ("audio", "/a")]).agree_with_unlabelled is False  # off by default
-    page.agree_with_unlabelled.setChecked(True)
+    assert getattr(page, box).isChecked() is default
+    assert getattr(page.config([("image", "/i"), ("audio", "/a")]), box) is default
+    getattr(page, box).setChecked(not default)
     saved = page.values()
-    assert page.config([("image", "/i"), ("audio", "/a")]).agree_with_unlabelled is True
+    assert getattr(page.config([("image", "/i"), ("audio", "/a")]), box) is (not default)
     again = ConfigurePage()
     qtbot.addWidget(again)
     again.set_values(saved)
-    assert again.agree_with_unlabelled.isChecked()
+    assert getattr(again, box).isChecked() is (not default)
     again.set_values({"epochs": 5})  # settings saved before the box: today's default
-    assert not again.agree_with_unlabelled.isChecked()
-
-
-def test_teacher_self_training_box_is_on_by_default_reaches_the_config_and_is_saved(qtbot):
-    from discomkd_gui.pages.configure_page import ConfigurePage
-
-    page = ConfigurePage()
-    qtbot.addWidget(page)
-    assert page.teacher_self_training.isChecked()
-    assert page.config([("image", "/i"), ("audio", "/a")]).teacher_self_training is True
-    page.teacher_self_training.setChecked(False)
-    saved = page.values()
-    assert page.config([("image", "/i"), ("audio", "/a")]).teacher_self_training is False
-    again = ConfigurePage()
-    qtbot.addWidget(again)
-    again.set_values(saved)
-    assert not again.teacher_self_training.isChecked()
-    again.set_values({"epochs": 5})  # settings saved before the box: today's default
-    assert again.teacher_self_training.isChecked()
+    assert getattr(again, box).isChecked() is default
