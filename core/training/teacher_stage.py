@@ -106,8 +106,8 @@ def self_train_teachers(run, session, calibrate: Callable[[object, str], dict]) 
             session.calibration.pop(n, None)
             session.stage_metrics[n] = {"best_epoch": result.test[n]["best_epoch"],
                                         "val_curve": result.test[n]["val_curve"], "before_self_training": before[n]}
-        note = (f"{n}: validation weighted F1 {joint_score:.3f} after the joint epochs, "
-                + (f"{score:.3f} retrained by self-training" if score is not None else "not retrained (stopped)")
+        note = (f"{n}: validation weighted F1 {joint_score:.4f} after the joint epochs, "
+                + (f"{score:.4f} retrained by self-training" if score is not None else "not retrained (stopped)")
                 + f": the {'retrained' if kept else 'joint'} classifier is kept.")
         session.stage_notes.append(note)
         run.log(f"{stage}: {note}")
