@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -16,7 +17,7 @@ from discomkd.model.losses import (
     orthogonality_penalty,
     weighted_total,
 )
-from discomkd.model.networks import DisCoMKD, gradient_reversal
+from discomkd.model.networks import CNN1D, CompactCNN, DisCoMKD, gradient_reversal
 
 
 def test_orthogonality_penalty_by_hand():
@@ -201,3 +202,27 @@ def test_agreement_temperature_softens_both_sides_and_scales_by_its_square():
     assert float(agreement_loss({"a": a, "b": b}, labels, True, 2, temperature=t)) == pytest.approx(float(expected))
     assert float(agreement_loss({"a": a, "b": b}, labels, True, 2, temperature=1.0)) < float(expected)
 
+
+
+@pytest.mark.parametrize("encoder, shape", [(CompactCNN, (1, 28, 28)), (CompactCNN, (3, 13, 13)), (CNN1D, (6, 37))])
+def test_relu_after_the_pooling_computes_what_relu_before_it_did(encoder, shape):
+    # The encoders pool before their ReLU (a quarter of the elements, issue 18); since max and ReLU
+    # commute, outputs and gradients must equal the textbook order's to the bit, odd sizes included.
+    torch.manual_seed(0)
+    model = encoder(shape[0], 16)
+    textbook = copy.deepcopy(model)
+    for block in list(textbook.features)[:3]:
+        pool, relu = block[2], block[3]
+        assert isinstance(relu, torch.nn.ReLU)
+        block[2], block[3] = relu, pool
+    x = torch.randn(8, *shape)
+    outputs, grads = [], []
+    for net in (model, textbook):
+        out = net(x)
+        out.square().sum().backward()
+        outputs.append(out)
+        grads.append([p.grad for p in net.parameters()])
+    assert torch.equal(outputs[0], outputs[1])
+    for ours, theirs in zip(*grads):
+        assert torch.equal(ours, theirs)
+    assert model.state_dict().keys() == textbook.state_dict().keys()  # saved models load as before

@@ -36,8 +36,11 @@ class CompactCNN(nn.Module):
             return nn.Sequential(
                 nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
                 nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
+                # ReLU after the pooling: max and ReLU commute, so the function and its gradients are
+                # the same to the bit, on a quarter of the elements (issue 18). Neither has weights,
+                # so saved models load as before.
                 nn.MaxPool2d(2, ceil_mode=True),
+                nn.ReLU(inplace=True),
             )
 
         self.features = nn.Sequential(
@@ -60,8 +63,8 @@ class CNN1D(nn.Module):
             return nn.Sequential(
                 nn.Conv1d(cin, cout, 7, padding=3, bias=False),
                 nn.BatchNorm1d(cout),
+                nn.MaxPool1d(2, ceil_mode=True),  # before the ReLU, as in CompactCNN
                 nn.ReLU(inplace=True),
-                nn.MaxPool1d(2, ceil_mode=True),
             )
 
         self.features = nn.Sequential(
