@@ -27,10 +27,11 @@ from ..data.spectrogram import SpectrogramSettings
 from ..errors import BundleError
 from ..storage.atomic import atomic_write
 from .calibration import CALIBRATE_COMMAND, MAX_TEMPERATURE, MIN_TEMPERATURE, is_calibrated, uncalibrated
-from .networks import ModalityBranch
+from .networks import ARCHITECTURES, ModalityBranch
 
 BUNDLE_FORMAT = "discomkd-bundle"
-BUNDLE_VERSION = 1
+# 2: the compact CNN's pool-first architecture ('compact-pool-first'), which format 1 readers do not know
+BUNDLE_VERSION = 2
 BUNDLE_SUFFIX = ".discomkd"
 
 # Limits checked before anything large is read: a forged file must be refused in milliseconds,
@@ -44,7 +45,7 @@ MAX_SIDE = 8192  # image height or width
 MAX_SIGNAL_LENGTH = 10_000_000
 MAX_INPUT_VALUES = 2**26  # one model input (C x H x W or C x L): 256 MiB as float32
 MAX_EMBED_DIM = 4096
-BACKBONE_NAMES = ("compact", "resnet18", "cnn1d")
+BACKBONE_NAMES = ARCHITECTURES
 
 
 def library_versions() -> dict[str, str]:

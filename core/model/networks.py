@@ -22,26 +22,36 @@ def gradient_reversal(x: torch.Tensor, factor: float) -> torch.Tensor:
     return _GradientReversalFn.apply(x, float(factor))
 
 
+# The compact CNN's two architectures, as bundles and run records name them. New runs train the
+# second; the first stays for models and runs saved before it (issue 18).
+COMPACT_BN_FIRST = "compact"
+COMPACT_POOL_FIRST = "compact-pool-first"
+ARCHITECTURES = (COMPACT_BN_FIRST, COMPACT_POOL_FIRST, "resnet18", "cnn1d")
+
+
 class CompactCNN(nn.Module):
     """Small 2-D CNN that trains quickly on a CPU; works for any input size and channel count.
 
     Inputs of 48 px and more (spectrograms, satellite patches) start with a stride-2 convolution,
     which makes the network about five times cheaper at little cost in accuracy.
+
+    Each block is convolution, batch norm, max-pooling, ReLU; with ``pool_first`` (what new runs
+    train) the pooling comes before the batch norm, so that the batch norm and its backward run on a
+    quarter of the elements: a step is about 1.2 times faster at the same accuracy (issue 18).
     """
 
-    def __init__(self, in_channels: int, out_dim: int, width: int = 32, stem_stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_dim: int, width: int = 32, stem_stride: int = 1,
+                 pool_first: bool = False) -> None:
         super().__init__()
 
         def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                # ReLU after the pooling: max and ReLU commute, so the function and its gradients are
-                # the same to the bit, on a quarter of the elements (issue 18). Neither has weights,
-                # so saved models load as before.
-                nn.MaxPool2d(2, ceil_mode=True),
-                nn.ReLU(inplace=True),
-            )
+            conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+            # ReLU after the pooling: max and ReLU commute, so in the batch-norm-first order the function
+            # and its gradients are those of the textbook conv-BN-ReLU-pool to the bit, on a quarter of
+            # the elements. Neither layer has weights, so models saved before load unchanged.
+            if pool_first:
+                return nn.Sequential(conv, nn.MaxPool2d(2, ceil_mode=True), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+            return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(inplace=True))
 
         self.features = nn.Sequential(
             block(in_channels, width, stem_stride), block(width, 2 * width), block(2 * width, 4 * width),
@@ -125,20 +135,22 @@ class ResNet18(nn.Module):
 
 
 def resolve_backbone(requested: str, kind: str, device_type: str) -> str:
-    """'auto' means the compact CNN on a CPU and ResNet-18 on a GPU; signals always use the 1-D CNN."""
+    """The architecture a new run trains: 'auto' means the compact CNN on a CPU and ResNet-18 on a GPU;
+    the compact CNN is its pool-first form; signals always use the 1-D CNN."""
     if kind == "signal":
         return "cnn1d"
     if requested in ("auto", "cnn1d"):
-        return "resnet18" if device_type in ("cuda", "mps") else "compact"
-    return requested
+        requested = "resnet18" if device_type in ("cuda", "mps") else "compact"
+    return COMPACT_POOL_FIRST if requested == COMPACT_BN_FIRST else requested
 
 
 def build_backbone(name: str, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
     channels = input_shape[0]
     if name == "cnn1d":
         return CNN1D(channels, out_dim)
-    if name == "compact":
-        return CompactCNN(channels, out_dim, stem_stride=2 if min(input_shape[1:]) >= 48 else 1)
+    if name in (COMPACT_BN_FIRST, COMPACT_POOL_FIRST):
+        return CompactCNN(channels, out_dim, stem_stride=2 if min(input_shape[1:]) >= 48 else 1,
+                          pool_first=name == COMPACT_POOL_FIRST)
     if name == "resnet18":
         return ResNet18(channels, out_dim, small_input=min(input_shape[1:]) < 64)
     raise ValueError(f"unknown backbone {name}")

