@@ -149,3 +149,32 @@ def test_a_three_modality_run_trains(tiny_demo, tmp_path):
     assert bundle.metadata["modalities"]["signal"]["backbone"] == "cnn1d"
     assert json.loads(json.dumps(bundle.metadata))  # metadata is plain JSON
     assert torch.is_tensor(next(iter(bundle.weights["signal"].values())))
+
+
+def test_new_runs_train_the_pool_first_compact_cnn_and_its_optimiser_is_fused(tiny_demo, tmp_path):
+    events = []
+    result = train(tiny_config(tiny_demo, epochs=1), run_dir=tmp_path / "run", on_event=events.append)
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert started.backbones == {"image": "compact-pool-first", "audio": "compact-pool-first"}
+    bundle = load_bundle(result.bundle_path)
+    assert {m["backbone"] for m in bundle.metadata["modalities"].values()} == {"compact-pool-first"}
+    block = bundle.build_branch("image").invariant_encoder.features[0]
+    assert [type(layer).__name__ for layer in block] == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    state = torch.load(Path(result.run_dir) / runs.CHECKPOINT_FILE, weights_only=True)
+    assert all(group["fused"] for group in state["optimizer"]["param_groups"])
+
+
+def test_a_run_saved_with_the_batch_norm_first_compact_cnn_continues_with_it(tiny_demo, tmp_path, monkeypatch):
+    # Runs and models saved before the pool-first form name "compact"; continuing such a run must rebuild
+    # that architecture (its checkpoint's weights fit no other), and its model must still load.
+    from discomkd.training import loop
+
+    monkeypatch.setattr(loop, "resolve_backbone", lambda requested, kind, device_type: "compact")
+    first = train(tiny_config(tiny_demo, epochs=1), run_dir=tmp_path / "run")
+    monkeypatch.undo()
+    assert runs.read_run_record(first.run_dir)["backbones"] == {"image": "compact", "audio": "compact"}
+    second = continue_run(first.run_dir, extra_epochs=1)
+    assert second.status == "finished" and second.epochs_done == 2, second.reason
+    bundle = load_bundle(second.bundle_path)
+    block = bundle.build_branch("audio").specific_encoder.features[0]
+    assert [type(layer).__name__ for layer in block] == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]
