@@ -143,7 +143,7 @@ def flops_per_step(data: Path, device: str) -> float:
 
     config = TrainingConfig()
     shapes = {"image": (1, 28, 28), "audio": (1, 32, 32)}
-    backbones = {n: resolve_backbone(config.backbone, "image", device) for n in shapes}
+    backbones = {n: resolve_backbone(config.backbone, "image", device, shape) for n, shape in shapes.items()}
     model = DisCoMKD(list(shapes), shapes, backbones, config.embed_dim, 10).to(device)
     inputs = {n: torch.randn(config.batch_size, *s, device=device) for n, s in shapes.items()}
     with FlopCounterMode(display=False) as counter:

@@ -17,7 +17,7 @@ from discomkd.model.losses import (
     orthogonality_penalty,
     weighted_total,
 )
-from discomkd.model.networks import CNN1D, CompactCNN, DisCoMKD, gradient_reversal
+from discomkd.model.networks import CNN1D, CompactCNN, DisCoMKD, gradient_reversal, resolve_backbone
 
 
 def test_orthogonality_penalty_by_hand():
@@ -226,3 +226,12 @@ def test_relu_after_the_pooling_computes_what_relu_before_it_did(encoder, shape)
     for ours, theirs in zip(*grads):
         assert torch.equal(ours, theirs)
     assert model.state_dict().keys() == textbook.state_dict().keys()  # saved models load as before
+
+
+def test_new_runs_pool_first_on_images_of_16_px_and_more_and_keep_batch_norm_first_below():
+    assert resolve_backbone("auto", "image", "cpu", (1, 28, 28)) == "compact-pool-first"
+    assert resolve_backbone("compact", "image", "cuda", (3, 64, 16)) == "compact-pool-first"
+    assert resolve_backbone("auto", "image", "cpu", (1, 7, 7)) == "compact"  # the paired digits' weak sensor
+    assert resolve_backbone("compact", "image", "cpu", (13, 15, 64)) == "compact"
+    assert resolve_backbone("auto", "image", "cuda", (1, 7, 7)) == "resnet18"
+    assert resolve_backbone("auto", "signal", "cpu", (6, 100)) == "cnn1d"

@@ -169,7 +169,7 @@ def test_a_run_saved_with_the_batch_norm_first_compact_cnn_continues_with_it(tin
     # that architecture (its checkpoint's weights fit no other), and its model must still load.
     from discomkd.training import loop
 
-    monkeypatch.setattr(loop, "resolve_backbone", lambda requested, kind, device_type: "compact")
+    monkeypatch.setattr(loop, "resolve_backbone", lambda *args: "compact")
     first = train(tiny_config(tiny_demo, epochs=1), run_dir=tmp_path / "run")
     monkeypatch.undo()
     assert runs.read_run_record(first.run_dir)["backbones"] == {"image": "compact", "audio": "compact"}

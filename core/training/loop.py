@@ -234,7 +234,7 @@ def session_backbones(run: ActiveRun, specs: dict[str, ModalitySpec], device: to
     """Each modality's encoder architecture: what the run's settings resolve to on this device, except
     that a continued run keeps the architectures its record names (runs saved before the compact CNN's
     pool-first form keep the batch-norm-first one; a run started on a CPU keeps its compact CNN on a GPU)."""
-    resolved = {n: resolve_backbone(run.config.backbone, specs[n].kind, device.type) for n in specs}
+    resolved = {n: resolve_backbone(run.config.backbone, specs[n].kind, device.type, specs[n].input_shape) for n in specs}
     record = runs.read_run_record(resume_from) if resume_from is not None else None
     recorded = record.get("backbones") if isinstance(record, dict) else None
     if not isinstance(recorded, dict):

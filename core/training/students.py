@@ -96,7 +96,8 @@ def make_setup(config: TrainingConfig, dataset: MultiModalDataset, device: torch
     prepared = prepare_modalities(config, dataset)  # paired data comes back aligned row by row
     paired = dataset.report.pairing.status == "paired"
     names = dataset.names
-    backbones = {n: resolve_backbone(config.backbone, prepared[n].spec.kind, device.type) for n in names}
+    backbones = {n: resolve_backbone(config.backbone, prepared[n].spec.kind, device.type,
+                                    prepared[n].spec.input_shape) for n in names}
     unlabelled = None
     if use_unlabelled and all(prepared[n].unlabelled is not None for n in names):
         unlabelled = {n: prepared[n].unlabelled for n in names}
