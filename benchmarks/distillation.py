@@ -224,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         run_part(args, methods, args.part)
         return 0
     out = args.out or REPO / "docs" / "comparison" / args.dataset
-    data_root(args.data, args.dataset, args.weak_noise)  # build the data once, before the jobs start
+    root = data_root(args.data, args.dataset, args.weak_noise)  # build the data once, before the jobs start
+    from discomkd.errors import ConfigError
+
+    try:  # a wrong --config is said here once, not as a traceback from every job
+        make_config(args.dataset, root, args.epochs, args.first_seed, json.loads(args.config))
+    except (ValueError, TypeError, AttributeError, ConfigError) as exc:  # bad JSON, unknown setting, not an object
+        parser.error(f"--config {args.config}: {exc}")
     t0 = time.perf_counter()
     shares = [methods[k::args.jobs] for k in range(max(1, args.jobs)) if methods[k::args.jobs]]
     parts = [out / f".part{k}" for k in range(len(shares))]

@@ -93,3 +93,19 @@ def test_paired_reading_pairs_methods_across_folders_by_seed(tmp_path, capsys):
     # The same runs on both sides (an unchanged modality): no Wilcoxon p, and the reading still prints.
     _module("paired_reading").main([str(tmp_path / "new"), str(tmp_path / "new")])
     assert "+0.0 (+0.0 to +0.0; Wilcoxon p n/a), 0 of 4 seeds higher" in capsys.readouterr().out
+
+
+def test_the_distillation_benchmark_refuses_a_wrong_config_with_a_message(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("distillation", REPO / "benchmarks" / "distillation.py")
+    distillation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(distillation)
+    for wrong, said in [('{"epoch": 3}', "unexpected keyword argument 'epoch'"), ('{"weights": {"zz": 1}}', "'zz'"),
+                        ("{bad", "Expecting property name"), ('{"epochs": 0}', "at least one epoch")]:
+        try:
+            distillation.main(["av-digits", "--seeds", "1", "--config", wrong, "--out", str(tmp_path / "out")])
+        except SystemExit as exc:
+            assert exc.code == 2
+        else:
+            raise AssertionError(f"--config {wrong} was accepted")
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written
