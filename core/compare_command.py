@@ -77,6 +77,9 @@ def run_compare_command(args: argparse.Namespace) -> int:
     except DisComKDError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
+    if result.measured_nothing:
+        print(f"Stopped before any run ended: nothing was written to {Path(args.out).resolve()}.", file=sys.stderr)
+        return 130
     print(result.to_markdown())
     print(f"Written to {Path(args.out).resolve()} in {result.wall_time_s:.0f} s.", file=sys.stderr)
     return 130 if result.stopped else 0

@@ -234,11 +234,14 @@ def test_compare_stops_between_and_within_runs(tmp_path):
         if p.method == "student" and p.fraction > 0.1:
             stop.request()
 
-    result = run_comparison(config, ["student", "dml"], seeds=3, on_progress=on_progress, stop=stop)
+    result = run_comparison(config, ["student", "dml"], seeds=3, on_progress=on_progress, stop=stop,
+                            out_dir=tmp_path / "out")
     assert result.stopped
     assert [p["method"] for p in result.per_run] == ["student"]
     assert result.per_run[0]["status"] == "stopped"
     assert result.rows == []
+    # Stopped before any run ended: nothing measured, so no empty table takes the output folder.
+    assert result.measured_nothing and not (tmp_path / "out").exists()
 
 
 def test_comparison_table_formatting():

@@ -105,6 +105,12 @@ class ComparisonResult:
     stopped: bool = False
     wall_time_s: float = 0.0
 
+    @property
+    def measured_nothing(self) -> bool:
+        """Stopped before any run ended: there is nothing to write (an empty table would only take the
+        output folder, which the next comparison could then not use without --force)."""
+        return self.stopped and all(run.get("status") == "stopped" for run in self.per_run)
+
     def to_markdown(self) -> str:
         lines = []
         n_seeds = self.settings.get("seeds")
@@ -559,6 +565,6 @@ def _finish(result: ComparisonResult, modalities: list[str], out_dir, t0: float,
     result.rows = summarise(result.per_run, methods or [], modalities)
     result.wall_time_s = time.perf_counter() - t0
     result.settings["wall_time_s"] = result.wall_time_s
-    if out_dir is not None:
+    if out_dir is not None and not result.measured_nothing:
         result.write(out_dir, replace)
     return result
