@@ -78,8 +78,9 @@ TEACHER_SELF_TRAINING_EXPLANATION = (
     "retrained alone on its labels plus its own predictions there of 90% confidence or more (self-training), and "
     "keeps that classifier if it validates higher. Without such recordings nothing happens.")
 SELF_LABEL_EXPLANATION = ("On recordings of the _unlabelled folders, the modality that teaches the others also "
-                          "learns its own predictions where it is at least this confident, e.g. 0.9 (0, the default: "
-                          "never; not in the paper, and it changed neither sensor on our digits).")
+                          "learns its own predictions where it is at least this confident (calibrated, as the app "
+                          "shows confidence), e.g. 0.9 (0, the default: never; not in the paper, and it changed "
+                          "neither sensor on our digits).")
 
 RECOMMENDED = "Recommended"
 PAPER = "Paper's objective"

@@ -146,8 +146,49 @@ def test_the_teaching_modality_learns_its_own_confident_predictions_only():
     assert self_labelling(three) == {"rgb"}
     assert float(unlabelled_pair_loss({"a": strong, "b": weak}, {"a": [], "b": []}, self_label_threshold=0.9).detach()) == 0.0
     text = teaching_text(teachers, {"strong": 0.95, "weak": 0.5}, self_label_threshold=0.9)
-    assert text.endswith("strong also learns from its own predictions of 90% confidence or more")
+    assert text.endswith("strong also learns from its own predictions of 90% calibrated confidence or more")
     assert "own predictions" not in teaching_text(teachers, {"strong": 0.95, "weak": 0.5})
+
+
+def test_self_labels_read_calibrated_confidence():
+    # Row 1 is 55% sure raw; at the temperature fitted on validation (0.25 here, these classifiers are
+    # far too modest) it is 69%: cut at 0.65 it labels itself only once calibrated.
+    strong = torch.tensor([[4.0, 0.0], [0.1, 0.3], [0.0, 5.0]])
+    assert self_label_loss(strong, 0.65).item() == pytest.approx(
+        float(torch.nn.functional.cross_entropy(strong[[0, 2]], torch.tensor([0, 1]), reduction="sum") / 3))
+    calibrated = self_label_loss(strong, 0.65, confidence_temperature=0.25)
+    assert calibrated.item() == pytest.approx(
+        float(torch.nn.functional.cross_entropy(strong, torch.tensor([0, 1, 1]), reduction="sum") / 3))
+    teachers = {"strong": [], "weak": ["strong"]}
+    weak = torch.zeros(3, 2)
+    by_name = unlabelled_pair_loss({"strong": strong, "weak": weak}, teachers, self_label_threshold=0.65,
+                                   confidence_temperatures={"strong": 0.25})
+    plain = unlabelled_pair_loss({"strong": strong, "weak": weak}, teachers)
+    assert float(by_name - plain) == pytest.approx(calibrated.item())
+
+
+def test_a_run_with_self_labels_reads_them_at_the_temperature_fitted_on_validation(tmp_path, monkeypatch):
+    from discomkd.training import loop
+
+    stems = [f"s{i}" for i in range(10)]
+    unlabelled = [f"u{i}" for i in range(24)]
+    write_modality(tmp_path / "strong", stems, unlabelled, 1, 2.0)
+    write_modality(tmp_path / "weak", stems, unlabelled, 2, 0.05)
+    seen = []
+    original = loop.self_label_temperatures
+
+    def spy(session, teachers):
+        temperatures = original(session, teachers)
+        seen.append(temperatures)
+        return temperatures
+
+    monkeypatch.setattr(loop, "self_label_temperatures", spy)
+    ended = train(config_for(tmp_path, self_label_threshold=0.9, teacher_self_training=False),
+                  run_dir=tmp_path / "run", stop=StopToken())
+    assert ended.status == "finished", ended.reason
+    fitted = [t for t in seen if t]
+    assert fitted and all(set(t) == {"strong"} and t["strong"] != 1.0 for t in fitted)  # once strong teaches
+    assert seen[0] == {}  # nobody teaches in the first epoch: nothing to fit
 
 
 def test_self_labels_are_off_by_default_and_kept_in_the_run_record():

@@ -30,6 +30,7 @@ from ..model.losses import (
     discomkd_loss_terms,
     grl_factor,
     ramp_factor,
+    self_labelling,
     teaching_direction,
     teaching_text,
     unlabelled_pair_loss,
@@ -121,6 +122,10 @@ class TrainingSession:
     # Per modality retrained after the epochs (teacher_stage.py): its best epoch and validation curve
     # there, and the joint classifier's test metrics, for the test results.
     stage_metrics: dict[str, dict] = field(default_factory=dict)
+    # With self-labels: per modality, the validation logits of its latest weights, and the temperature
+    # fitted on them at the epoch's start, at which its own predictions' confidence is read.
+    latest_val_logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    self_label_temperatures: dict[str, float] = field(default_factory=dict)
     stage_notes: list[str] = field(default_factory=list)  # what that stage did, for the run's end
     # The processes training together (torchrun), which must all stop at the same step when one diverges.
     dist: distributed.DistributedContext = field(default_factory=distributed.DistributedContext)
@@ -500,7 +505,25 @@ def _update_teaching(run: ActiveRun, session: TrainingSession, epoch: int) -> di
         run.log(f"epoch {epoch}: {text}")
         run.emit(TeachingChanged(epoch, teachers, text))
     session.teachers = teachers
+    session.self_label_temperatures = self_label_temperatures(session, teachers)
     return teachers
+
+
+def self_label_temperatures(session: TrainingSession, teachers: dict[str, list[str]]) -> dict[str, float]:
+    """The temperature at which each self-labelling modality's confidence is read this epoch: fitted
+    on validation with its latest weights (every process alike), from the logits the last epoch's
+    validation kept, else (continuing a run) by a validation pass. 1 without validation data."""
+    if session.config.self_label_threshold <= 0:
+        return {}
+    temperatures = {}
+    for n in sorted(self_labelling(teachers)):
+        prepared = session.prepared[n]
+        logits = session.latest_val_logits.get(n)
+        if logits is None and len(prepared.y["val"]):
+            logits = branch_outputs(session.model.branches[n], prepared.x["val"], session.device)["logits"]
+            session.model.train()
+        temperatures[n] = fit_calibration(logits, prepared.y["val"])["temperature"] if logits is not None else 1.0
+    return temperatures
 
 
 def _step_batch(run: ActiveRun, session: TrainingSession, order: dict[str, torch.Tensor], step: int,
@@ -546,7 +569,7 @@ def _training_step(session: TrainingSession, inputs, labels, teachers, progress_
     terms["agree"] = agreement_loss({n: outputs[n]["logits"] for n in names}, labels, session.paired,
                                     len(session.classes), config.agree_temperature)
     terms["unlabelled"] = (unlabelled_pair_loss(unlabelled_logits, teachers, config.agree_temperature,
-                                                config.self_label_threshold)
+                                                config.self_label_threshold, session.self_label_temperatures)
                            if unlabelled_logits else terms["cl"].detach() * 0.0)
     total = weighted_total(terms, config.training_weights(session.unlabelled_pairs),
                            ramp_factor(progress_in_run, config.term_ramp))
@@ -580,6 +603,8 @@ def evaluate_and_select(session: TrainingSession, epoch: int) -> tuple[dict[str,
         logits = branch_outputs(session.model.branches[n], prepared.x["val"], session.device).get("logits")
         metrics = metrics_from_logits(logits, prepared.y["val"], session.classes) if logits is not None else None
         evaluated[n] = logits, metrics
+        if logits is not None and session.config.self_label_threshold > 0:
+            session.latest_val_logits[n] = logits
     # Checked for every modality before any is selected, so that no weights of this epoch become a "best".
     diverged = next((f"the validation loss of '{n}' became {m['loss']}" for n, (_, m) in evaluated.items()
                      if m and not math.isfinite(m["loss"])), "")
