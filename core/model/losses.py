@@ -201,9 +201,9 @@ def unlabelled_pair_loss(logits: dict[str, torch.Tensor], teachers: dict[str, li
     learns from its own confident predictions instead (pseudo-labels, Lee 2013; the confidence
     cut of FixMatch, Sohn et al. 2020): without it the best sensor is the only one the recordings
     give nothing, and the self-training baseline showed they can give it something. The cut reads
-    calibrated confidence (``confidence_temperatures``, fitted on validation): the raw probabilities
-    of these classifiers are far too modest (0 of 3,000 recordings reached 0.9 at 92% validation
-    accuracy), so a raw cut would keep nothing."""
+    calibrated confidence (``confidence_temperatures``, fitted on validation), the confidence the app
+    shows: the raw probabilities of these classifiers are far too modest (after 90 epochs on the
+    paired digits, 0 of 3,000 recordings reached 0.9 at 92% validation accuracy)."""
     t = float(temperature)
     parts = [mimicry(logits[n].float() / t, F.softmax(logits[p].float().detach() / t, dim=1))
              for n, peers in teachers.items() for p in peers]
