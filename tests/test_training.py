@@ -178,10 +178,3 @@ def test_a_run_saved_with_the_batch_norm_first_compact_cnn_continues_with_it(tin
     bundle = load_bundle(second.bundle_path)
     block = bundle.build_branch("audio").specific_encoder.features[0]
     assert [type(layer).__name__ for layer in block] == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]
-    # A record that names no architecture is older still: batch-norm-first as well.
-    record_path = Path(first.run_dir) / runs.RUN_FILE
-    record = json.loads(record_path.read_text())
-    del record["backbones"]
-    record_path.write_text(json.dumps(record))
-    third = continue_run(first.run_dir, extra_epochs=1)
-    assert third.status == "finished" and third.epochs_done == 3, third.reason

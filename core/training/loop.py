@@ -36,7 +36,7 @@ from ..model.losses import (
     unlabelled_pair_loss,
     weighted_total,
 )
-from ..model.networks import ARCHITECTURES, COMPACT_BN_FIRST, COMPACT_POOL_FIRST, DisCoMKD, resolve_backbone
+from ..model.networks import ARCHITECTURES, DisCoMKD, resolve_backbone
 from ..storage import runs
 from ..storage.atomic import atomic_write
 from ..model.calibration import calibrated_probabilities, calibration_report, fit_calibration
@@ -240,14 +240,11 @@ def session_backbones(run: ActiveRun, specs: dict[str, ModalitySpec], device: to
     that a continued run keeps the architectures its record names (runs saved before the compact CNN's
     pool-first form keep the batch-norm-first one; a run started on a CPU keeps its compact CNN on a GPU)."""
     resolved = {n: resolve_backbone(run.config.backbone, specs[n].kind, device.type, specs[n].input_shape) for n in specs}
-    if resume_from is None:
-        return resolved
-    record = runs.read_run_record(resume_from)
+    record = runs.read_run_record(resume_from) if resume_from is not None else None
     recorded = record.get("backbones") if isinstance(record, dict) else None
-    recorded = recorded if isinstance(recorded, dict) else {}
-    # A record that names none predates the pool-first form: its compact CNN is batch-norm-first.
-    legacy = {n: COMPACT_BN_FIRST if b == COMPACT_POOL_FIRST else b for n, b in resolved.items()}
-    return {n: recorded[n] if recorded.get(n) in ARCHITECTURES else legacy[n] for n in specs}
+    if not isinstance(recorded, dict):
+        return resolved
+    return {n: recorded[n] if recorded.get(n) in ARCHITECTURES else resolved[n] for n in specs}
 
 
 def restore_checkpoint(run: ActiveRun, model: DisCoMKD, optimizer: torch.optim.Optimizer, generator: torch.Generator,
