@@ -519,10 +519,10 @@ def self_label_temperatures(session: TrainingSession, teachers: dict[str, list[s
     for n in sorted(self_labelling(teachers)):
         prepared = session.prepared[n]
         logits = session.latest_val_logits.get(n)
-        if logits is None and len(prepared.y["val"]):
-            logits = branch_outputs(session.model.branches[n], prepared.x["val"], session.device)["logits"]
-            session.model.train()
-        temperatures[n] = fit_calibration(logits, prepared.y["val"])["temperature"] if logits is not None else 1.0
+        calibration = (fit_calibration(logits, prepared.y["val"]) if logits is not None else
+                       fit_branch_calibration(session.model.branches[n], prepared.x["val"], prepared.y["val"],
+                                              session.device))
+        temperatures[n] = calibration["temperature"]
     return temperatures
 
 
